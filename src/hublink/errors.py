@@ -1,0 +1,108 @@
+"""The exceptions hublink raises, each knowing its exit code.
+
+Exit codes are the contract's (section 5); only ``cli.py`` turns an error
+into one.
+
+    HublinkError                     1  failure not covered below
+     ├── UsageError                  2  wrong usage
+     ├── ConfigError                78  invalid config
+     │    ├── NotRegisteredError    78  no credentials yet
+     │    └── CredentialsError      78  credentials unreadable or invalid
+     ├── CloudError                  1  the Cloud answered, but not as hoped
+     │    ├── CloudUnreachableError 69  no answer at all (after retries)
+     │    ├── CloudAuthError        77  wrong password, hub credential rejected
+     │    └── CloudResponseError     1  an answer hublink cannot use
+     ├── TunnelError                 1  frpc missing or failing
+     ├── BackupError                 1  a backup or restore failed
+     └── OutboxError                 1  the outbox refused an event
+          └── OutboxFullError        1  outbox.max_pending reached
+
+Every message says what went wrong and, through ``hint``, what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69
+EXIT_NOPERM = 77
+EXIT_CONFIG = 78
+
+
+class HublinkError(Exception):
+    """Base of every error hublink reports to its user."""
+
+    exit_code: ClassVar[int] = EXIT_FAILURE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class UsageError(HublinkError):
+    """The command line was wrong."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(HublinkError):
+    """The configuration is invalid."""
+
+    exit_code = EXIT_CONFIG
+
+
+class NotRegisteredError(ConfigError):
+    """There are no credentials: the hub was never registered."""
+
+
+class CredentialsError(ConfigError):
+    """The credentials file exists but cannot be used."""
+
+
+class CloudError(HublinkError):
+    """The Cloud answered in a way hublink cannot proceed with."""
+
+    def __init__(self, message: str, *, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class CloudUnreachableError(CloudError):
+    """The Cloud could not be reached, even after retries."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class CloudAuthError(CloudError):
+    """The Cloud refused the credentials."""
+
+    exit_code = EXIT_NOPERM
+
+
+class CloudResponseError(CloudError):
+    """The Cloud's answer was an error or did not validate."""
+
+
+class TunnelError(HublinkError):
+    """The frp tunnel cannot run."""
+
+
+class BackupError(HublinkError):
+    """A backup or restore failed."""
+
+
+class OutboxError(HublinkError):
+    """An event could not be queued."""
+
+
+class OutboxFullError(OutboxError):
+    """The outbox holds ``outbox.max_pending`` events already."""

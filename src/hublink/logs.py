@@ -1,0 +1,209 @@
+"""Logging: structlog to stderr, rendered for a terminal, for JSON, or for journald.
+
+Every event passes through :func:`mask_secrets` before it is rendered, so a
+token, a password or a JWT never reaches a log line, whatever the code that
+logged it put in the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+MASK = "***"
+
+#: Event keys whose values are always secret.
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "token",
+        "tunnel_token",
+        "server_token",
+        "access",
+        "refresh",
+        "authorization",
+        "secret",
+        "jwt",
+        "webserver_password",
+    }
+)
+
+_PATTERNS = (
+    # token=… and password=… in URLs and query strings.
+    (re.compile(r"((?:token|password|secret)=)[^&\s'\"]+", re.IGNORECASE), rf"\1{MASK}"),
+    # Authorization: Bearer …, Basic …
+    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE), rf"\1 {MASK}"),
+    # Anything shaped like a JWT.
+    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
+    # "password": "…" and token = "…" inside JSON or TOML text.
+    (
+        re.compile(
+            r"""(["']?(?:password|tunnel_token|token|access|refresh|metadatas\.token|"""
+            r"""auth\.token)["']?\s*[:=]\s*)["'][^"']*["']""",
+            re.IGNORECASE,
+        ),
+        rf'\1"{MASK}"',
+    ),
+)
+
+_known_secrets: set[str] = set()
+
+SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+def register_secret(value: str | None) -> None:
+    """Mask every later occurrence of ``value`` in any log event."""
+    if value and len(value) >= 6:
+        _known_secrets.add(value)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with known secrets and secret-shaped substrings replaced by ``***``."""
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _mask_value(key: str | None, value: Any) -> Any:
+    if key is not None and key.lower() in SECRET_KEYS and value is not None:
+        return MASK
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {k: _mask_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_value(None, v) for v in value]
+    if isinstance(value, int | float | bool) or value is None:
+        return value
+    return mask_text(str(value))
+
+
+def mask_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask secrets anywhere in the event."""
+    for key in list(event_dict):
+        event_dict[key] = _mask_value(key if key != "event" else None, event_dict[key])
+    return event_dict
+
+
+def journal_renderer(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+    """``<N>event key=value …``: journald reads the priority, adds the time itself."""
+    level = str(event_dict.pop("level", method))
+    event = str(event_dict.pop("event", ""))
+    exception = event_dict.pop("exception", None)
+    fields = " ".join(f"{key}={_kv(value)}" for key, value in event_dict.items())
+    priority = SYSLOG_PRIORITY.get(level, 6)
+    line = f"<{priority}>{event}" + (f" {fields}" if fields else "")
+    if exception:
+        # One journal entry per line; keep the traceback readable, one entry.
+        line += " exception=" + _kv(str(exception).replace("\n", " | "))
+    return line
+
+
+def _kv(value: Any) -> str:
+    text = str(value)
+    if not text or any(ch in text for ch in ' "=\n'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return text
+
+
+def stream_is_journal(stream: TextIO) -> bool:
+    """Whether ``stream`` is connected to journald (``$JOURNAL_STREAM`` = dev:inode)."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+def pick_format(requested: str, stream: TextIO) -> str:
+    """Resolve ``auto`` to ``journal``, ``console`` or ``json`` for ``stream``."""
+    if requested != "auto":
+        return requested
+    if stream_is_journal(stream):
+        return "journal"
+    if stream.isatty():
+        return "console"
+    return "json"
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> str:
+    """Set up structlog and route the standard library's loggers through it.
+
+    Returns the format actually used.
+    """
+    stream = stream or sys.stderr
+    chosen = pick_format(fmt, stream)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+    ]
+    if chosen != "journal":
+        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+    processors += [structlog.processors.format_exc_info, mask_secrets]
+    processors.append(_renderer(chosen))
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    _route_stdlib(level)
+    return chosen
+
+
+def _renderer(chosen: str) -> Any:
+    if chosen == "journal":
+        return journal_renderer
+    if chosen == "console":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.processors.JSONRenderer()
+
+
+class _ToStructlog(logging.Handler):
+    """Hands records of libraries (websockets, aiohttp, asyncio) to structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log = structlog.get_logger(record.name)
+        method = record.levelname.lower()
+        if method not in SYSLOG_PRIORITY:
+            method = "info"
+        kwargs: dict[str, Any] = {"logger": record.name}
+        if record.exc_info:
+            kwargs["exc_info"] = record.exc_info
+        getattr(log, method)(record.getMessage(), **kwargs)
+
+
+def _route_stdlib(level: str) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _ToStructlog):
+            root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    # Libraries chatter at info; only their warnings matter to an operator.
+    root.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+
+
+def bind_fields(**fields: Any) -> None:
+    """Attach ``fields`` to every later event of this task (hub_id, task, …)."""
+    structlog.contextvars.bind_contextvars(**fields)
+
+
+def secrets_in(values: Iterable[str], text: str) -> list[str]:
+    """Which of ``values`` appear in ``text`` (for tests and self-checks)."""
+    return [v for v in values if v and v in text]

@@ -1,0 +1,97 @@
+"""The daemon's live state: one small object the tasks update and the control API reads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+LinkStateName = Literal["connecting", "connected", "backoff", "unauthorized", "stopped"]
+TunnelStateName = Literal["disabled", "starting", "running", "backoff", "failed", "stopped"]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` or None."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class LinkStatus:
+    """The WebSocket link as ``hublink status`` shows it."""
+
+    state: LinkStateName = "connecting"
+    last_heartbeat_at: datetime | None = None
+    reconnects: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    connected_since: datetime | None = None
+
+
+@dataclass
+class TunnelStatus:
+    """The frpc child as ``hublink status`` shows it."""
+
+    state: TunnelStateName = "disabled"
+    pid: int | None = None
+    restarts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class LiveState:
+    """Everything a running daemon knows that the files do not."""
+
+    link: LinkStatus = field(default_factory=LinkStatus)
+    tunnel: TunnelStatus = field(default_factory=TunnelStatus)
+    started_at: datetime = field(default_factory=utc_now)
+    _listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (synchronously, cheaply) after every change."""
+        self._listeners.append(listener)
+
+    def changed(self) -> None:
+        """Tell the listeners (the systemd STATUS line, for one) that something moved."""
+        for listener in self._listeners:
+            listener()
+
+    def set_link(self, state: LinkStateName, **fields: Any) -> None:
+        """Update the link's state and any of its other fields, then notify."""
+        self.link.state = state
+        for key, value in fields.items():
+            setattr(self.link, key, value)
+        self.changed()
+
+    def set_tunnel(self, state: TunnelStateName, **fields: Any) -> None:
+        """Update the tunnel's state and any of its other fields, then notify."""
+        self.tunnel.state = state
+        for key, value in fields.items():
+            setattr(self.tunnel, key, value)
+        self.changed()
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=."""
+        text = f"link {self.link.state}, tunnel {self.tunnel.state}"
+        if self.link.state != "connected" and self.link.last_error:
+            text += f" ({self.link.last_error})"
+        return text
+
+    def link_json(self) -> dict[str, Any]:
+        """The contract's ``websocket`` object."""
+        data = asdict(self.link)
+        data.pop("connected_since")
+        for key in ("last_heartbeat_at", "next_attempt_at"):
+            data[key] = iso(data[key])
+        return data
+
+    def tunnel_json(self) -> dict[str, Any]:
+        """The contract's ``tunnel`` object."""
+        return asdict(self.tunnel)

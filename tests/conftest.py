@@ -1,0 +1,49 @@
+"""Shared fixtures: isolated settings, the real frp binaries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test reads the machine's /etc/hublink or a developer's HUBLINK_* variables."""
+    for key in list(os.environ):
+        if key.startswith("HUBLINK_") and key != "HUBLINK_FRP_BIN":
+            monkeypatch.delenv(key)
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HUBLINK_CONFIG", str(tmp_path / "hublink.toml"))
+    (tmp_path / "hublink.toml").write_text("")
+    yield
+
+
+@pytest.fixture(scope="session")
+def frp_bin() -> Path:
+    """The folder holding the real frpc and frps 0.65.0 (`make frp` puts them there).
+
+    Missing binaries fail the test rather than skip it: the tunnel is only
+    proven with the real thing.
+    """
+    folder = Path(os.environ.get("HUBLINK_FRP_BIN", ROOT / ".cache" / "frp" / "bin"))
+    for name in ("frpc", "frps"):
+        binary = folder / name
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            pytest.fail(f"{binary} is missing or not executable; run `make frp`")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def age_bin() -> str:
+    """The standard ``age`` tool (`make tools` installs it)."""
+    found = shutil.which("age")
+    if not found:
+        pytest.fail("age is not installed; run `make tools`")
+    return found

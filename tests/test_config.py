@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hublink.config import Settings, load_settings
+from hublink.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hublink.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = Settings()
+    assert settings.cloud_url == "https://erplora.com"
+    assert settings.state_dir == Path("/var/lib/hublink")
+    assert settings.runtime_dir == Path("/run/hublink")
+    assert settings.hub.local_port == 8001
+    assert settings.websocket.heartbeat_interval == 30
+    assert (settings.websocket.reconnect_min, settings.websocket.reconnect_max) == (1, 60)
+    assert settings.websocket.reconnect_spread == 10
+    assert settings.websocket.unauthorized_retry == 300
+    assert (settings.websocket.ping_interval, settings.websocket.ping_timeout) == (20, 20)
+    assert settings.websocket.max_message_size == 1048576
+    assert settings.tunnel.enabled is True
+    assert settings.tunnel.frpc_path == "frpc"
+    assert settings.tunnel.server_port == 7000
+    assert settings.tunnel.admin_port == 7400
+    assert settings.tunnel.server_token is None
+    assert settings.tunnel.proxy_type == "tcp"
+    assert settings.frps_addr == "erplora.com"
+    assert settings.backup.zstd_level == 3
+    assert settings.backup.recipients == ()
+    assert settings.outbox.max_pending == 100000
+    assert settings.hooks == {}
+    assert settings.hooks_timeout == 30
+    assert (settings.log.level, settings.log.format) == ("info", "auto")
+
+
+def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(
+        tmp_path,
+        'cloud_url = "https://cloud.example/"\n'
+        "[websocket]\nheartbeat_interval = 5\nping_interval = 7\n"
+        '[hooks]\nuser_revoked = ["/bin/true"]\n',
+    )
+    monkeypatch.setenv("HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL", "0.2")
+    monkeypatch.setenv("HUBLINK_TUNNEL__ENABLED", "false")
+    settings = load_settings(str(path))
+    assert settings.cloud_url == "https://cloud.example"  # trailing slash removed
+    assert settings.websocket.heartbeat_interval == 0.2  # env beats file
+    assert settings.websocket.ping_interval == 7  # file kept where env is silent
+    assert settings.tunnel.enabled is False
+    assert settings.hooks == {"user_revoked": ("/bin/true",)}
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, 'state_dir = "/srv/hub"\n')
+    monkeypatch.setenv("HUBLINK_CONFIG", str(path))
+    assert load_settings(None).state_dir == Path("/srv/hub")
+
+
+def test_missing_default_file_means_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HUBLINK_CONFIG")
+    monkeypatch.setattr("hublink.config.DEFAULT_CONFIG_PATH", Path("/nonexistent/hublink.toml"))
+    assert load_settings(None).cloud_url == "https://erplora.com"
+
+
+def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(str(tmp_path / "nope.toml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[websocket]\nheartbeat_interval = -1\n", "websocket.heartbeat_interval = -1"),
+        ("[hub]\nlocal_port = 70000\n", "hub.local_port = 70000"),
+        ('[tunnel]\nproxy_type = "udp"\n', "tunnel.proxy_type = 'udp'"),
+        ('[log]\nlevel = "loud"\n', "log.level = 'loud'"),
+        ("[backup]\nzstd_level = 30\n", "backup.zstd_level = 30"),
+        ('[backup]\nrecipients = ["not-a-key"]\n', "not-a-key"),
+        ('[hooks]\nno_such_message = ["/bin/true"]\n', "no_such_message"),
+        ("[hooks]\nuser_revoked = []\n", "hooks.user_revoked"),
+        ("heartbeat = 3\n", "heartbeat: unknown key"),
+        ('cloud_url = "ftp://x"\n', "cloud_url = 'ftp://x'"),
+        ('cloud_url = "https://x.example/api"\n', "without a path"),
+    ],
+)
+def test_invalid_values_name_key_and_value(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(write(tmp_path, text)))
+    assert named in str(caught.value)
+    assert caught.value.exit_code == 78
+
+
+def test_broken_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(str(write(tmp_path, "cloud_url = \n")))
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:9"]
+)
+def test_plain_http_allowed_on_loopback(url: str) -> None:
+    assert Settings(cloud_url=url).cloud_scheme == "http"
+
+
+def test_plain_http_refused_elsewhere_unless_allowed() -> None:
+    with pytest.raises(ValueError, match="allow_insecure_http"):
+        Settings(cloud_url="http://cloud.example")
+    assert Settings(cloud_url="http://cloud.example", allow_insecure_http=True)
+
+
+def test_server_token_never_shown(tmp_path: Path) -> None:
+    path = write(tmp_path, '[tunnel]\nserver_token = "s3cret-fleet"\nserver_port = 0\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path))
+    assert "s3cret-fleet" not in str(caught.value)
+    settings = load_settings(str(write(tmp_path, '[tunnel]\nserver_token = "s3cret-fleet"\n')))
+    assert "s3cret-fleet" not in repr(settings)
