@@ -1,0 +1,388 @@
+"""The reference Cloud: one object that serves the contract and lets tests look inside."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import structlog
+from aiohttp import web
+
+from hublink.devcloud import admin, backups, rest, ws
+from hublink.devcloud.faults import Fault, Faults
+from hublink.devcloud.records import CLOUD_KEY, HubLink, HubRecord
+from hublink.devcloud.store import CloudStore, StoredBackup
+from hublink.devcloud.tokens import TokenIssuer, User
+
+log = structlog.get_logger(__name__)
+
+DEMO_EMAIL = "owner@example.com"
+DEMO_PASSWORD = "password123"  # noqa: S105 - the documented demo account
+DEFAULT_PORT_RANGE = (7001, 7100)
+#: How long in-flight requests may finish when the Cloud stops.
+SHUTDOWN_TIMEOUT = 1.0
+WAIT_POLL = 0.02
+
+
+class FrpsServer(Protocol):
+    """What :mod:`hublink.devcloud.frps` provides: frps run beside the Cloud."""
+
+    bind_port: int
+    vhost_http_port: int
+
+    async def start(self) -> None:
+        """Start frps."""
+
+    async def stop(self) -> None:
+        """Stop frps."""
+
+
+class DevCloud:
+    """The Cloud side of the contract, served by aiohttp on loopback.
+
+    Hubs and backups live in SQLite under ``data_dir``, so a stopped and
+    restarted Cloud (this object or a new one) still knows its hubs. What came
+    through the WebSockets is kept in memory by this object.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        users: dict[str, str] | None = None,
+        offline_after: float = 300.0,
+        access_ttl: float = 300,
+        refresh_ttl: float = 86400,
+        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+        frps_path: Path | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        accounts = {DEMO_EMAIL: DEMO_PASSWORD} if users is None else users
+        self.users = {
+            email.lower(): User(id=number, email=email, password=password)
+            for number, (email, password) in enumerate(accounts.items(), start=1)
+        }
+        self.offline_after = offline_after
+        self.port_range = port_range
+        self.frps_path = frps_path
+        self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl)
+        self.faults = Faults()
+        self.frps: FrpsServer | None = None
+        self._store: CloudStore | None = None
+        self._links: dict[str, HubLink] = {}
+        self._runner: web.AppRunner | None = None
+        self._host = "127.0.0.1"
+        self._port = 0
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self, host: str | None = None, port: int | None = None) -> None:
+        """Serve on ``host:port``; by default the previous ones (127.0.0.1 and a free port)."""
+        if self._runner is not None:
+            raise RuntimeError("the reference Cloud is already running")
+        self._host = host or self._host
+        port = self._port if port is None else port
+        app = self._build_app()
+        frps_module = self._frps_module()
+        if frps_module is not None:
+            frps_module.add_plugin_routes(app, self)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, port)
+            await site.start()
+            self._port = _bound_port(runner)
+            self._runner = runner
+            if frps_module is not None:
+                assert self.frps_path is not None
+                self.frps = cast(FrpsServer, frps_module.FrpsServer(self, self.frps_path))
+                await self.frps.start()
+        except BaseException:
+            self._runner = None
+            await runner.cleanup()
+            raise
+        log.info("devcloud started", url=self.url)
+
+    async def stop(self, code: int = 1001, *, abrupt: bool = False) -> None:
+        """Stop serving; every open link is closed with ``code`` (or dropped, if ``abrupt``)."""
+        if self.frps is not None:
+            frps, self.frps = self.frps, None
+            await frps.stop()
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        hub_ids = list(self._links)
+        if abrupt:
+            for hub_id in hub_ids:
+                self.drop_hub(hub_id)
+        else:
+            await asyncio.gather(*(self.close_hub(h, code, "server stopping") for h in hub_ids))
+        await runner.cleanup()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        log.info("devcloud stopped")
+
+    @property
+    def running(self) -> bool:
+        """Whether the Cloud is serving."""
+        return self._runner is not None
+
+    @property
+    def port(self) -> int:
+        """The TCP port it serves on (0 before the first start)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:43121``."""
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
+
+    def ws_url(self, hub_id: str, token: str) -> str:
+        """The WebSocket URL of a hub's link."""
+        return f"{self.url.replace('http', 'ws', 1)}/ws/hub/{hub_id}/?token={token}"
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self.faults.middleware()])
+        app[CLOUD_KEY] = self
+        rest.add_routes(app)
+        ws.add_routes(app)
+        app.router.add_post("/api/hubs/{hub_id}/backups/", backups.upload)
+        admin.add_routes(app)
+        return app
+
+    def _frps_module(self) -> Any:
+        # Imported by name and only when asked for: frps support is optional,
+        # and the tunnel's module must not load for every test of the Cloud.
+        if self.frps_path is None:
+            return None
+        return importlib.import_module("hublink.devcloud.frps")
+
+    # --- state used by the handlers -------------------------------------------
+
+    @property
+    def store(self) -> CloudStore:
+        """The SQLite store, opened on first use."""
+        if self._store is None:
+            self._store = CloudStore(self.data_dir / "devcloud.sqlite3")
+        return self._store
+
+    def link(self, hub_id: str) -> HubLink:
+        """The in-memory link state of a hub (created on first use)."""
+        return self._links.setdefault(hub_id, HubLink())
+
+    @staticmethod
+    def normalize_id(hub_id: str | uuid.UUID) -> str | None:
+        """The canonical text of a hub id, or None when it is not a UUID."""
+        try:
+            return str(uuid.UUID(str(hub_id)))
+        except ValueError:
+            return None
+
+    # --- in-process control, for tests and the demo ---------------------------
+
+    def create_hub(
+        self, owner_email: str = DEMO_EMAIL, name: str = "Test Hub", address: str = ""
+    ) -> dict[str, Any]:
+        """Register a hub like the endpoint does: ``{hub_id, slug, tunnel_port, tunnel_token}``.
+
+        Raises:
+            PortsExhaustedError: no tunnel port is free.
+        """
+        slug = _slugify(name)
+        while self.store.slug_exists(slug):
+            slug = _slugify(name)
+        hub = self.store.add_hub(
+            hub_id=str(uuid.uuid4()),
+            slug=slug,
+            name=name,
+            address=address,
+            owner_email=owner_email,
+            port_range=self.port_range,
+            tunnel_token=secrets.token_urlsafe(32),
+        )
+        log.info("devcloud registered a hub", hub_id=hub.hub_id, slug=slug, port=hub.tunnel_port)
+        return {
+            "hub_id": hub.hub_id,
+            "slug": hub.slug,
+            "tunnel_port": hub.tunnel_port,
+            "tunnel_token": hub.tunnel_token,
+        }
+
+    def hub(self, hub_id: str | uuid.UUID) -> HubRecord | None:
+        """A snapshot of the hub's registration and link, or None if unknown."""
+        key = self.normalize_id(hub_id)
+        stored = None if key is None else self.store.get_hub(key)
+        if stored is None:
+            return None
+        link = self._links.get(stored.hub_id, HubLink())
+        last = link.last_heartbeat
+        online = last is not None and (
+            (datetime.now(UTC) - last).total_seconds() <= self.offline_after
+        )
+        return HubRecord(
+            hub_id=stored.hub_id,
+            slug=stored.slug,
+            name=stored.name,
+            address=stored.address,
+            owner_email=stored.owner_email,
+            tunnel_port=stored.tunnel_port,
+            tunnel_token=stored.tunnel_token,
+            revoked=stored.revoked,
+            last_heartbeat=last,
+            online=online,
+            connected=link.connected,
+        )
+
+    def hubs(self) -> list[HubRecord]:
+        """Every registered hub, oldest first."""
+        records = (self.hub(stored.hub_id) for stored in self.store.list_hubs())
+        return [record for record in records if record is not None]
+
+    def _known_link(self, hub_id: str | uuid.UUID) -> HubLink:
+        return self._links.get(self.normalize_id(hub_id) or "", HubLink())
+
+    def heartbeats(self, hub_id: str | uuid.UUID) -> list[dict[str, Any]]:
+        """Every heartbeat received, each with ``received_at`` (UTC datetime) added."""
+        return [dict(beat) for beat in self._known_link(hub_id).heartbeats]
+
+    def events(self, hub_id: str | uuid.UUID) -> list[dict[str, Any]]:
+        """Every other valid message received, in arrival order, duplicates by ``id`` dropped."""
+        return [dict(event) for event in self._known_link(hub_id).events]
+
+    def duplicates(self, hub_id: str | uuid.UUID) -> int:
+        """How many events were dropped as duplicates."""
+        return self._known_link(hub_id).duplicates
+
+    def frames(self, hub_id: str | uuid.UUID) -> list[dict[str, Any]]:
+        """Every frame received, invalid and binary ones too: ``{received_at, data, valid}``."""
+        return [frame.as_dict() for frame in self._known_link(hub_id).frames]
+
+    def connections(self, hub_id: str | uuid.UUID) -> int:
+        """How many WebSocket handshakes of this hub were accepted in total."""
+        return self._known_link(hub_id).connections
+
+    def close_codes(self, hub_id: str | uuid.UUID) -> list[int | None]:
+        """The close code of each ended link of this hub, oldest first."""
+        return list(self._known_link(hub_id).close_codes)
+
+    async def push(self, hub_id: str | uuid.UUID, message: dict[str, Any] | str | bytes) -> bool:
+        """Send a frame to the hub's open link; whether there was one.
+
+        A dict is sent as JSON text; a str or bytes as-is (bytes as a binary frame).
+        """
+        socket = self._known_link(hub_id).socket
+        if socket is None or socket.closed:
+            return False
+        try:
+            if isinstance(message, bytes):
+                await socket.send_bytes(message)
+            else:
+                text = message if isinstance(message, str) else json.dumps(message)
+                await socket.send_str(text)
+        except ConnectionError:
+            return False
+        return True
+
+    async def close_hub(self, hub_id: str | uuid.UUID, code: int = 1001, reason: str = "") -> bool:
+        """Close the hub's link with ``code``; whether one was open."""
+        socket = self._known_link(hub_id).socket
+        if socket is None or socket.closed:
+            return False
+        await socket.close(code=code, message=reason.encode())
+        return True
+
+    def drop_hub(self, hub_id: str | uuid.UUID) -> bool:
+        """Cut the hub's TCP connection without a close frame (the hub sees 1006)."""
+        link = self._known_link(hub_id)
+        if link.transport is None or not link.connected:
+            return False
+        link.transport.abort()
+        return True
+
+    async def revoke(self, hub_id: str | uuid.UUID) -> bool:
+        """Revoke the hub: its link closes with 4003, later handshakes get 403."""
+        key = self.normalize_id(hub_id)
+        if key is None or not self.store.revoke(key):
+            return False
+        log.info("devcloud revoked a hub", hub_id=key)
+        await self.close_hub(key, ws.REVOKED_CODE, "hub revoked")
+        return True
+
+    def fail_next(
+        self,
+        route: str,
+        status: int | None,
+        count: int = 1,
+        *,
+        retry_after: float | None = None,
+        body: str | None = None,
+        content_type: str = "application/json",
+        delay: float = 0,
+    ) -> None:
+        """Make the next ``count`` requests whose path starts with ``route`` fail.
+
+        Each waits ``delay`` seconds, then gets ``status`` (with ``Retry-After``
+        when given, and ``body`` instead of a JSON detail). ``status=None``
+        only delays them: a slow Cloud that still answers.
+        """
+        self.faults.add(
+            Fault(
+                route=route,
+                status=status,
+                remaining=count,
+                retry_after=retry_after,
+                body=body,
+                content_type=content_type,
+                delay=delay,
+            )
+        )
+
+    def backups(self, hub_id: str | uuid.UUID) -> list[Path]:
+        """The files of the hub's stored backups, oldest first."""
+        return [backup.path for backup in self.backup_records(hub_id)]
+
+    def backup_records(self, hub_id: str | uuid.UUID) -> list[StoredBackup]:
+        """The hub's stored backups with their metadata, oldest first."""
+        key = self.normalize_id(hub_id)
+        return [] if key is None else self.store.list_backups(key)
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 10,  # noqa: ASYNC109 - a polling helper whose signature tests share
+        what: str | None = None,
+    ) -> None:
+        """Poll ``predicate`` until it is true.
+
+        Raises:
+            TimeoutError: it stayed false for ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                name = what or getattr(predicate, "__qualname__", repr(predicate))
+                raise TimeoutError(f"waited {timeout} s for {name}, in vain")
+            await asyncio.sleep(WAIT_POLL)
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    address = runner.addresses[0]
+    return int(address[1])
+
+
+def _slugify(name: str) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-") or "hub"
+    return f"{base}-{secrets.token_hex(3)}"

@@ -1,0 +1,105 @@
+"""Contract section 2 from the Cloud's side: the hubs' WebSocket endpoint."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from hublink.devcloud.http import fail
+from hublink.devcloud.records import CLOUD_KEY, Frame, HubLink
+
+log = structlog.get_logger(__name__)
+
+#: Far above the hubs' own 1 MiB limit: tests send oversized frames on purpose.
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+#: How long a close handshake may take before the connection is just dropped.
+CLOSE_TIMEOUT = 2.0
+#: Close code and reason for the older of two sockets of the same hub.
+REPLACED_CODE = 4000
+#: Close code for a hub whose credentials were revoked (the contract's 4003).
+REVOKED_CODE = 4003
+
+
+async def hub_socket(request: web.Request) -> web.StreamResponse:
+    """``GET /ws/hub/{hub_id}/?token=…``: one hub's link, until either side closes it."""
+    cloud = request.app[CLOUD_KEY]
+    hub = cloud.store.get_hub(cloud.normalize_id(request.match_info["hub_id"]) or "")
+    token = request.query.get("token", "")
+    # Refused before the upgrade, so the hub sees a plain HTTP status.
+    if hub is None or not secrets.compare_digest(hub.tunnel_token.encode(), token.encode()):
+        fail(401, "Unknown hub or invalid token")
+    if hub.revoked:
+        fail(403, "This hub has been revoked; register it again")
+
+    socket = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_SIZE, timeout=CLOSE_TIMEOUT)
+    await socket.prepare(request)
+    link = cloud.link(hub.hub_id)
+    previous = link.socket
+    link.socket = socket
+    link.transport = request.transport
+    link.connections += 1
+    hub_log = log.bind(hub_id=hub.hub_id)
+    hub_log.info("devcloud hub connected", connections=link.connections)
+    if previous is not None and not previous.closed:
+        await previous.close(code=REPLACED_CODE, message=b"replaced")
+    try:
+        async for message in socket:
+            if message.type is WSMsgType.TEXT:
+                record_text(link, message.data)
+            elif message.type is WSMsgType.BINARY:
+                record_binary(link, message.data)
+    finally:
+        if link.socket is socket:
+            link.socket = None
+            link.transport = None
+        link.close_codes.append(None if socket.close_code is None else int(socket.close_code))
+        hub_log.info("devcloud hub disconnected", code=socket.close_code)
+    return socket
+
+
+def record_text(link: HubLink, data: str) -> None:
+    """Record one text frame: a heartbeat, an event (deduplicated by id), or junk."""
+    now = datetime.now(UTC)
+    message = _parse(data)
+    link.frames.append(Frame(received_at=now, data=data, valid=message is not None))
+    if message is None:
+        log.warning("devcloud dropped an invalid frame", size=len(data))
+        return
+    if message["type"] == "heartbeat":
+        link.last_heartbeat = now
+        link.heartbeats.append({**message, "received_at": now})
+        return
+    event_id = message.get("id")
+    if isinstance(event_id, str):
+        if event_id in link.seen_ids:
+            link.duplicates += 1
+            return
+        link.seen_ids.add(event_id)
+    link.events.append(message)
+
+
+def record_binary(link: HubLink, data: bytes) -> None:
+    """Record a binary frame: the contract has none, so it is only kept for debugging."""
+    link.frames.append(Frame(received_at=datetime.now(UTC), data=data, valid=False))
+    log.warning("devcloud dropped a binary frame", size=len(data))
+
+
+def _parse(data: str) -> dict[str, Any] | None:
+    """The frame as a message object, or None when it is not one."""
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return None
+    return message
+
+
+def add_routes(app: web.Application) -> None:
+    """Mount the WebSocket endpoint."""
+    app.router.add_get("/ws/hub/{hub_id}/", hub_socket)

@@ -1,0 +1,109 @@
+"""Shared fixtures: the reference Cloud on a random loopback port, and a hub enrolled in it.
+
+Registered from ``conftest.py`` through ``pytest_plugins``. Tests use them as::
+
+    async def test_something(devcloud: DevCloud, hub_settings: HubEnv) -> None:
+        ...  # hub_settings.settings, hub_settings.creds, hub_settings.cloud is devcloud
+
+For other shapes (two hubs, hooks, a backup database) call :func:`make_hub_env`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from pydantic import SecretStr
+
+from hublink.config import Settings, TunnelSettings, WebSocketSettings
+from hublink.credentials import Credentials, CredentialStore
+from hublink.devcloud import DevCloud
+from hublink.fsutil import ensure_private_dir
+
+#: Link timings shrunk so that tests see heartbeats, reconnects and
+#: unauthorized retries within a second or two.
+FAST_WEBSOCKET: dict[str, float] = {
+    "heartbeat_interval": 0.2,
+    "reconnect_min": 0.05,
+    "reconnect_max": 0.5,
+    "reconnect_spread": 0.2,
+    "unauthorized_retry": 1.0,
+    "ping_interval": 0.5,
+    "ping_timeout": 0.5,
+}
+
+
+@dataclass(frozen=True)
+class HubEnv:
+    """A hub enrolled in the reference Cloud: its settings, its credentials, the Cloud."""
+
+    settings: Settings
+    creds: Credentials
+    cloud: DevCloud
+
+    @property
+    def hub_id(self) -> str:
+        """The hub's id as text, as the Cloud's inspection methods take it."""
+        return str(self.creds.hub_id)
+
+    @property
+    def token(self) -> str:
+        """The hub's tunnel token in clear."""
+        return self.creds.tunnel_token.get_secret_value()
+
+
+def make_hub_env(
+    cloud: DevCloud, base: Path, *, name: str = "Test Hub", **overrides: Any
+) -> HubEnv:
+    """Enroll a hub in ``cloud`` without the enrollment code and write its credentials.
+
+    ``base`` gets ``state/`` and ``run/``; ``overrides`` are extra ``Settings``
+    fields (a ``websocket`` or ``tunnel`` given here replaces the defaults).
+    """
+    created = cloud.create_hub(name=name)
+    state_dir = base / "state"
+    runtime_dir = base / "run"
+    ensure_private_dir(state_dir)
+    ensure_private_dir(runtime_dir)
+    creds = Credentials(
+        hub_id=UUID(created["hub_id"]),
+        slug=created["slug"],
+        tunnel_port=created["tunnel_port"],
+        tunnel_token=SecretStr(created["tunnel_token"]),
+        cloud_url=cloud.url,
+        registered_at=datetime.now(UTC),
+    )
+    store = CredentialStore(state_dir)
+    with store.locked():
+        store.save(creds)
+    fields: dict[str, Any] = {
+        "cloud_url": cloud.url,
+        "state_dir": state_dir,
+        "runtime_dir": runtime_dir,
+        "tunnel": TunnelSettings(enabled=False),
+        "websocket": WebSocketSettings(**FAST_WEBSOCKET),
+    }
+    settings = Settings(**(fields | overrides))
+    return HubEnv(settings=settings, creds=creds, cloud=cloud)
+
+
+@pytest.fixture
+async def devcloud(tmp_path: Path) -> AsyncIterator[DevCloud]:
+    """The reference Cloud, started on 127.0.0.1 and a free port, stopped afterwards."""
+    cloud = DevCloud(tmp_path / "devcloud")
+    await cloud.start()
+    try:
+        yield cloud
+    finally:
+        await cloud.stop()
+
+
+@pytest.fixture
+def hub_settings(devcloud: DevCloud, tmp_path: Path) -> HubEnv:
+    """A hub enrolled in ``devcloud``, credentials on disk, fast link timings, no tunnel."""
+    return make_hub_env(devcloud, tmp_path)
