@@ -7,6 +7,7 @@ into one.
      ├── UsageError                  2  wrong usage
      ├── ConfigError                78  invalid config
      │    ├── NotRegisteredError    78  no credentials yet
+     │    ├── AlreadyRegisteredError 78 credentials exist; register needs --force
      │    └── CredentialsError      78  credentials unreadable or invalid
      ├── CloudError                  1  the Cloud answered, but not as hoped
      │    ├── CloudUnreachableError 69  no answer at all (after retries)
@@ -62,6 +63,10 @@ class ConfigError(HublinkError):
 
 class NotRegisteredError(ConfigError):
     """There are no credentials: the hub was never registered."""
+
+
+class AlreadyRegisteredError(ConfigError):
+    """Credentials exist already and ``register`` was not told to replace them."""
 
 
 class CredentialsError(ConfigError):

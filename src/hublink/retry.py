@@ -1,0 +1,269 @@
+"""Which failures are worth another try, and how long to wait before it.
+
+One verdict, :func:`is_transient`, serves both the REST client (through
+tenacity, :func:`rest_retrying`) and the WebSocket link's reconnect loop, so
+the two never disagree about what a passing outage looks like:
+
+* transient: connection refused or reset, DNS failure, timeouts, a dropped
+  connection, HTTP 429 and 5xx (from aiohttp, websockets or the Cloud);
+* permanent: every other 4xx, TLS verification failures (a wrong CA does not
+  heal itself), malformed URLs, and anything hublink does not recognise.
+
+``Retry-After`` (seconds or an HTTP date) is read by :func:`retry_after_seconds`
+and honoured as a minimum wait.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import random
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import structlog
+import tenacity
+
+from hublink.errors import CloudError, CloudUnreachableError
+
+log = structlog.get_logger(__name__)
+
+#: Close codes with which the Cloud rejects a hub's credentials (contract §2).
+AUTH_CLOSE_CODES = frozenset({4001, 4003})
+
+#: How long a REST call may take, waits included, before the Cloud counts as
+#: unreachable. The contract promises exit 69 within 30 s; the rest of the
+#: margin is process start-up and the final error report.
+DEFAULT_DEADLINE = 25.0
+DEFAULT_ATTEMPTS = 5
+DEFAULT_BACKOFF_BASE = 0.5
+DEFAULT_BACKOFF_MAX = 8.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_REQUEST_TIMEOUT = 20.0
+
+#: OSErrors that mean "the network is in the way right now", not a local bug.
+_NETWORK_ERRNOS = frozenset(
+    {
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+        errno.ETIMEDOUT,
+        errno.ECONNABORTED,
+    }
+)
+
+
+def is_transient_status(status: int) -> bool:
+    """Whether an HTTP status is worth retrying: 429 and 5xx, never another 4xx."""
+    return status == 429 or 500 <= status <= 599
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a passing failure that the same request may get past later."""
+    status = status_of(exc)
+    if status is not None:
+        return is_transient_status(status)
+    if isinstance(exc, CloudError):
+        # Already a final verdict of the REST client; "unreachable" is the
+        # only one that a later attempt can change.
+        return isinstance(exc, CloudUnreachableError)
+    ws_verdict = _websockets_verdict(exc)
+    if ws_verdict is not None:
+        return ws_verdict
+    # TLS problems come before OSError: ssl.SSLError is one, and a certificate
+    # that does not verify now will not verify in a second either.
+    if isinstance(exc, ssl.SSLError | aiohttp.ClientSSLError):
+        return False
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return True
+    return isinstance(exc, TimeoutError | ConnectionError | socket.gaierror | EOFError) or (
+        isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
+    )
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status behind ``exc``, if it is an HTTP-level failure."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return exc.status or None
+    if isinstance(exc, CloudError):
+        return exc.status
+    response = _websockets_response(exc)
+    if response is not None:
+        return int(response.status_code)
+    return None
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """The ``Retry-After`` that came with ``exc`` (aiohttp or websockets), in seconds."""
+    headers: Mapping[str, str] | None = None
+    if isinstance(exc, aiohttp.ClientResponseError):
+        headers = exc.headers
+    else:
+        response = _websockets_response(exc)
+        if response is not None:
+            headers = response.headers
+    return retry_after_seconds(headers) if headers is not None else None
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Parse ``Retry-After`` (delay-seconds or HTTP-date) into seconds from now, or None."""
+    raw = headers.get("Retry-After")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # an HTTP date is always GMT; a zone-less one is not one
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def full_jitter(
+    attempt: int, *, base: float, cap: float, rng: Callable[[], float] = random.random
+) -> float:
+    """A delay drawn uniformly from [0, min(cap, base * 2**(attempt-1))] ("full jitter").
+
+    Full jitter spreads thousands of hubs coming back after an outage over
+    the whole window instead of letting them arrive in waves.
+    """
+    ceiling = min(cap, base * 2.0 ** max(attempt - 1, 0))
+    return ceiling * rng()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard a REST call tries before the Cloud is called unreachable.
+
+    ``deadline`` bounds the whole call, waits and attempts included (None: no
+    bound, for a long upload); the per-attempt timeouts are cut to what is left.
+    """
+
+    attempts: int = DEFAULT_ATTEMPTS
+    deadline: float | None = DEFAULT_DEADLINE
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
+    read_timeout: float | None = None
+
+    def timeout(self, elapsed: float) -> aiohttp.ClientTimeout:
+        """The aiohttp timeout for an attempt starting ``elapsed`` seconds into the call."""
+        total = self.request_timeout
+        connect = self.connect_timeout
+        if self.deadline is not None:
+            # Never let one slow attempt carry the call past its deadline.
+            left = max(self.deadline - elapsed, 0.05)
+            total = left if total is None else min(total, left)
+            connect = min(connect, left)
+        return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=self.read_timeout)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+class _WaitBackoffOrRetryAfter(tenacity.wait.wait_base):
+    """Full-jitter backoff, but never shorter than the server's ``Retry-After``."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        delay = full_jitter(
+            retry_state.attempt_number, base=self.policy.backoff_base, cap=self.policy.backoff_max
+        )
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        hinted = retry_after_of(exc) if exc is not None else None
+        return max(delay, hinted or 0.0)
+
+
+def _log_retry(retry_state: tenacity.RetryCallState) -> None:
+    outcome = retry_state.outcome
+    exc = outcome.exception() if outcome is not None else None
+    log.info(
+        "cloud request failed, retrying",
+        attempt=retry_state.attempt_number,
+        wait=round(retry_state.upcoming_sleep, 2),
+        error=describe_transient(exc) if exc is not None else None,
+    )
+
+
+def rest_retrying(policy: RetryPolicy = DEFAULT_POLICY) -> tenacity.AsyncRetrying:
+    """The tenacity controller for one REST call: retries only :func:`is_transient` failures.
+
+    The last failure is re-raised as is once the attempts or the deadline run
+    out; the caller turns it into :class:`~hublink.errors.CloudUnreachableError`.
+    """
+    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.attempts)
+    if policy.deadline is not None:
+        stop = stop | tenacity.stop_before_delay(policy.deadline)
+    return tenacity.AsyncRetrying(
+        stop=stop,
+        wait=_WaitBackoffOrRetryAfter(policy),
+        retry=tenacity.retry_if_exception(is_transient),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+
+
+def describe_transient(exc: BaseException) -> str:
+    """A short human description of a network-level failure, for messages and logs."""
+    status = status_of(exc)
+    if status is not None:
+        message = getattr(exc, "message", "") or ""
+        return f"HTTP {status}" + (f" {message}" if message else "")
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError | socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    return str(exc) or type(exc).__name__
+
+
+# --- websockets, looked at only when it is already imported -----------------
+# The REST path never imports websockets (it costs start-up time); an
+# exception can only be one of its types if the module is loaded.
+
+
+def _websockets_response(exc: BaseException) -> Any:
+    module = sys.modules.get("websockets.exceptions")
+    if module is None:
+        return None
+    if isinstance(exc, module.InvalidStatus | module.InvalidProxyStatus):
+        return exc.response
+    return None
+
+
+def _websockets_verdict(exc: BaseException) -> bool | None:
+    module = sys.modules.get("websockets.exceptions")
+    if module is None:
+        return None
+    if isinstance(exc, module.ConnectionClosed):
+        received = exc.rcvd
+        return received is None or received.code not in AUTH_CLOSE_CODES
+    if isinstance(exc, module.InvalidMessage):
+        # A handshake cut short by the network, as websockets itself decides.
+        return isinstance(exc.__cause__, EOFError | OSError)
+    if isinstance(exc, module.InvalidURI | module.InvalidHandshake):
+        return False
+    return None

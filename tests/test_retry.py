@@ -1,0 +1,149 @@
+"""The one classifier of transient failures, Retry-After, and the backoff."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import time
+from email.utils import formatdate
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
+from websockets.frames import Close
+from websockets.http11 import Response
+from yarl import URL
+
+from hublink.errors import CloudAuthError, CloudResponseError, CloudUnreachableError
+from hublink.retry import (
+    RetryPolicy,
+    full_jitter,
+    is_transient,
+    retry_after_of,
+    retry_after_seconds,
+)
+
+
+def http_error(status: int, retry_after: str | None = None) -> aiohttp.ClientResponseError:
+    headers = CIMultiDict({"Retry-After": retry_after} if retry_after else {})
+    info = aiohttp.RequestInfo(
+        url=URL("https://cloud.example/"),
+        method="GET",
+        headers=CIMultiDictProxy(CIMultiDict()),
+        real_url=URL("https://cloud.example/"),
+    )
+    return aiohttp.ClientResponseError(info, (), status=status, headers=CIMultiDictProxy(headers))
+
+
+def ws_status(status: int, retry_after: str | None = None) -> InvalidStatus:
+    headers = Headers({"Retry-After": retry_after} if retry_after else {})
+    return InvalidStatus(Response(status, "x", headers))
+
+
+def connector_error(err: OSError) -> aiohttp.ClientConnectorError:
+    key = aiohttp.client_reqrep.ConnectionKey("cloud.example", 443, True, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, err)
+
+
+TRANSIENT: list[BaseException] = [
+    ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
+    ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+    connector_error(ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")),
+    socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+    OSError(errno.EHOSTUNREACH, "No route to host"),
+    TimeoutError(),
+    aiohttp.ServerDisconnectedError(),
+    aiohttp.ServerTimeoutError(),
+    http_error(429),
+    http_error(500),
+    http_error(503),
+    ws_status(503),
+    ws_status(429),
+    ConnectionClosedError(None, None),
+    ConnectionClosedError(Close(1012, "restart"), None),
+    CloudUnreachableError("down"),
+    CloudResponseError("busy", status=503),
+]
+
+PERMANENT: list[BaseException] = [
+    http_error(400),
+    http_error(401),
+    http_error(403),
+    http_error(404),
+    http_error(409),
+    ws_status(401),
+    ws_status(403),
+    ConnectionClosedError(Close(4001, "unauthorized"), None),
+    ConnectionClosedError(Close(4003, "forbidden"), None),
+    ssl.SSLCertVerificationError(1, "certificate verify failed"),
+    CloudAuthError("wrong password", status=401),
+    CloudResponseError("bad answer"),
+    InvalidURI("ftp://x", "not a ws URI"),
+    ValueError("a bug"),
+    PermissionError(errno.EACCES, "denied"),
+]
+
+
+@pytest.mark.parametrize("exc", TRANSIENT, ids=lambda e: type(e).__name__)
+def test_transient(exc: BaseException) -> None:
+    assert is_transient(exc)
+
+
+@pytest.mark.parametrize("exc", PERMANENT, ids=lambda e: type(e).__name__)
+def test_permanent(exc: BaseException) -> None:
+    assert not is_transient(exc)
+
+
+def test_retry_after_in_seconds_and_as_a_date() -> None:
+    now = time.time()
+    assert retry_after_seconds({"Retry-After": "120"}) == 120
+    assert retry_after_seconds({"Retry-After": " 0 "}) == 0
+    in_a_minute = formatdate(now + 60, usegmt=True)
+    got = retry_after_seconds({"Retry-After": in_a_minute}, now=now)
+    assert got is not None and 59 <= got <= 61
+    past = formatdate(now - 60, usegmt=True)
+    assert retry_after_seconds({"Retry-After": past}, now=now) == 0
+
+
+@pytest.mark.parametrize("raw", ["soon", "-5", "nan", "inf", ""])
+def test_unusable_retry_after_is_ignored(raw: str) -> None:
+    assert retry_after_seconds({"Retry-After": raw}) is None
+
+
+def test_retry_after_absent() -> None:
+    assert retry_after_seconds({}) is None
+
+
+def test_retry_after_of_aiohttp_and_websockets_errors() -> None:
+    assert retry_after_of(http_error(503, "7")) == 7
+    assert retry_after_of(ws_status(429, "3")) == 3
+    assert retry_after_of(http_error(503)) is None
+    assert retry_after_of(TimeoutError()) is None
+
+
+def test_full_jitter_stays_within_the_exponential_ceiling() -> None:
+    assert full_jitter(1, base=0.5, cap=8, rng=lambda: 0.999) == pytest.approx(0.4995)
+    assert full_jitter(3, base=0.5, cap=8, rng=lambda: 1.0) == 2.0
+    assert full_jitter(10, base=0.5, cap=8, rng=lambda: 1.0) == 8.0
+    assert full_jitter(4, base=0.5, cap=8, rng=lambda: 0.0) == 0.0
+    draws = {round(full_jitter(5, base=1, cap=60), 3) for _ in range(50)}
+    assert len(draws) > 10 and all(0 <= d <= 16 for d in draws)
+
+
+def test_attempt_timeout_never_outlives_the_deadline() -> None:
+    policy = RetryPolicy(deadline=25, request_timeout=20, connect_timeout=10)
+    assert policy.timeout(0).total == 20
+    assert policy.timeout(0).connect == 10
+    assert policy.timeout(20).total == pytest.approx(5)
+    assert policy.timeout(22).connect == pytest.approx(3)
+    unbounded = RetryPolicy(deadline=None, request_timeout=None, read_timeout=60)
+    assert unbounded.timeout(1000).total is None
+    assert unbounded.timeout(1000).sock_read == 60
+
+
+def test_default_policy_gives_up_well_within_30_seconds() -> None:
+    policy = RetryPolicy()
+    assert policy.deadline is not None and policy.deadline < 30
