@@ -1,0 +1,126 @@
+"""`python -m build` makes an sdist and a wheel that install into a clean venv and run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hublink import __version__
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = [
+    "pyproject.toml",
+    "MANIFEST.in",
+    "README.md",
+    "hublink.example.toml",
+    "src",
+    "systemd",
+    "scripts",
+]
+SYSTEMD_FILES = ["hublink.service", "hublink.sysusers", "hublink.tmpfiles"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sdist and wheel, built from a copy of the source tree (the tree stays untouched)."""
+    source = tmp_path_factory.mktemp("source")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+    for name in SHIPPED:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=ignore)
+        else:
+            shutil.copy2(path, source / name)
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
+    )
+    return out
+
+
+def only(folder: Path, pattern: str) -> Path:
+    (found,) = folder.glob(pattern)
+    return found
+
+
+def test_sdist_carries_the_docs_and_the_systemd_files(dist: Path) -> None:
+    sdist = only(dist, f"hublink-{__version__}.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.partition("/")[2] for name in archive.getnames()}
+    expected = {
+        "README.md",
+        "hublink.example.toml",
+        "src/hublink/__init__.py",
+        "src/hublink/devcloud/__init__.py",
+        *(f"systemd/{name}" for name in SYSTEMD_FILES),
+    }
+    assert expected <= names
+
+
+def test_wheel_carries_the_package_and_the_systemd_files(dist: Path) -> None:
+    wheel = only(dist, f"hublink-{__version__}-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    data = f"hublink-{__version__}.data/data/share/hublink"
+    expected = {
+        "hublink/__init__.py",
+        "hublink/cli.py",
+        "hublink/devcloud/__init__.py",
+        f"{data}/hublink.example.toml",
+        *(f"{data}/systemd/{name}" for name in SYSTEMD_FILES),
+    }
+    assert expected <= names
+
+
+def test_wheel_installs_into_a_clean_venv_and_runs(dist: Path, tmp_path: Path) -> None:
+    wheel = only(dist, "*.whl")
+    venv = tmp_path / "venv"
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # With its dependencies, from pip's cache or the index, as an operator would.
+    subprocess.run(
+        [venv / "bin" / "pip", "install", "--quiet", "--disable-pip-version-check", wheel],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=True,
+    )
+    installed = time.monotonic() - started
+
+    result = subprocess.run(
+        [venv / "bin" / "hublink", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == f"hublink {__version__}"
+    share = venv / "share" / "hublink"
+    assert (share / "hublink.example.toml").read_text() == (
+        ROOT / "hublink.example.toml"
+    ).read_text()
+    for name in SYSTEMD_FILES:
+        assert (share / "systemd" / name).read_text() == (ROOT / "systemd" / name).read_text()
+    # The wheel's code is what runs, not the source tree's.
+    where = subprocess.run(
+        [venv / "bin" / "python", "-c", "import hublink; print(hublink.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert where.stdout.startswith(str(venv))
+    print(f"venv + install of the wheel with its dependencies: {installed:.1f} s")
