@@ -1,0 +1,255 @@
+"""The control API: HTTP over a unix socket, for the Hub application and the CLI.
+
+Server side (inside ``hublink run``)::
+
+    GET  /v1/status   the contract's status object
+    POST /v1/events   {"type", "data"} → validated, queued durably → 201 {"id"}
+    POST /v1/poke     wake the outbox drain (after a ``hublink send``)
+
+The socket lives at ``{runtime_dir}/control.sock`` with mode 0660 and is
+removed on exit. A socket left behind by a crashed daemon is replaced; one
+that still answers means another daemon runs, and this one refuses to start.
+
+Client side: :func:`fetch_status` and :func:`poke`, which treat "no daemon"
+as an answer, not an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from hublink.errors import HublinkError, OutboxError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from hublink.messages import OutboundEvent
+
+log = structlog.get_logger(__name__)
+
+SOCKET_MODE = 0o660
+RUNTIME_DIR_MODE = 0o750
+#: The client's patience: a daemon that does not answer this fast counts as absent.
+CLIENT_TIMEOUT = 2.0
+#: Largest request body accepted (a user_sync with thousands of users fits).
+MAX_BODY = 4 * 1024 * 1024
+
+
+class DaemonRunningError(HublinkError):
+    """Another daemon already answers on the control socket."""
+
+
+class ControlOutbox(Protocol):
+    """What the control API needs of the outbox (``hublink.outbox.AsyncOutbox``)."""
+
+    async def put(self, event: OutboundEvent) -> str: ...
+
+    def poke(self) -> None: ...
+
+
+StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class ControlServer:
+    """The daemon's side of the control socket."""
+
+    def __init__(self, path: Path, status: StatusProvider, outbox: ControlOutbox) -> None:
+        self.path = path
+        self._status = status
+        self._outbox = outbox
+        self._runner: web.AppRunner | None = None
+        self._inode: int | None = None
+
+    async def start(self) -> None:
+        """Listen on the socket.
+
+        Raises:
+            DaemonRunningError: a live daemon answers on the socket already.
+            HublinkError: the runtime directory or the socket cannot be created.
+        """
+        from aiohttp import web
+
+        await asyncio.to_thread(_prepare_socket_path, self.path)
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get("/v1/status", self._get_status)
+        app.router.add_post("/v1/events", self._post_event)
+        app.router.add_post("/v1/poke", self._post_poke)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.UnixSite(runner, str(self.path)).start()
+        except OSError as err:
+            await runner.cleanup()
+            raise HublinkError(
+                f"cannot listen on {self.path}: {err.strerror or err}",
+                hint="check that runtime_dir is writable by the hublink user",
+            ) from None
+        self._runner = runner
+        self.path.chmod(SOCKET_MODE)
+        self._inode = self.path.stat().st_ino
+        log.debug("control socket listening", path=str(self.path))
+
+    async def stop(self) -> None:
+        """Stop serving and remove the socket (only if it is still ours)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        with contextlib.suppress(OSError):
+            if self._inode is not None and self.path.stat().st_ino == self._inode:
+                self.path.unlink()
+
+    async def _get_status(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        return web.json_response(await self._status())
+
+    async def _post_poke(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        self._outbox.poke()
+        return web.json_response({"ok": True})
+
+    async def _post_event(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        from hublink.messages import InvalidEvent, validate_event
+
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, 'the body must be a JSON object {"type": …, "data": {…}}')
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            return _error(
+                422,
+                'the body needs a string "type" and an object "data"',
+                ["type: required, a string"],
+            )
+        data = body.get("data", {})
+        if not isinstance(data, dict):
+            return _error(422, '"data" must be an object', ["data: expected an object"])
+        try:
+            event = validate_event(body["type"], data)
+        except InvalidEvent as err:
+            return _error(422, err.message, err.problems)
+        try:
+            event_id = await self._outbox.put(event)
+        except OutboxError as err:
+            # Full or unwritable: the caller must know it was not queued.
+            return _error(503, str(err))
+        return web.json_response({"id": event_id}, status=201)
+
+
+def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:
+    from aiohttp import web
+
+    body: dict[str, Any] = {"error": message}
+    if problems is not None:
+        body["problems"] = problems
+    return web.json_response(body, status=status)
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Create the runtime dir; clear a stale socket; refuse when a daemon answers."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=RUNTIME_DIR_MODE)
+    except OSError as err:
+        raise HublinkError(
+            f"cannot create the runtime directory {path.parent}: {err.strerror or err}",
+            hint="create it for the hublink user (systemd: RuntimeDirectory=hublink)",
+        ) from None
+    if not (path.exists() or path.is_symlink()):
+        return
+    if _answers(path):
+        raise DaemonRunningError(
+            f"another hublink daemon is running (it answers on {path})",
+            hint="stop it first (systemctl stop hublink); two daemons must not run at once",
+        )
+    log.info("removing a stale control socket left by an earlier run", path=str(path))
+    path.unlink()
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(CLIENT_TIMEOUT)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+# --- client side ------------------------------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """http.client over a unix socket: small, synchronous, no event loop needed."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("hublink", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        """Connect to the unix socket instead of TCP."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self._path))
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def request(
+    path: Path, method: str, url: str, body: Any = None, *, timeout: float = CLIENT_TIMEOUT
+) -> tuple[int, Any] | None:
+    """One request to the daemon: ``(status, decoded JSON)``, or None when no daemon answers."""
+    conn = _UnixConnection(path, timeout)
+    payload = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"} if payload is not None else {}
+    try:
+        conn.request(method, url, body=payload, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(raw) if raw else None
+    except ValueError:
+        return response.status, None
+
+
+def status_now(path: Path) -> dict[str, Any] | None:
+    """The running daemon's status object, or None when no daemon answers."""
+    answer = request(path, "GET", "/v1/status")
+    if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
+        return None
+    return answer[1]
+
+
+async def fetch_status(path: Path) -> dict[str, Any] | None:
+    """:func:`status_now` for async callers."""
+    return await asyncio.to_thread(status_now, path)
+
+
+def poke(path: Path) -> bool:
+    """Wake a running daemon's outbox drain; whether a daemon answered. Never raises."""
+    try:
+        answer = request(path, "POST", "/v1/poke", {}, timeout=1.0)
+    except Exception:
+        # Best effort by contract: the event is durable already, the daemon
+        # finds it at its next drain anyway.
+        log.debug("poking the daemon failed", exc_info=True)
+        return False
+    return answer is not None and answer[0] == 200

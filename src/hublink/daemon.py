@@ -1,0 +1,352 @@
+"""``hublink run``: start-up, one supervised TaskGroup, graceful shutdown.
+
+The lifecycle is a straight line::
+
+    startup()    credentials, the one-daemon lock, stores, control socket, READY=1
+    main_loop()  one TaskGroup: uplink (link + tunnel), dispatcher, watchdog,
+                 credentials watcher; each task restarted with backoff if it crashes
+    shutdown()   STOPPING=1, tasks cancelled (the link says 1001, frpc is reaped),
+                 control socket removed, outbox closed
+
+READY=1 does not wait for the Cloud: a Hub must boot while its uplink is down.
+SIGTERM/SIGINT only set the stop event; a second one, or a shutdown that
+overruns its deadline, cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, HublinkError, NotRegisteredError
+
+if TYPE_CHECKING:
+    from hublink.config import Settings
+    from hublink.control import ControlServer
+    from hublink.credentials import Credentials
+    from hublink.handlers import Dispatcher
+    from hublink.outbox import AsyncOutbox
+    from hublink.state import LiveState
+    from hublink.store import StateStore
+    from hublink.systemd import Notifier
+
+log = structlog.get_logger(__name__)
+
+#: Graceful shutdown must end well within systemd's and the contract's 5 s.
+SHUTDOWN_DEADLINE = 4.0
+#: How often credentials.toml is checked for a re-registration.
+CREDENTIALS_POLL = 2.0
+#: A crashed task is restarted after this long, doubling up to the maximum.
+RESTART_MIN = 1.0
+RESTART_MAX = 30.0
+#: A task that ran this long before crashing starts over from RESTART_MIN.
+RESTART_STABLE = 60.0
+LOCK_FILENAME = ".daemon.lock"
+
+
+class DaemonLockedError(HublinkError):
+    """Another daemon holds this state directory."""
+
+
+def run(settings: Settings) -> int:
+    """Run the daemon until a signal stops it; the exit code."""
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    """The daemon's whole life on the running loop; the exit code.
+
+    Raises:
+        NotRegisteredError, CredentialsError: before anything starts (exit 78).
+        DaemonLockedError, DaemonRunningError: another daemon runs.
+    """
+    daemon = Daemon(settings)
+    await daemon.startup()
+    try:
+        await daemon.main_loop()
+    finally:
+        await daemon.shutdown()
+    return EXIT_FAILURE if daemon.forced else EXIT_OK
+
+
+async def supervise(
+    name: str,
+    factory: Callable[[], Awaitable[None]],
+    *,
+    restart_min: float = RESTART_MIN,
+    restart_max: float = RESTART_MAX,
+) -> None:
+    """Run ``factory()``; if it crashes, log the traceback and run it again after a backoff.
+
+    A normal return ends the supervision. Cancellation always goes through.
+    """
+    loop = asyncio.get_running_loop()
+    delay = restart_min
+    while True:
+        started = loop.time()
+        try:
+            await factory()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The one broad catch of the daemon: a bug in one task must not end the others.
+            if loop.time() - started >= RESTART_STABLE:
+                delay = restart_min
+            log.exception("task crashed; restarting it", task=name, retry_in=delay)
+        else:
+            log.debug("task finished", task=name)
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, restart_max)
+
+
+class Daemon:
+    """One run of ``hublink run``: what it holds and the order it is built and torn down in."""
+
+    def __init__(self, settings: Settings) -> None:
+        from hublink.state import LiveState
+
+        self.settings = settings
+        self.live: LiveState = LiveState()
+        self.forced = False
+        self.creds: Credentials | None = None
+        self._stop = asyncio.Event()
+        self._creds_changed = asyncio.Event()
+        self._creds_signature: tuple[int, int, int] | None = None
+        self._signals = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock_fd: int | None = None
+        self._outbox: AsyncOutbox | None = None
+        self._store: StateStore | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._control: ControlServer | None = None
+        self._notifier: Notifier | None = None
+        self._last_status_line = ""
+
+    # --- startup --------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Everything a Hub needs locally, then READY=1; the Cloud may still be away."""
+        from hublink.control import ControlServer
+        from hublink.credentials import CredentialStore
+        from hublink.handlers import Dispatcher
+        from hublink.logs import bind_fields
+        from hublink.outbox import AsyncOutbox
+        from hublink.store import StateStore
+        from hublink.systemd import Notifier
+
+        settings = self.settings
+        self.creds = CredentialStore(settings.state_dir).load()
+        self._creds_signature = _signature(settings.credentials_path)
+        bind_fields(hub_id=str(self.creds.hub_id))
+        self._lock_fd = _lock_state_dir(settings.state_dir)
+        try:
+            self._store = await asyncio.to_thread(StateStore.load, settings.state_dir)
+            self._outbox = await AsyncOutbox.open(settings.state_dir, settings.outbox.max_pending)
+            self._dispatcher = Dispatcher(settings, self._store, self._outbox, backup=None)
+            self._control = ControlServer(settings.control_socket, self.status, self._outbox)
+            await self._control.start()
+        except BaseException:
+            await self.shutdown()
+            raise
+        self._notifier = Notifier.from_env()
+        if not settings.tunnel.enabled:
+            self.live.set_tunnel("disabled")
+        self.live.subscribe(self._publish_status)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        self._notifier.ready()
+        self._publish_status()
+        log.info(
+            "hublink daemon started",
+            cloud_url=settings.cloud_url,
+            slug=self.creds.slug,
+            pid=os.getpid(),
+            control_socket=str(settings.control_socket),
+        )
+
+    # --- main loop --------------------------------------------------------------
+
+    async def main_loop(self) -> None:
+        """Run every task under one TaskGroup until the stop event; then cancel them."""
+        assert self._dispatcher is not None and self._notifier is not None
+        deadline: asyncio.TimerHandle | None = None
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._tasks = [
+                    group.create_task(supervise("uplink", self._uplink)),
+                    group.create_task(supervise("dispatcher", self._dispatcher.run)),
+                    group.create_task(supervise("watchdog", self._notifier.watchdog)),
+                    group.create_task(supervise("credentials", self._watch_credentials)),
+                ]
+                await self._stop.wait()
+                log.info("stopping")
+                self._notifier.stopping()
+                # Overrunning the deadline turns the graceful stop into a forced one.
+                deadline = asyncio.get_running_loop().call_later(SHUTDOWN_DEADLINE, self._force)
+                for task in self._tasks:
+                    task.cancel()
+        finally:
+            if deadline is not None:
+                deadline.cancel()
+
+    async def _uplink(self) -> None:
+        """The link and the tunnel, restarted together when the credentials change."""
+        while True:
+            assert self.creds is not None
+            creds = self.creds
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(supervise("link", partial(self._run_link, creds)))]
+                if self.settings.tunnel.enabled:
+                    tunnel = partial(self._run_tunnel, creds)
+                    tasks.append(group.create_task(supervise("tunnel", tunnel)))
+                await self._creds_changed.wait()
+                self._creds_changed.clear()
+                log.info("credentials changed; restarting the link and the tunnel")
+                for task in tasks:
+                    task.cancel()
+
+    async def _run_link(self, creds: Credentials) -> None:
+        from hublink.cloud import ssl_context
+        from hublink.link import Link
+
+        assert self._outbox is not None and self._dispatcher is not None
+        tls = ssl_context(self.settings) if self.settings.cloud_scheme == "https" else None
+        await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
+
+    async def _run_tunnel(self, creds: Credentials) -> None:
+        import importlib
+
+        try:
+            # Looked up at run time: the tunnel module is built by another issue.
+            tunnel = importlib.import_module("hublink.tunnel")
+        except ImportError:
+            self.live.set_tunnel("failed", last_error="this build has no tunnel support")
+            log.error("the tunnel is enabled but this build cannot run it")
+            return
+        await tunnel.TunnelSupervisor(self.settings, creds, self.live).run()
+
+    async def _watch_credentials(self) -> None:
+        """Poll credentials.toml; a re-registration restarts link and tunnel with the new ones."""
+        from hublink.credentials import CredentialStore
+
+        store = CredentialStore(self.settings.state_dir)
+        while True:
+            await asyncio.sleep(CREDENTIALS_POLL)
+            signature = await asyncio.to_thread(_signature, self.settings.credentials_path)
+            if signature == self._creds_signature:
+                continue
+            self._creds_signature = signature
+            try:
+                creds = await asyncio.to_thread(store.load)
+            except (NotRegisteredError, CredentialsError) as err:
+                log.error(
+                    "credentials.toml changed and cannot be used; keeping the ones loaded",
+                    error=err.message,
+                    hint=err.hint,
+                )
+                continue
+            if creds == self.creds:
+                continue
+            log.info("credentials.toml changed", slug=creds.slug)
+            self.creds = creds
+            self._creds_changed.set()
+
+    # --- signals and status -----------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("signal received; shutting down", signal=signal.Signals(signum).name)
+            self._stop.set()
+        else:
+            log.warning("second signal; forcing exit", signal=signal.Signals(signum).name)
+            self._force()
+
+    def _force(self) -> None:
+        """Cancel everything now; the deadline or a second signal got here."""
+        if self.forced:
+            return
+        self.forced = True
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+
+    def _publish_status(self) -> None:
+        line = self.live.summary()
+        if line != self._last_status_line and self._notifier is not None:
+            self._last_status_line = line
+            self._notifier.status(line)
+
+    async def status(self) -> dict[str, Any]:
+        """The contract's status object for ``GET /v1/status``."""
+        from hublink.status import build_status
+
+        assert self._outbox is not None and self._store is not None
+        return build_status(
+            self.settings,
+            self.creds,
+            live=self.live,
+            pid=os.getpid(),
+            pending=await self._outbox.pending(),
+            snapshot=await self._store.asnapshot(),
+        )
+
+    # --- shutdown ---------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Release what startup took, in reverse order; safe after a partial startup."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
+        if self._outbox is not None:
+            await self._outbox.close()
+            self._outbox = None
+        if self._store is not None:
+            # Writes recorded state that is still batched.
+            await self._store.aclose()
+            self._store = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        log.info("hublink daemon stopped", forced=self.forced)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is replaced or rewritten: inode, mtime, size."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    """Hold an exclusive lock on the state dir for the daemon's lifetime.
+
+    Raises:
+        DaemonLockedError: another daemon holds it.
+    """
+    path = state_dir / LOCK_FILENAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DaemonLockedError(
+            f"another hublink daemon is running on {state_dir}",
+            hint="stop it first (systemctl stop hublink); two daemons must not run at once",
+        ) from None
+    return fd

@@ -1,0 +1,157 @@
+"""The status object of ``hublink status --json`` and ``GET /v1/status`` (contract section 5).
+
+A running daemon builds it from its live state; without a daemon the CLI
+builds it from the files, and every live field is null.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hublink import __version__
+
+if TYPE_CHECKING:
+    from hublink.config import Settings
+    from hublink.credentials import Credentials
+    from hublink.state import LiveState
+
+#: The contract's ``websocket`` object when no daemon runs.
+OFFLINE_WEBSOCKET = {
+    "state": None,
+    "last_heartbeat_at": None,
+    "reconnects": None,
+    "last_error": None,
+    "next_attempt_at": None,
+}
+#: The contract's ``tunnel`` object when no daemon runs.
+OFFLINE_TUNNEL = {"state": None, "pid": None, "restarts": None, "last_error": None}
+
+
+def build_status(
+    settings: Settings,
+    creds: Credentials | None,
+    *,
+    live: LiveState | None,
+    pid: int | None,
+    pending: int | None,
+    snapshot: dict[str, Any],
+) -> dict[str, Any]:
+    """The status object; ``live`` and ``pid`` are None when no daemon runs."""
+    return {
+        "registered": creds is not None,
+        "hub_id": str(creds.hub_id) if creds else None,
+        "slug": creds.slug if creds else None,
+        "cloud_url": creds.cloud_url if creds else settings.cloud_url,
+        "daemon": {"running": live is not None, "pid": pid if live is not None else None},
+        "websocket": live.link_json() if live is not None else dict(OFFLINE_WEBSOCKET),
+        "tunnel": live.tunnel_json() if live is not None else dict(OFFLINE_TUNNEL),
+        "outbox": {"pending": pending},
+        "plugin_updates": list(snapshot.get("plugin_updates", [])),
+        "revoked_users": list(snapshot.get("revoked_users", [])),
+        "last_backup": snapshot.get("last_backup"),
+        "version": __version__,
+        "state_dir": str(settings.state_dir),
+    }
+
+
+def offline_status(settings: Settings) -> dict[str, Any]:
+    """The status object from the files alone, for when no daemon answers.
+
+    Raises:
+        CredentialsError: the credentials file exists but cannot be used.
+    """
+    from hublink.credentials import CredentialStore
+    from hublink.errors import NotRegisteredError
+
+    try:
+        creds: Credentials | None = CredentialStore(settings.state_dir).load()
+    except NotRegisteredError:
+        creds = None
+    return build_status(
+        settings,
+        creds,
+        live=None,
+        pid=None,
+        pending=_pending_on_disk(settings),
+        snapshot=_snapshot_on_disk(settings),
+    )
+
+
+def _pending_on_disk(settings: Settings) -> int:
+    from hublink.outbox import FILENAME, Outbox
+
+    if not (settings.state_dir / FILENAME).exists():
+        # Reading status must not create the outbox (or the state dir) as a side effect.
+        return 0
+    outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
+    try:
+        return outbox.pending()
+    finally:
+        outbox.close()
+
+
+def _snapshot_on_disk(settings: Settings) -> dict[str, Any]:
+    from hublink.store import StateStore
+
+    store = StateStore.load(settings.state_dir)
+    try:
+        return store.snapshot()
+    finally:
+        store.close()
+
+
+def summary_lines(status: dict[str, Any]) -> list[str]:
+    """A short human summary of ``status`` for the terminal."""
+    if not status["registered"]:
+        lines = ["registered: no (run `hublink register`)"]
+    else:
+        lines = [f"registered: yes, hub {status['slug']} ({status['hub_id']})"]
+    lines.append(f"cloud:      {status['cloud_url']}")
+    daemon = status["daemon"]
+    if not daemon["running"]:
+        lines.append("daemon:     not running")
+    else:
+        lines.append(f"daemon:     running (pid {daemon['pid']})")
+        lines.append("link:       " + _describe_link(status["websocket"]))
+        lines.append("tunnel:     " + _describe_tunnel(status["tunnel"]))
+    lines.append(f"outbox:     {status['outbox']['pending']} event(s) waiting")
+    updates = status["plugin_updates"]
+    if updates:
+        lines.append(f"plugin updates available: {len(updates)}")
+        lines += [f"  {_brief(update)}" for update in updates]
+    revoked = status["revoked_users"]
+    if revoked:
+        lines.append(f"revoked users: {len(revoked)}")
+        lines += [f"  {_brief(user)}" for user in revoked]
+    return lines
+
+
+def _describe_link(ws: dict[str, Any]) -> str:
+    text = str(ws["state"])
+    if ws["state"] == "connected" and ws["last_heartbeat_at"]:
+        text += f", last heartbeat {ws['last_heartbeat_at']}"
+    if ws["reconnects"]:
+        text += f", {ws['reconnects']} reconnect(s)"
+    if ws["state"] != "connected" and ws["last_error"]:
+        text += f"; last error: {ws['last_error']}"
+    if ws["next_attempt_at"]:
+        text += f"; next attempt {ws['next_attempt_at']}"
+    return text
+
+
+def _describe_tunnel(tunnel: dict[str, Any]) -> str:
+    text = str(tunnel["state"])
+    if tunnel["pid"]:
+        text += f" (frpc pid {tunnel['pid']})"
+    if tunnel["restarts"]:
+        text += f", {tunnel['restarts']} restart(s)"
+    if tunnel["state"] != "running" and tunnel["last_error"]:
+        text += f"; last error: {tunnel['last_error']}"
+    return text
+
+
+def _brief(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    keys = ("plugin_id", "current_version", "new_version", "user_id", "email", "reason")
+    return ", ".join(f"{key}={item[key]}" for key in keys if item.get(key) is not None)
