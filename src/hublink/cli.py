@@ -148,13 +148,26 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink run``."""
-    raise HublinkError("run is not implemented yet")
+    """``hublink run``: the daemon in the foreground, until SIGTERM/SIGINT."""
+    from hublink.daemon import run
+
+    return run(settings)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink status``."""
-    raise HublinkError("status is not implemented yet")
+    """``hublink status``: the running daemon's view, else what the files say."""
+    import json
+
+    from hublink.control import status_now
+    from hublink.status import offline_status, summary_lines
+
+    status = status_now(settings.control_socket) or offline_status(settings)
+    if args.json:
+        _out(json.dumps(status, indent=2))
+    else:
+        for line in summary_lines(status):
+            _out(line)
+    return EXIT_OK
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
