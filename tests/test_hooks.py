@@ -1,0 +1,188 @@
+"""Hooks (contract section 6), run as real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from hublink.config import Settings
+from hublink.hooks import MAX_ATTEMPTS, HookRunner
+
+
+def write_hook(folder: Path, name: str, body: str) -> Path:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def runner(tmp_path: Path, hook: Path | str, *, timeout: float = 10.0) -> HookRunner:
+    settings = Settings(
+        state_dir=tmp_path, hooks={"user_revoked": (str(hook), "--flag")}, hooks_timeout=timeout
+    )
+    return HookRunner(settings)
+
+
+async def wait_for(condition: object, deadline: float = 20.0) -> None:
+    assert callable(condition)
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes, but os.kill(…, 0) still succeeds on it.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[-1][0] != "Z"
+
+
+async def test_hook_gets_message_on_stdin_and_type_in_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.setenv("SHOP_NAME", "corner")
+    out = tmp_path / "out"
+    hook = write_hook(
+        tmp_path,
+        "hook",
+        f'cat > {out}.json\necho "$HUBLINK_MESSAGE_TYPE|$1|${{NOTIFY_SOCKET:-none}}|'
+        f'${{WATCHDOG_USEC:-none}}|$SHOP_NAME" > {out}.env\n',
+    )
+    message = {"type": "user_revoked", "user_id": "7", "email": "a@b.c", "reason": "gone"}
+    with capture_logs() as logs:
+        ok = await runner(tmp_path, hook).run("user_revoked", json.dumps(message).encode())
+    assert ok
+    assert json.loads((tmp_path / "out.json").read_text()) == message
+    assert (tmp_path / "out.env").read_text().strip() == "user_revoked|--flag|none|none|corner"
+    assert [e["event"] for e in logs] == ["hook succeeded"]
+
+
+async def test_no_hook_configured_is_a_quiet_success(tmp_path: Path) -> None:
+    hooks = HookRunner(Settings(state_dir=tmp_path))
+    with capture_logs() as logs:
+        assert await hooks.run("user_revoked", b"{}")
+    assert logs == []
+
+
+async def test_failing_hook_is_retried_with_stderr_logged(tmp_path: Path) -> None:
+    count = tmp_path / "count"
+    hook = write_hook(
+        tmp_path,
+        "hook",
+        f"echo run >> {count}\necho 'cannot reach the POS: token=hunter2secret' >&2\nexit 3\n",
+    )
+    started = time.monotonic()
+    with capture_logs() as logs:
+        ok = await runner(tmp_path, hook, timeout=1.0).run("user_revoked", b"{}")
+    assert not ok
+    assert count.read_text().count("run") == MAX_ATTEMPTS == 3
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [e["attempt"] for e in warnings] == [1, 2, 3]
+    for event in warnings:
+        assert event["event"] == "hook exited with status 3"
+        assert event["returncode"] == 3
+        assert "cannot reach the POS" in event["stderr"]
+        assert "hunter2secret" not in event["stderr"]
+    assert logs[-1]["log_level"] == "error"
+    assert logs[-1]["event"] == "hook failed; giving up"
+    # Backoff scales with hooks_timeout: 0.1 s then 0.2 s here.
+    assert time.monotonic() - started < 5
+
+
+async def test_hook_that_fails_once_then_succeeds(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    hook = write_hook(
+        tmp_path,
+        "hook",
+        f"if [ -e {marker} ]; then exit 0; fi\ntouch {marker}\necho flaky >&2\nexit 1\n",
+    )
+    with capture_logs() as logs:
+        assert await runner(tmp_path, hook, timeout=1.0).run("user_revoked", b"{}")
+    assert [(e["log_level"], e.get("attempt")) for e in logs] == [("warning", 1), ("info", 2)]
+
+
+async def test_hanging_hook_is_killed_with_its_children_and_retried(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    hook = write_hook(
+        tmp_path,
+        "hook",
+        f"sleep 300 &\necho $! >> {pids}\necho 'stuck waiting' >&2\nwait\n",
+    )
+    started = time.monotonic()
+    with capture_logs() as logs:
+        ok = await runner(tmp_path, hook, timeout=0.5).run("user_revoked", b"{}")
+    elapsed = time.monotonic() - started
+    assert not ok
+    children = [int(line) for line in pids.read_text().split()]
+    assert len(children) == 3
+    for child in children:
+        assert not pid_alive(child), f"the hook's child {child} survived"
+    timeouts = [e for e in logs if e.get("timed_out")]
+    assert len(timeouts) == 3
+    assert timeouts[0]["event"] == "hook timed out after 0.5 s and was killed"
+    assert "stuck waiting" in timeouts[0]["stderr"]
+    assert elapsed < 10
+
+
+async def test_missing_executable_is_not_retried(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-hook"
+    with capture_logs() as logs:
+        ok = await runner(tmp_path, missing, timeout=1.0).run("user_revoked", b"{}")
+    assert not ok
+    assert len(logs) == 1
+    assert logs[0]["log_level"] == "error"
+    assert logs[0]["event"] == "hook cannot be started; not retrying"
+    assert logs[0]["hook"] == str(missing)
+    assert "No such file" in logs[0]["error"]
+
+
+async def test_not_executable_is_not_retried(tmp_path: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(0o644)
+    with capture_logs() as logs:
+        assert not await runner(tmp_path, hook).run("user_revoked", b"{}")
+    assert [e["event"] for e in logs] == ["hook cannot be started; not retrying"]
+
+
+async def test_cancelling_kills_the_running_hook(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    hook = write_hook(tmp_path, "hook", f"echo $$ >> {pids}\nexec sleep 300\n")
+    task = asyncio.create_task(runner(tmp_path, hook).run("user_revoked", b"{}"))
+    await wait_for(lambda: pids.exists() and pids.read_text().strip())
+    pid = int(pids.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not pid_alive(pid)
+
+
+async def test_concurrency_is_limited(tmp_path: Path) -> None:
+    running = tmp_path / "running"
+    running.mkdir()
+    peak = tmp_path / "peak"
+    hook = write_hook(
+        tmp_path,
+        "hook",
+        f"touch {running}/$$\nls {running} | wc -l >> {peak}\nsleep 0.3\nrm {running}/$$\n",
+    )
+    hooks = HookRunner(
+        Settings(state_dir=tmp_path, hooks={"user_revoked": (str(hook),)}), concurrency=2
+    )
+    results = await asyncio.gather(*(hooks.run("user_revoked", b"{}") for _ in range(6)))
+    assert all(results)
+    counts = [int(line) for line in peak.read_text().split()]
+    assert len(counts) == 6
+    assert max(counts) <= 2
