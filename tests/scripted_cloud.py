@@ -65,6 +65,8 @@ class ScriptedCloud:
         self._ssl = ssl_context
         self._runner: web.AppRunner | None = None
         self.url = ""
+        #: Seconds this server's clock (its ``Date`` headers) is off the real time.
+        self.clock_offset = 0.0
 
     def on(self, method: str, path: str, *answers: Canned) -> None:
         """Answer the next requests to ``method path`` with ``answers``, in order."""
@@ -84,7 +86,10 @@ class ScriptedCloud:
         answer = script.pop(0) if len(script) > 1 else script[0]
         if answer.delay:
             await asyncio.sleep(answer.delay)
-        return answer.response()
+        response = answer.response()
+        if self.clock_offset and "Date" not in answer.headers:
+            response.headers["Date"] = formatdate(time.time() + self.clock_offset, usegmt=True)
+        return response
 
     async def start(self) -> str:
         """Listen on 127.0.0.1 and a free port; return the base URL."""

@@ -1,0 +1,184 @@
+"""Enrollment: log in, verify, register, save; the owner's JWTs never leave memory.
+
+The whole flow runs under the credential store's lock, so two ``hublink
+register`` runs cannot interleave: the second one waits, then finds the
+credentials the first one saved and refuses (unless ``--force``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+from pydantic import SecretStr
+
+from hublink.cloud import (
+    CloudClient,
+    Registration,
+    describe_clock_skew,
+    make_session,
+    verify_access_token,
+)
+from hublink.config import Settings
+from hublink.credentials import Credentials, CredentialStore
+from hublink.errors import AlreadyRegisteredError, CredentialsError, UsageError
+from hublink.retry import DEFAULT_POLICY, RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[str], None]
+
+
+async def enroll(
+    settings: Settings,
+    *,
+    email: str,
+    password: SecretStr,
+    name: str,
+    address: str,
+    force: bool,
+    progress: Progress,
+    session: aiohttp.ClientSession | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> Credentials:
+    """Enroll this hub with the Cloud and save its credentials atomically (0600).
+
+    Existing credentials are refused before the Cloud is contacted unless
+    ``force``; on any failure nothing is written. ``session`` is the process's
+    session when the caller has one; otherwise one is made for this call.
+
+    Raises:
+        AlreadyRegisteredError: credentials exist and ``force`` is false.
+        CredentialsError: existing credentials are unreadable (without
+            ``force``), or the new ones cannot be written.
+        CloudAuthError, CloudUnreachableError, CloudResponseError: from the Cloud.
+    """
+    if not name.strip():
+        raise UsageError("the hub needs a name", hint="pass --name or set hub.name")
+    store = CredentialStore(settings.state_dir)
+    async with _locked(store):
+        ensure_replaceable(store, force=force, progress=progress)
+        if session is not None:
+            return await _enroll_locked(
+                CloudClient(session, settings, policy=policy),
+                store,
+                email=email,
+                password=password,
+                name=name.strip(),
+                address=address.strip(),
+                progress=progress,
+            )
+        async with make_session(settings, policy=policy) as own:
+            return await _enroll_locked(
+                CloudClient(own, settings, policy=policy),
+                store,
+                email=email,
+                password=password,
+                name=name.strip(),
+                address=address.strip(),
+                progress=progress,
+            )
+
+
+def ensure_replaceable(store: CredentialStore, *, force: bool, progress: Progress) -> None:
+    """Refuse to replace credentials unless ``force``: a refusal must leave no orphan hub.
+
+    Raises:
+        AlreadyRegisteredError: valid credentials exist.
+        CredentialsError: the existing file is unreadable; it is never
+            overwritten silently.
+    """
+    if not store.exists():
+        return
+    if force:
+        with contextlib.suppress(CredentialsError):
+            old = store.load()
+            progress(f"replacing the credentials of hub {old.slug} ({old.hub_id})")
+        return
+    old = store.load()
+    raise AlreadyRegisteredError(
+        f"this hub is already registered as {old.slug} ({old.hub_id}) with {old.cloud_url}",
+        hint="use `hublink register --force` to enroll it again (the Cloud keeps the old hub), "
+        "or `hublink unregister` first",
+    )
+
+
+async def _enroll_locked(
+    client: CloudClient,
+    store: CredentialStore,
+    *,
+    email: str,
+    password: SecretStr,
+    name: str,
+    address: str,
+    progress: Progress,
+) -> Credentials:
+    progress(f"logging in to {client.base_url} as {email}")
+    tokens = await client.login(email, password)
+    _warn_about_clock(client, progress)
+    progress("verifying the Cloud's token")
+    key = await client.public_key()
+    verify_access_token(tokens.access, key, now=client.server_now())
+    progress(f"registering hub {name!r}")
+    registration = await client.register(tokens, name, address)
+    # The owner's JWTs are done with: drop them before anything touches the disk.
+    del tokens
+    creds = _credentials(registration, client)
+    await _save(store, creds)
+    progress(f"saved the credentials to {store.path}")
+    log.info("hub registered", hub_id=str(creds.hub_id), slug=creds.slug)
+    # The backup identity ({state_dir}/backup-identity.txt) is created here, after the save.
+    return creds
+
+
+def _warn_about_clock(client: CloudClient, progress: Progress) -> None:
+    warning = describe_clock_skew(client.clock_skew)
+    if warning is not None:
+        log.warning("local clock is off", skew_seconds=round(client.clock_skew or 0.0))
+        progress(f"warning: {warning}")
+
+
+def _credentials(registration: Registration, client: CloudClient) -> Credentials:
+    # The Cloud's clock: a box without a real-time clock may think it is 1970.
+    registered_at = datetime.fromtimestamp(client.server_now(), UTC)
+    return Credentials(
+        hub_id=registration.hub_id,
+        slug=registration.slug,
+        tunnel_port=registration.tunnel_port,
+        tunnel_token=registration.tunnel_token,
+        cloud_url=client.base_url,
+        registered_at=registered_at,
+    )
+
+
+async def _save(store: CredentialStore, creds: Credentials) -> None:
+    try:
+        await asyncio.to_thread(store.save, creds)
+    except OSError as err:
+        raise CredentialsError(
+            f"could not write {store.path}: {err.strerror or err}; "
+            "the previous file, if any, is unchanged",
+            hint="free some disk space, or run as the user that owns state_dir "
+            "(the Cloud has created the hub: run register again with --force)",
+        ) from err
+
+
+@contextlib.asynccontextmanager
+async def _locked(store: CredentialStore) -> AsyncIterator[None]:
+    """Hold the store's lock; waiting for it happens in a thread, not on the loop."""
+    lock = store.locked()
+    try:
+        await asyncio.to_thread(lock.__enter__)
+    except OSError as err:
+        raise CredentialsError(
+            f"cannot use the state directory {store.state_dir}: {err.strerror or err}",
+            hint="run as the user that owns state_dir (e.g. with sudo), or set state_dir",
+        ) from err
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
