@@ -202,3 +202,10 @@ def test_ten_thousand_records_are_cheap(tmp_path: Path) -> None:
     assert len(snapshot["plugin_updates"]) == 500
     assert {u["new_version"] for u in snapshot["plugin_updates"]} >= {"1.9999"}
     store.close()
+
+
+def test_clearing_on_a_fresh_hub_creates_no_file(tmp_path: Path) -> None:
+    store = StateStore.load(tmp_path)
+    store.record_outbound(installed("inventory", "1.2"))
+    store.close()
+    assert not (tmp_path / FILENAME).exists()

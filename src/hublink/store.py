@@ -281,6 +281,11 @@ class StateStore:
             del self._pending[: len(batch)]
 
     def _write_batch(self, batch: list[_Op]) -> None:
+        only_clears = all(op.installed_version is not None for op in batch)
+        if only_clears and self._writer is None and not self.path.exists():
+            # Nothing recorded yet, so nothing to clear: `hublink send` on a
+            # fresh hub does not need to create the file.
+            return
         conn = self._writer_conn()
         # IMMEDIATE: a conditional clear reads then deletes; no other process may write between.
         conn.execute("BEGIN IMMEDIATE")
