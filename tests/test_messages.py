@@ -239,3 +239,8 @@ def test_backup_results_carry_ids() -> None:
     assert json.loads(failed.to_frame())["type"] == "backup_failed"
     with pytest.raises(ValueError, match="sha256"):
         BackupCompleted(backup_id="b", filename="f", size=1, sha256="xyz", requested_by="o")
+
+
+def test_user_without_last_activity_is_sent_as_null() -> None:
+    event = validate_event("user_sync", {"users": [{"cloud_user_id": "9", "email": "b@c.d"}]})
+    assert json.loads(event.to_frame())["users"][0]["last_activity"] is None

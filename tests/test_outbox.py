@@ -230,6 +230,7 @@ async def test_async_outbox_wakes_the_link(tmp_path: Path) -> None:
     outbox.poke()
     assert outbox.wakeup.is_set()
     await outbox.close()
+    await outbox.close()  # idempotent: the daemon may close after a partial startup
 
 
 async def test_async_outbox_does_not_block_the_loop(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ class SyncedUser(_Wire):
 
     cloud_user_id: Ident
     email: Email
-    last_activity: datetime | None
+    last_activity: datetime | None = None
 
 
 class _Event(_Outbound):

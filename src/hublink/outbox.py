@@ -219,6 +219,7 @@ class AsyncOutbox:
         # One thread: calls run in submission order and never contend for the lock.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._put_listeners: list[Callable[[OutboundEvent], None]] = []
+        self._closed = False
 
     @classmethod
     async def open(
@@ -262,7 +263,10 @@ class AsyncOutbox:
         self.wakeup.set()
 
     async def close(self) -> None:
-        """Finish queued calls, then close the database."""
+        """Finish queued calls, then close the database (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         await self._run(self.sync.close)
         self._executor.shutdown(wait=False)
 
