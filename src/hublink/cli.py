@@ -143,8 +143,53 @@ def _out(text: str = "") -> None:
 
 
 def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink register``."""
-    raise HublinkError("register is not implemented yet")
+    """``hublink register``: one-shot enrollment; prints each step, then the hub id and slug."""
+    import asyncio
+    import socket
+
+    from pydantic import SecretStr
+
+    from hublink.credentials import CredentialStore
+    from hublink.enroll import enroll, ensure_replaceable
+
+    # Refuse before prompting: nobody should type a password for nothing.
+    ensure_replaceable(CredentialStore(settings.state_dir), force=args.force, progress=_out)
+    email, password = _register_login(args)
+    name = args.name or settings.hub.name or socket.gethostname()
+    address = args.address if args.address is not None else settings.hub.address
+    creds = asyncio.run(
+        enroll(
+            settings,
+            email=email,
+            password=SecretStr(password),
+            name=name,
+            address=address,
+            force=args.force,
+            progress=_out,
+        )
+    )
+    _out(f"registered: hub id {creds.hub_id}, slug {creds.slug}")
+    return EXIT_OK
+
+
+def _register_login(args: argparse.Namespace) -> tuple[str, str]:
+    """The owner's email and password: from the options, or asked on a terminal."""
+    import getpass
+
+    interactive = sys.stdin.isatty()
+    if not interactive and not (args.email and args.password_stdin):
+        raise UsageError(
+            "stdin is not a terminal: pass --email and --password-stdin "
+            "(the password on the first line of stdin)"
+        )
+    email = (args.email or input("Cloud account email: ")).strip()
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Cloud account password: ")
+    if not email or not password:
+        raise UsageError("register needs the owner's email and password")
+    return email, password
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
