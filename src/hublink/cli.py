@@ -269,13 +269,35 @@ def _poke_daemon(settings: Settings) -> None:
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink backup``."""
-    raise HublinkError("backup is not implemented yet")
+    """``hublink backup``: back up now, to the Cloud or to ``--output FILE``."""
+    import asyncio
+    from pathlib import Path
+
+    from hublink.backup_service import back_up_now
+
+    output = Path(args.output).absolute() if args.output else None
+    outcome = asyncio.run(back_up_now(settings, output=output))
+    _out(f"filename:  {outcome.filename}")
+    _out(f"size:      {outcome.size}")
+    _out(f"sha256:    {outcome.sha256}")
+    if outcome.backup_id is not None:
+        _out(f"backup_id: {outcome.backup_id}")
+    else:
+        _out(f"written to {outcome.path}")
+    return EXIT_OK
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink restore``."""
-    raise HublinkError("restore is not implemented yet")
+    """``hublink restore``: decrypt, decompress and check a backup into a SQLite file."""
+    from pathlib import Path
+
+    from hublink.restore import restore_backup
+
+    restored = restore_backup(
+        Path(args.backup), Path(args.identity), Path(args.output), force=args.force
+    )
+    _out(f"restored {restored.path} ({restored.size} bytes); PRAGMA integrity_check: ok")
+    return EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:

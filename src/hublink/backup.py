@@ -1,0 +1,445 @@
+"""The backup pipeline on this machine: snapshot → zstd → age, into one encrypted file.
+
+Contract section 7. Everything here is blocking and runs in a worker thread
+(:mod:`hublink.backup_service` moves it off the event loop). Memory stays
+flat whatever the database size: the snapshot is a file, and compression and
+encryption stream it chunk by chunk into the output file, whose SHA-256 and
+size are computed on the way.
+
+Why one step and not a stepped online backup: SQLite's backup API copying a
+few pages at a time restarts from the beginning whenever another connection
+writes to the database between two steps, so on a busy Hub it never finishes.
+Copying everything in one step inside one read transaction gives a consistent
+snapshot of the moment the transaction began. In WAL mode the Hub's writers
+carry on meanwhile; in rollback-journal mode they wait only while the pages are
+copied (a plain file copy, much faster than the compression that follows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import pyrage
+import structlog
+import zstandard
+
+from hublink.backup_keys import Recipient
+from hublink.errors import BackupError, ConfigError
+from hublink.fsutil import PRIVATE_FILE, ensure_private_dir, fsync_dir
+
+log = structlog.get_logger(__name__)
+
+#: How long a snapshot waits for a database locked by another connection
+#: before it gives up with a clear error.
+DEFAULT_LOCK_TIMEOUT = 30.0
+#: Room left free beyond the backup's worst case, so the Hub application
+#: itself never finds its disk full because of a backup.
+DISK_RESERVE = 16 * 1024 * 1024
+#: Chunk size of every streamed read.
+CHUNK_SIZE = 1024 * 1024
+#: One zstd worker thread overlaps compression with encryption (like the
+#: ``zstd | age`` pipeline); 1 MiB jobs keep its buffers to a few MiB.
+ZSTD_THREADS = 1
+ZSTD_JOB_SIZE = 1024 * 1024
+
+TEMP_PREFIX = ".backup-"
+TEMP_SUFFIX = ".tmp"
+LOCK_FILENAME = ".backup.lock"
+_SIDECARS = ("-journal", "-wal", "-shm")
+
+
+@dataclass(frozen=True)
+class SealedBackup:
+    """An encrypted backup on disk: its file, size in bytes and SHA-256 (hex)."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+class BackupCancelled(BackupError):
+    """The backup was stopped from outside (the daemon is shutting down)."""
+
+
+class Abort:
+    """Lets the event loop stop a backup that runs in a worker thread.
+
+    A cancelled ``asyncio.to_thread`` leaves its thread running; this flag
+    makes the thread stop at its next chunk instead of finishing a long backup
+    nobody waits for (which would also hold up the daemon's shutdown).
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+
+    def set(self) -> None:
+        """Ask the running backup to stop."""
+        with self._lock:
+            self._event.set()
+            if self._connection is not None:
+                self._connection.interrupt()
+
+    def check(self) -> None:
+        """Raise :class:`BackupCancelled` once :meth:`set` was called."""
+        if self._event.is_set():
+            raise BackupCancelled("the backup was cancelled")
+
+    @contextlib.contextmanager
+    def watching(self, connection: sqlite3.Connection) -> Iterator[None]:
+        """Interrupt ``connection`` if the backup is stopped while it is in use."""
+        with self._lock:
+            self.check()
+            self._connection = connection
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._connection = None
+
+
+def backup_filename(slug: str, now: datetime | None = None) -> str:
+    """``hub-{slug}-{UTC timestamp}.db.zst.age``, e.g. ``hub-shop-20260101T120000Z.db.zst.age``."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"hub-{slug}-{moment:%Y%m%dT%H%M%SZ}.db.zst.age"
+
+
+# --- one backup at a time ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def backup_lock(state_dir: Path) -> Iterator[None]:
+    """Hold ``{state_dir}/.backup.lock`` for the block, across processes.
+
+    Stale temporary files of a backup that crashed are removed once it is held.
+
+    Raises:
+        BackupError: another backup (the daemon's or ``hublink backup``) runs.
+    """
+    ensure_private_dir(state_dir)
+    fd = os.open(state_dir / LOCK_FILENAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BackupError("a backup is already running") from None
+        remove_stale_temp_files(state_dir)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Remove what an interrupted backup left in ``folder`` (only ever called under the lock)."""
+    for stale in folder.glob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}*"):
+        log.info("removing a stale backup file", path=str(stale))
+        stale.unlink(missing_ok=True)
+
+
+# --- checks before starting ----------------------------------------------------
+
+
+def database_path(database: Path | None) -> Path:
+    """The configured database, which must exist and be a regular file.
+
+    Raises:
+        ConfigError: ``backup.database`` is not set.
+        BackupError: the file is missing or not a regular file.
+    """
+    if database is None:
+        raise ConfigError(
+            "backup.database is not set: hublink does not know which database to back up",
+            hint="set backup.database to the Hub's SQLite file in the config",
+        )
+    if not database.exists():
+        raise BackupError(
+            f"the database {database} does not exist",
+            hint="check backup.database in the config",
+        )
+    if not database.is_file():
+        raise BackupError(f"the database {database} is not a regular file")
+    return database
+
+
+def database_bytes(database: Path) -> int:
+    """The most a snapshot can occupy: the file plus its write-ahead log."""
+    wal = database.with_name(database.name + "-wal")
+    return database.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def check_room(needs: list[tuple[Path, int]]) -> None:
+    """Fail early when a folder's file system lacks room for what will be written there.
+
+    ``needs`` pairs folders with bytes; folders on the same file system add
+    up, and :data:`DISK_RESERVE` stays free on each.
+
+    Raises:
+        BackupError: "not enough room in FOLDER: need X, have Y".
+    """
+    by_device: dict[int, tuple[Path, int]] = {}
+    for folder, size in needs:
+        device = folder.stat().st_dev
+        first, total = by_device.get(device, (folder, 0))
+        by_device[device] = (first, total + size)
+    for folder, total in by_device.values():
+        need = total + DISK_RESERVE
+        have = shutil.disk_usage(folder).free
+        if have < need:
+            raise BackupError(
+                f"not enough room in {folder}: need {human_size(need)}, have {human_size(have)}",
+                hint="free some space there; a backup needs room for a copy of the "
+                "database and its encrypted form",
+            )
+
+
+def human_size(size: float) -> str:
+    """``1.5 MB``-style sizes (powers of 1000, as df -H shows them)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+# --- the snapshot --------------------------------------------------------------
+
+
+def take_snapshot(database: Path, dest: Path, *, lock_timeout: float, abort: Abort) -> None:
+    """Copy a consistent snapshot of ``database`` into the (empty) file ``dest``.
+
+    Raises:
+        BackupError: the database is not SQLite, stays locked longer than
+            ``lock_timeout``, cannot be read, or the disk fills up.
+    """
+    # mode=ro: a backup must never create, migrate or write the Hub's database.
+    uri = f"{database.resolve().as_uri()}?mode=ro"
+    try:
+        source = sqlite3.connect(uri, uri=True, timeout=lock_timeout, isolation_level=None)
+    except sqlite3.Error as err:
+        raise _snapshot_error(err, database, lock_timeout) from None
+    try:
+        with abort.watching(source):
+            _begin_read(source, database, lock_timeout)
+            _copy_all_pages(source, dest, database, lock_timeout)
+    finally:
+        source.close()
+
+
+def _begin_read(source: sqlite3.Connection, database: Path, lock_timeout: float) -> None:
+    # The first read inside BEGIN takes the shared lock (waiting up to the busy
+    # timeout) and pins the snapshot: rows committed before this point are in
+    # the backup, later ones are not.
+    try:
+        source.execute("BEGIN")
+        source.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+    except sqlite3.Error as err:
+        raise _snapshot_error(err, database, lock_timeout) from None
+
+
+def _copy_all_pages(
+    source: sqlite3.Connection, dest: Path, database: Path, lock_timeout: float
+) -> None:
+    target = sqlite3.connect(dest, isolation_level=None)
+    try:
+        # A fresh private file needs no rollback journal: on a crash it is
+        # thrown away anyway. That also keeps stray -journal files out of state_dir.
+        target.execute("PRAGMA journal_mode=OFF")
+        target.execute("PRAGMA synchronous=OFF")
+        source.backup(target, pages=-1)  # -1: every page in ONE step (see module docstring)
+    except sqlite3.Error as err:
+        raise _snapshot_error(err, database, lock_timeout) from None
+    finally:
+        target.close()
+
+
+def _snapshot_error(err: sqlite3.Error, database: Path, lock_timeout: float) -> BackupError:
+    text = str(err)
+    if "locked" in text or "busy" in text:
+        return BackupError(
+            f"the database {database} stayed locked for more than {lock_timeout:g} s",
+            hint="another program holds a long exclusive lock on it; try again later",
+        )
+    if "not a database" in text:
+        return BackupError(f"{database} is not a SQLite database", hint="check backup.database")
+    if "disk is full" in text or "disk full" in text:
+        return BackupError("the disk filled up while copying the database snapshot")
+    if "interrupted" in text:
+        return BackupCancelled("the backup was cancelled")
+    return BackupError(f"cannot read the database {database}: {text}")
+
+
+# --- compression and encryption ------------------------------------------------
+
+
+class _Sink:
+    """Where pyrage writes the ciphertext: hashed and counted on the way to the file.
+
+    pyrage reduces any exception raised inside ``write`` to a message string;
+    the original is kept here so the caller can report it properly.
+    """
+
+    def __init__(self, out: BinaryIO, abort: Abort) -> None:
+        self._out = out
+        self._abort = abort
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self.error: BaseException | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            self._abort.check()
+            self._out.write(data)
+        except BaseException as err:
+            self.error = err
+            raise
+        self._digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+class _Source:
+    """Where pyrage reads the compressed snapshot; keeps any read error for the caller."""
+
+    def __init__(self, reader: BinaryIO) -> None:
+        self._reader = reader
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except BaseException as err:
+            self.error = err
+            raise
+
+
+def seal(
+    snapshot: Path, out: BinaryIO, recipients: list[Recipient], *, level: int, abort: Abort
+) -> tuple[int, str]:
+    """Stream ``snapshot`` through zstd and age into ``out``; the ciphertext's size and SHA-256.
+
+    Raises:
+        BackupError: the disk filled up or a read or write failed.
+    """
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, threads=ZSTD_THREADS, job_size=ZSTD_JOB_SIZE
+    )
+    compressor = zstandard.ZstdCompressor(compression_params=params)
+    sink = _Sink(out, abort)
+    with (
+        snapshot.open("rb") as raw,
+        compressor.stream_reader(
+            raw, size=snapshot.stat().st_size, read_size=CHUNK_SIZE
+        ) as compressed,
+    ):
+        source = _Source(compressed)
+        try:
+            pyrage.encrypt_io(source, sink, recipients)
+        except pyrage.EncryptError as err:
+            raise _seal_error(sink.error or source.error, err) from None
+    return sink.size, sink.hexdigest()
+
+
+def _seal_error(cause: BaseException | None, err: Exception) -> BackupError:
+    if isinstance(cause, BackupError):
+        return cause
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+        return BackupError(
+            "the disk filled up while writing the encrypted backup",
+            hint="free some space; a backup needs room for a copy of the database "
+            "and its encrypted form",
+        )
+    if isinstance(cause, OSError):
+        return BackupError(f"cannot write the encrypted backup: {cause.strerror or cause}")
+    return BackupError(f"compressing or encrypting the backup failed: {cause or err}")
+
+
+# --- the whole local pipeline ---------------------------------------------------
+
+
+def write_encrypted_backup(
+    database: Path,
+    *,
+    work_dir: Path,
+    dest_dir: Path,
+    recipients: list[Recipient],
+    level: int,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    abort: Abort | None = None,
+) -> SealedBackup:
+    """Snapshot, compress and encrypt ``database`` into a new private temp file in ``dest_dir``.
+
+    The snapshot lives in ``work_dir`` (the state_dir) and is removed before
+    returning, whatever happens. The caller owns the returned file: it uploads
+    and removes it, or renames it into place.
+
+    Raises:
+        BackupError: any failure, with a message fit for ``backup_failed``.
+    """
+    abort = abort or Abort()
+    try:
+        size = database_bytes(database)
+        # Worst case: the snapshot is as big as the database, and incompressible
+        # data leaves zstd and age as big as it went in.
+        check_room([(work_dir, size), (dest_dir, size)])
+        with _temp_file(work_dir, ".snapshot") as snapshot:
+            take_snapshot(database, snapshot, lock_timeout=lock_timeout, abort=abort)
+            abort.check()
+            with _temp_file(dest_dir, ".age", keep=True) as sealed, sealed.open("r+b") as out:
+                sealed_size, sha256 = seal(snapshot, out, recipients, level=level, abort=abort)
+    except OSError as err:
+        # Files of state_dir or the destination folder that cannot be created,
+        # or a database that vanished between the checks and the snapshot.
+        raise BackupError(f"the backup failed: {err.strerror or err}: {err.filename}") from None
+    log.info("backup sealed", size=sealed_size, database_bytes=size)
+    return SealedBackup(path=sealed, size=sealed_size, sha256=sha256)
+
+
+@contextlib.contextmanager
+def _temp_file(folder: Path, kind: str, *, keep: bool = False) -> Iterator[Path]:
+    # mkstemp creates the file 0600 from the start: the plain-text snapshot is
+    # never readable by others, not even for an instant.
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=kind + TEMP_SUFFIX, dir=folder)
+    os.close(fd)
+    path = Path(name)
+    try:
+        yield path
+    except BaseException:
+        discard(path)
+        raise
+    if not keep:
+        discard(path)
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file and any SQLite side file next to it."""
+    for name in (path.name, *(path.name + s for s in _SIDECARS)):
+        with contextlib.suppress(FileNotFoundError):
+            (path.parent / name).unlink()
+
+
+def install(sealed: SealedBackup, output: Path) -> None:
+    """Move a sealed backup (a temp file in ``output``'s folder) to ``output``, durably."""
+    with sealed.path.open("rb") as handle:
+        os.fsync(handle.fileno())
+    sealed.path.replace(output)
+    fsync_dir(output.parent)
