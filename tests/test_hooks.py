@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
+from fixtures_daemon import spawn, wait_until
+from fixtures_devcloud import HubEnv
 from hublink.config import Settings
 from hublink.hooks import MAX_ATTEMPTS, HookRunner
+
+__all__ = ["spawn"]  # the fixture, imported for pytest
 
 
 def write_hook(folder: Path, name: str, body: str) -> Path:
@@ -186,3 +194,81 @@ async def test_concurrency_is_limited(tmp_path: Path) -> None:
     counts = [int(line) for line in peak.read_text().split()]
     assert len(counts) == 6
     assert max(counts) <= 2
+
+
+# --- in the daemon ------------------------------------------------------------
+
+
+async def test_daemon_runs_hooks_while_heartbeats_keep_flowing(
+    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    cloud, hub_id = hub_settings.cloud, hub_settings.hub_id
+    hung = tmp_path / "hung"
+    notified = tmp_path / "notified"
+    hang = write_hook(
+        tmp_path, "revoke-hook", f"cat > {hung}.json\necho $$ > {hung}\nexec sleep 300\n"
+    )
+    notify = write_hook(
+        tmp_path,
+        "notify-hook",
+        f'cat > {notified}.json\necho "$HUBLINK_MESSAGE_TYPE" > {notified}.tmp\n'
+        f"mv {notified}.tmp {notified}\n",
+    )
+    hooks = {"user_revoked": [str(hang)], "plugin_update_available": [str(notify)]}
+    daemon = await spawn(env={"HUBLINK_HOOKS": json.dumps(hooks), "HUBLINK_HOOKS_TIMEOUT": "120"})
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+
+    revoked = {"type": "user_revoked", "user_id": "u-5", "email": "eve@shop.example", "reason": "x"}
+    assert await cloud.push(hub_id, revoked)
+    await wait_until(lambda: hung.exists() and hung.read_text().strip(), what="the revoke hook")
+    assert json.loads(hung.with_suffix(".json").read_text()) == revoked
+    # The hook hangs; the link does not: heartbeats (every 0.2 s) keep arriving.
+    seen = len(cloud.heartbeats(hub_id))
+    await wait_until(lambda: len(cloud.heartbeats(hub_id)) >= seen + 3, what="3 more heartbeats")
+
+    update = {
+        "type": "plugin_update_available",
+        "plugin_id": "inventory",
+        "current_version": "1.0",
+        "new_version": "1.1",
+        "download_url": "https://cdn.example/inventory-1.1.zip",
+    }
+    assert await cloud.push(hub_id, update)
+    await wait_until(notified.exists, what="the update hook")
+    assert notified.read_text().strip() == "plugin_update_available"
+    assert json.loads(notified.with_suffix(".json").read_text()) == update
+    status = await daemon.wait_status(lambda s: bool(s["plugin_updates"]))
+    assert [u["user_id"] for u in status["revoked_users"]] == ["u-5"]
+    assert [u["new_version"] for u in status["plugin_updates"]] == ["1.1"]
+
+    # The Hub installs it: `hublink send plugin_installed` clears the pending update.
+    installed = {"plugin_id": "inventory", "version": "1.1", "installed_at": "2025-06-01T00:00:00Z"}
+    sent = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "hublink",
+            "send",
+            "plugin_installed",
+            "--data",
+            json.dumps(installed),
+        ],
+        env=os.environ
+        | {
+            "HUBLINK_STATE_DIR": str(hub_settings.settings.state_dir),
+            "HUBLINK_RUNTIME_DIR": str(hub_settings.settings.runtime_dir),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr
+    await daemon.wait_status(lambda s: s["plugin_updates"] == [])
+    await wait_until(lambda: cloud.events(hub_id), what="the plugin_installed event")
+    assert cloud.events(hub_id)[0]["id"] == sent.stdout.strip()
+
+    # Stopping the daemon kills the hook that still hangs.
+    pid = int(hung.read_text())
+    assert await daemon.terminate() == 0
+    assert not pid_alive(pid)
