@@ -21,8 +21,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import pytest
 
 from fixtures_devcloud import HubEnv
 from hublink.config import Settings
@@ -181,6 +183,26 @@ class HublinkProcess:
             self._log_file = None
         token = self.hub.token
         assert token not in self.log_text(), "the tunnel token appeared in the daemon's log"
+
+
+@pytest.fixture
+async def spawn(hub_settings: HubEnv) -> AsyncIterator[Callable[..., Any]]:
+    """Start daemons for the test (``await spawn(hub=None, settings=None, env=None)``).
+
+    Every one is stopped afterwards, and its log checked for the token.
+    """
+    started: list[HublinkProcess] = []
+
+    async def start(hub: HubEnv | None = None, *args: str, **kwargs: Any) -> HublinkProcess:
+        process = HublinkProcess(hub or hub_settings, name=f"daemon{len(started)}", **kwargs)
+        started.append(process)
+        return await process.start(*args)
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            await process.stop()
 
 
 class TcpProxy:

@@ -5,36 +5,21 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from fixtures_daemon import HublinkProcess, TcpProxy, wait_until
+from fixtures_daemon import TcpProxy, spawn, wait_until
 from fixtures_devcloud import HubEnv
 from hublink.config import WebSocketSettings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DevCloud
 
+__all__ = ["spawn"]  # the fixture, imported for pytest
+
 HEARTBEAT_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
-
-
-@pytest.fixture
-async def spawn(hub_settings: HubEnv) -> AsyncIterator[Callable[..., Any]]:
-    """Start daemons for the test; every one is stopped (and its log checked) afterwards."""
-    started: list[HublinkProcess] = []
-
-    async def start(hub: HubEnv | None = None, **kwargs: Any) -> HublinkProcess:
-        process = HublinkProcess(hub or hub_settings, name=f"daemon{len(started)}", **kwargs)
-        started.append(process)
-        return await process.start()
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            await process.stop()
 
 
 def beats(hub: HubEnv) -> list[dict[str, Any]]:

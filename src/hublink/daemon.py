@@ -123,6 +123,7 @@ class Daemon:
         self._creds_signature: tuple[int, int, int] | None = None
         self._signals = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._main_task: asyncio.Task[Any] | None = None
         self._lock_fd: int | None = None
         self._outbox: AsyncOutbox | None = None
         self._store: StateStore | None = None
@@ -179,6 +180,7 @@ class Daemon:
     async def main_loop(self) -> None:
         """Run every task under one TaskGroup until the stop event; then cancel them."""
         assert self._dispatcher is not None and self._notifier is not None
+        self._main_task = asyncio.current_task()
         deadline: asyncio.TimerHandle | None = None
         try:
             async with asyncio.TaskGroup() as group:
@@ -278,8 +280,12 @@ class Daemon:
             return
         self.forced = True
         self._stop.set()
-        for task in self._tasks:
-            task.cancel()
+        # Every task, not only ours: a TaskGroup that is already cancelling absorbs a
+        # second cancel, so the leaves (the link's close handshake, hooks) are hit directly.
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not self._main_task and task is not current:
+                task.cancel()
 
     def _publish_status(self) -> None:
         line = self.live.summary()

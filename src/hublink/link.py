@@ -216,16 +216,11 @@ class Link:
                 finally:
                     beats.cancel()
                     drain.cancel()
-        except asyncio.CancelledError:
-            # Shutdown: say goodbye with 1001 rather than websockets' default 1000.
-            with contextlib.suppress(Exception):
-                await ws.close(1001, "hub shutting down")
-            raise
         finally:
-            # Make sure the socket is gone whatever ended the loops.
-            if ws.state is not State.CLOSED:
-                with contextlib.suppress(Exception):
-                    await ws.close(1001, "hub shutting down")
+            # Shutdown (or a crash of one loop): say goodbye with 1001 rather than
+            # websockets' default 1000, within CLOSE_TIMEOUT.
+            if ws.state is State.OPEN:
+                await _goodbye(ws)
         return self._closed(ws, loop.time() - opened)
 
     def _closed(self, ws: ClientConnection, uptime: float) -> Outcome:
@@ -332,6 +327,18 @@ class Link:
             connected_since=None,
         )
         await asyncio.sleep(delay)
+
+
+async def _goodbye(ws: ClientConnection) -> None:
+    """Close with 1001; a second cancellation (forced exit) drops the connection at once."""
+    try:
+        await ws.close(1001, "hub shutting down")
+    except asyncio.CancelledError:
+        ws.transport.abort()
+        raise
+    except Exception:
+        # Closing a connection that is failing anyway: nothing left to report.
+        log.debug("closing the link failed", exc_info=True)
 
 
 def _describe(err: BaseException) -> str:
