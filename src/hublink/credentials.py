@@ -81,6 +81,12 @@ class CredentialStore:
                 f"cannot read {self.path}: permission denied",
                 hint="run hublink as the user that owns the state directory (usually hublink)",
             ) from None
+        except OSError as err:
+            # A directory in its place, an I/O error: still a named, exit-78 problem.
+            raise CredentialsError(
+                f"cannot read {self.path}: {err.strerror or err}",
+                hint="make it a regular file written by `hublink register`, or remove it",
+            ) from None
         creds = self._parse(raw)
         if loose_permissions(self.path):
             log.warning(
