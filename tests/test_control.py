@@ -1,0 +1,185 @@
+"""The control API over the unix socket, against a real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fixtures_daemon import spawn, wait_until
+from fixtures_devcloud import HubEnv
+from hublink.control import fetch_status, poke, request
+
+__all__ = ["spawn"]  # the fixture, imported for pytest
+
+CONTRACT_KEYS = {
+    "registered",
+    "hub_id",
+    "slug",
+    "cloud_url",
+    "daemon",
+    "websocket",
+    "tunnel",
+    "outbox",
+    "plugin_updates",
+    "revoked_users",
+}
+
+PLUGIN_INSTALLED = {
+    "plugin_id": "inventory",
+    "version": "1.2.0",
+    "installed_at": "2026-01-28T09:00:00Z",
+}
+
+
+async def call(hub: HubEnv, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    answer = await asyncio.to_thread(request, hub.settings.control_socket, method, url, body)
+    assert answer is not None, "the daemon did not answer"
+    return answer
+
+
+async def test_status_is_the_contract_object(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    daemon = await spawn()
+    status = await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    assert set(status) >= CONTRACT_KEYS
+    assert status["registered"] is True
+    assert status["hub_id"] == hub_settings.hub_id
+    assert status["slug"] == hub_settings.creds.slug
+    assert status["cloud_url"] == hub_settings.cloud.url
+    assert status["daemon"] == {"running": True, "pid": daemon.pid}
+    assert set(status["websocket"]) == {
+        "state",
+        "last_heartbeat_at",
+        "reconnects",
+        "last_error",
+        "next_attempt_at",
+    }
+    assert status["websocket"]["reconnects"] == 0
+    assert set(status["tunnel"]) >= {"state", "pid", "restarts", "last_error"}
+    assert status["outbox"] == {"pending": 0}
+    assert status["plugin_updates"] == []
+    assert status["revoked_users"] == []
+    assert await fetch_status(hub_settings.settings.control_socket) is not None
+
+
+async def test_the_socket_is_0660_and_removed_on_exit(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["daemon"]["running"])
+    path = hub_settings.settings.control_socket
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o660
+    assert await daemon.terminate() == 0
+    assert not path.exists()
+
+
+async def test_posted_events_are_queued_and_delivered_with_their_id(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    cloud = hub_settings.cloud
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    code, body = await call(
+        hub_settings, "POST", "/v1/events", {"type": "plugin_installed", "data": PLUGIN_INSTALLED}
+    )
+    assert code == 201
+    event_id = body["id"]
+    await wait_until(lambda: cloud.events(hub_settings.hub_id), what="the event at the Cloud")
+    [event] = cloud.events(hub_settings.hub_id)
+    assert event["id"] == event_id
+    assert event["type"] == "plugin_installed"
+    assert event["plugin_id"] == "inventory"
+    await daemon.wait_status(lambda s: s["outbox"]["pending"] == 0)
+
+
+async def test_events_posted_while_the_cloud_is_down_wait_in_the_outbox(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    cloud = hub_settings.cloud
+    port = cloud.port
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    await cloud.stop()
+    ids = []
+    for n in range(3):
+        data = {**PLUGIN_INSTALLED, "plugin_id": f"p{n}"}
+        code, body = await call(
+            hub_settings, "POST", "/v1/events", {"type": "plugin_installed", "data": data}
+        )
+        assert code == 201
+        ids.append(body["id"])
+    await daemon.wait_status(lambda s: s["outbox"]["pending"] == 3)
+    await cloud.start(port=port)
+    await wait_until(lambda: len(cloud.events(hub_settings.hub_id)) >= 3, what="3 events")
+    assert [e["id"] for e in cloud.events(hub_settings.hub_id)] == ids
+
+
+async def test_invalid_events_get_422_with_the_problems(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["daemon"]["running"])
+    code, body = await call(
+        hub_settings, "POST", "/v1/events", {"type": "plugin_installed", "data": {"version": 3}}
+    )
+    assert code == 422
+    assert any("plugin_id" in problem for problem in body["problems"])
+    code, body = await call(hub_settings, "POST", "/v1/events", {"type": "heartbeat", "data": {}})
+    assert code == 422
+    code, body = await call(hub_settings, "POST", "/v1/events", {"data": {}})
+    assert code == 422
+    code, body = await call(
+        hub_settings, "POST", "/v1/events", {"type": "user_sync", "data": "nope"}
+    )
+    assert code == 422
+    status = daemon.status()
+    assert status is not None
+    assert status["outbox"]["pending"] == 0
+
+
+async def test_a_body_that_is_not_json_gets_400(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    import http.client
+    import socket
+
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["daemon"]["running"])
+
+    def raw() -> int:
+        conn = http.client.HTTPConnection("hublink")
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.connect(str(hub_settings.settings.control_socket))
+        conn.request("POST", "/v1/events", body=b"{not json", headers={"Content-Length": "9"})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    assert await asyncio.to_thread(raw) == 400
+
+
+async def test_poke_answers_true_with_a_daemon(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["daemon"]["running"])
+    assert await asyncio.to_thread(poke, hub_settings.settings.control_socket)
+
+
+async def test_the_client_treats_no_daemon_as_an_answer(tmp_path: Path) -> None:
+    missing = tmp_path / "run" / "control.sock"
+    assert await fetch_status(missing) is None
+    assert poke(missing) is False
+    # A socket file nobody listens on (a crashed daemon's) is no daemon either.
+    import socket
+
+    missing.parent.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(missing))
+    assert await fetch_status(missing) is None
+    assert poke(missing) is False
