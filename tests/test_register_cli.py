@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
+import pty
 import resource
 import socket
 import ssl
 import stat
 import sys
+import termios
 import time
 import tomllib
 from collections.abc import AsyncIterator, Callable
@@ -129,8 +132,9 @@ async def test_register_prints_steps_and_saves_private_credentials(
     assert lines[1] == "verifying the Cloud's token"
     assert lines[2] == "registering hub 'Corner Shop'"
     assert lines[3] == f"saved the credentials to {box.credentials}"
+    assert lines[4].startswith("reminder: no recipient of your own is configured")
     (hub,) = devcloud.hubs()
-    assert lines[4] == f"registered: hub id {hub.hub_id}, slug {hub.slug}"
+    assert lines[5] == f"registered: hub id {hub.hub_id}, slug {hub.slug}"
     assert (hub.name, hub.address) == ("Corner Shop", "Main Street 1")
     assert stat.S_IMODE(box.credentials.stat().st_mode) == 0o600
     saved = tomllib.loads(box.credentials.read_text())
@@ -196,7 +200,7 @@ async def test_force_registers_again(devcloud: DevCloud, box: Box) -> None:
     assert (await box.register()).code == 0
     run = await box.register("--force")
     assert run.code == 0, run.stderr
-    assert "replacing the credentials of hub" in run.stdout
+    assert run.stdout.count("replacing the credentials of hub") == 1
     assert len(devcloud.hubs()) == 2
 
 
@@ -381,3 +385,75 @@ async def test_failed_credential_write_leaves_the_old_file_intact(
     assert f"could not write {box.credentials}" in run.stderr
     assert box.credentials.read_bytes() == before
     assert box.written() == {"credentials.toml"}  # no temporary file left behind
+
+
+# --- on a terminal ------------------------------------------------------------------------
+
+
+class Terminal:
+    """The primary side of a pseudo-terminal that a child uses as its controlling tty."""
+
+    def __init__(self) -> None:
+        self.primary, self.secondary = pty.openpty()
+        self.output = ""
+
+    def become_controlling_tty(self) -> None:
+        """In the child: a new session whose controlling terminal is the pty (for getpass)."""
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    async def read_until(self, text: str, timeout: float = 20) -> None:
+        """Collect output until ``text`` shows up (or the child closes the terminal)."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            left = deadline - time.monotonic()
+            assert left > 0, f"waited for {text!r}; got {self.output!r}"
+            try:
+                chunk = await asyncio.wait_for(
+                    loop.run_in_executor(None, os.read, self.primary, 4096), left
+                )
+            except OSError:  # EIO: the child closed its side
+                return
+            if not chunk:
+                return
+            self.output += chunk.decode(errors="replace")
+
+    def type(self, line: str) -> None:
+        os.write(self.primary, (line + "\n").encode())
+
+
+async def test_interactive_prompts_and_never_echoes_the_password(
+    devcloud: DevCloud, box: Box
+) -> None:
+    box.env["HUBLINK_LOG__LEVEL"] = "warning"
+    tty = Terminal()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hublink",
+        "register",
+        stdin=tty.secondary,
+        stdout=tty.secondary,
+        stderr=tty.secondary,
+        env=box.env,
+        preexec_fn=tty.become_controlling_tty,
+    )
+    os.close(tty.secondary)
+    try:
+        await tty.read_until("email: ")
+        tty.type(DEMO_EMAIL)
+        await tty.read_until("password: ")
+        tty.type(DEMO_PASSWORD)
+        await tty.read_until("registered: hub id")
+        await tty.read_until("\n", timeout=5)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(tty.primary)
+    assert DEMO_EMAIL in tty.output  # the email is echoed as typed...
+    assert DEMO_PASSWORD not in tty.output  # ...the password is not
+    (hub,) = devcloud.hubs()
+    assert hub.name == "Corner Shop"

@@ -153,7 +153,10 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     from hublink.enroll import enroll, ensure_replaceable
 
     # Refuse before prompting: nobody should type a password for nothing.
-    ensure_replaceable(CredentialStore(settings.state_dir), force=args.force, progress=_out)
+    # (enroll checks again under the lock, and reports a replacement then.)
+    ensure_replaceable(
+        CredentialStore(settings.state_dir), force=args.force, progress=lambda _note: None
+    )
     email, password = _register_login(args)
     name = args.name or settings.hub.name or socket.gethostname()
     address = args.address if args.address is not None else settings.hub.address
