@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="troubleshooting checks")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_doctor)
+    # doctor loads the settings itself, so that a broken config is one of its findings.
+    p.set_defaults(func=cmd_doctor, no_settings=True)
 
     p = sub.add_parser("tunnel-config", help="print the frpc config, the token masked")
     p.set_defaults(func=cmd_tunnel_config)
@@ -303,9 +304,27 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink doctor``."""
-    raise HublinkError("doctor is not implemented yet")
+def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
+    """``hublink doctor``: every check; exit 0 unless one fails (78 when the config does)."""
+    import asyncio
+    import json
+
+    from hublink import doctor
+    from hublink.config import config_path, load_settings
+    from hublink.errors import EXIT_CONFIG, ConfigError
+
+    path, _ = config_path(args.config)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        report = doctor.config_report(err)
+    else:
+        _configure_logging(settings.log.level, settings.log.format)
+        report = asyncio.run(doctor.run_checks(settings, config_path=path))
+    _out(json.dumps(report.as_json(), indent=2) if args.json else doctor.render(report))
+    if report.config_failed:
+        return EXIT_CONFIG
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def cmd_tunnel_config(args: argparse.Namespace, settings: Settings) -> int:
