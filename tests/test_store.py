@@ -188,16 +188,19 @@ def test_someone_elses_database_is_not_ours(tmp_path: Path) -> None:
 def test_ten_thousand_records_are_cheap(tmp_path: Path) -> None:
     store = StateStore.load(tmp_path)
     messages = [update(f"p{n % 500}", f"1.{n}") for n in range(10_000)]
+    latencies = []
     started = time.perf_counter()
-    worst = 0.0
     for msg in messages:
         before = time.perf_counter()
         store.record_plugin_update(msg)
-        worst = max(worst, time.perf_counter() - before)
+        latencies.append(time.perf_counter() - before)
     elapsed = time.perf_counter() - started
     store.flush()
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)]
     assert elapsed < 1.0, f"recording 10000 messages took {elapsed:.2f}s on the caller"
-    assert worst < 0.05, f"one record blocked the caller for {worst * 1000:.1f} ms"
+    # The p99, not the worst: a rare GIL hand-over or a busy CPU is not the store's doing.
+    assert p99 < 0.001, f"p99 of one record on the caller: {p99 * 1000:.2f} ms"
     snapshot = store.snapshot()
     assert len(snapshot["plugin_updates"]) == 500
     assert {u["new_version"] for u in snapshot["plugin_updates"]} >= {"1.9999"}
@@ -209,3 +212,28 @@ def test_clearing_on_a_fresh_hub_creates_no_file(tmp_path: Path) -> None:
     store.record_outbound(installed("inventory", "1.2"))
     store.close()
     assert not (tmp_path / FILENAME).exists()
+
+
+def test_snapshots_never_lose_a_record_while_the_writer_commits(tmp_path: Path) -> None:
+    import threading
+
+    store = StateStore.load(tmp_path)
+    users = [revoked(f"u{n}") for n in range(10000)]
+    done = threading.Event()
+
+    def record() -> None:
+        for msg in users:
+            store.record_user_revoked(msg)
+        done.set()
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    seen = 0
+    while not done.is_set():
+        count = len(store.snapshot()["revoked_users"])
+        assert count >= seen, f"a snapshot showed {count} records after one showed {seen}"
+        seen = count
+    writer.join()
+    store.flush()
+    assert len(store.snapshot()["revoked_users"]) == 10000
+    store.close()

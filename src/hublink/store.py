@@ -137,7 +137,10 @@ class StateStore:
         self.path = path
         #: Why the file could not be read, if it could not (shown by ``doctor``/logs).
         self.problem: str | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the pending list
+        # The reader has its own lock: a snapshot read in a thread must never
+        # hold up a record made on the event loop.
+        self._read_lock = threading.Lock()
         self._pending: list[_Op] = []
         self._flush_scheduled = False
         self._writer: sqlite3.Connection | None = None
@@ -210,9 +213,12 @@ class StateStore:
         Reads a small local table: fast, but it is file I/O; from the event
         loop prefer :meth:`asnapshot`.
         """
-        rows = self._read_rows()
-        with self._lock:
-            pending = list(self._pending)
+        # Under the read lock the writer cannot drop what it just committed
+        # from the pending list between our read and our copy of that list.
+        with self._read_lock:
+            rows = self._read_rows()
+            with self._lock:
+                pending = list(self._pending)
         for op in pending:
             op.apply(rows)
         return _render(rows)
@@ -237,7 +243,7 @@ class StateStore:
         self._closed = True
         self._executor.submit(self._flush)
         self._executor.shutdown(wait=True)
-        with self._lock:
+        with self._read_lock:
             for conn in (self._writer, self._reader):
                 if conn is not None:
                     conn.close()
@@ -277,7 +283,7 @@ class StateStore:
             # Kept pending: status still shows them, and the next record retries.
             log.error("cannot write the state store", path=str(self.path), error=str(err))
             return
-        with self._lock:
+        with self._read_lock, self._lock:
             del self._pending[: len(batch)]
 
     def _write_batch(self, batch: list[_Op]) -> None:
@@ -319,7 +325,7 @@ class StateStore:
             moved_to=str(aside),
             problem=self.problem,
         )
-        with self._lock:
+        with self._read_lock:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
@@ -327,7 +333,8 @@ class StateStore:
 
     def _check(self) -> None:
         try:
-            self._read_db()
+            with self._read_lock:
+                self._read_db()
         except (sqlite3.Error, OSError) as err:
             self.problem = f"{err} (not a hublink state database?)"
             log.error(
@@ -347,18 +354,18 @@ class StateStore:
             return {}
 
     def _read_db(self) -> Rows:
-        with self._lock:
-            if self._reader is None:
-                if not self.path.exists():
-                    return {}
-                self._reader = _connect(self.path, create=False)
-            if not _has_table(self._reader):
-                # An empty file is a store cut short before its first write;
-                # anything else without our table is somebody else's database.
-                if self.path.stat().st_size == 0:
-                    return {}
-                raise sqlite3.DatabaseError("it has no 'records' table")
-            found = self._reader.execute("SELECT kind, key, value FROM records").fetchall()
+        # The caller holds the read lock.
+        if self._reader is None:
+            if not self.path.exists():
+                return {}
+            self._reader = _connect(self.path, create=False)
+        if not _has_table(self._reader):
+            # An empty file is a store cut short before its first write;
+            # anything else without our table is somebody else's database.
+            if self.path.stat().st_size == 0:
+                return {}
+            raise sqlite3.DatabaseError("it has no 'records' table")
+        found = self._reader.execute("SELECT kind, key, value FROM records").fetchall()
         rows: Rows = {}
         for kind, key, text in found:
             value = _decode(text)
