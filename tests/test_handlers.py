@@ -266,3 +266,33 @@ async def test_ten_thousand_updates_dispatch_fast(harness: Harness) -> None:
     assert p99 < 0.005, f"p99 dispatch latency {p99 * 1000:.2f} ms"
     harness.store.flush()
     assert len(harness.store.snapshot()["plugin_updates"]) == 100
+
+
+async def test_a_second_backup_request_is_answered_by_the_runner_at_once(harness: Harness) -> None:
+    release = asyncio.Event()
+    running = False
+
+    async def backup(requested_by: str) -> BackupCompleted | BackupFailed:
+        # Like the real runner: one backup at a time, a second request refused at once.
+        nonlocal running
+        if running:
+            return BackupFailed(error="a backup is already running", requested_by=requested_by)
+        running = True
+        await release.wait()
+        running = False
+        return BackupCompleted(
+            backup_id="b-1", filename="f", size=1, sha256="e" * 64, requested_by=requested_by
+        )
+
+    dispatcher = await harness.start(backup=backup)
+    dispatcher.dispatch(parse_inbound(frame(type="backup_request", requested_by="first")))
+    await wait_for(lambda: running)
+    dispatcher.dispatch(parse_inbound(frame(type="backup_request", requested_by="second")))
+    await wait_for(harness.outbox.wakeup.is_set)
+    (refused,) = await harness.queued()
+    assert (refused["type"], refused["requested_by"]) == ("backup_failed", "second")
+    assert refused["error"] == "a backup is already running"
+    release.set()
+    await wait_for(lambda: dispatcher.active_jobs == 0)
+    answers = await harness.queued()
+    assert [a["type"] for a in answers] == ["backup_failed", "backup_completed"]

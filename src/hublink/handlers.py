@@ -85,7 +85,6 @@ class Dispatcher:
         self._group: asyncio.TaskGroup | None = None
         self._backlog: list[tuple[str, Job]] = []
         self._active = 0
-        self._backup_lock = asyncio.Lock()
 
     @property
     def active_jobs(self) -> int:
@@ -147,8 +146,10 @@ class Dispatcher:
 
     async def back_up(self, requested_by: str) -> None:
         """Run the backup, queue its answer in the outbox, remember the result."""
-        async with self._backup_lock:  # one backup at a time; later requests wait
-            result = await self._run_backup(requested_by)
+        # No lock here: the runner refuses a second backup itself (across
+        # processes, `hublink backup` included) and answers at once, which is
+        # what the Cloud should hear rather than a late second backup.
+        result = await self._run_backup(requested_by)
         self.store.record_backup(result)
         try:
             await self.outbox.put(result)
