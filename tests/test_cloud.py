@@ -382,7 +382,11 @@ def test_small_skew_is_not_reported() -> None:
     assert describe_clock_skew(59.0) is None
     assert describe_clock_skew(-59.0) is None
     warning = describe_clock_skew(3 * 86400 + 60)
-    assert warning is not None and "3 d 1 min behind" in warning
+    assert warning is not None and "3 d behind" in warning
+    warning = describe_clock_skew(-(2 * 3600 + 1))
+    assert warning is not None and "2 h ahead of" in warning
+    warning = describe_clock_skew(61.4)
+    assert warning is not None and "1 min 1 s behind" in warning
 
 
 # --- access token verification ---------------------------------------------------------

@@ -678,7 +678,9 @@ def describe_clock_skew(skew: float | None, *, limit: float = CLOCK_SKEW_LIMIT) 
 
 
 def _duration(seconds: float) -> str:
-    seconds = round(seconds)
+    # The Date header has a one-second resolution: "2 h 1 s" would be noise.
+    grain = 3600 if seconds >= 86400 else 60 if seconds >= 3600 else 1
+    seconds = round(seconds / grain) * grain
     units = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
     parts = []
     for name, size in units:
