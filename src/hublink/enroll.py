@@ -16,6 +16,7 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
+from hublink.backup_keys import NO_OWNER_RECIPIENT_REMINDER, ensure_identity, has_owner_recipient
 from hublink.cloud import (
     CloudClient,
     Registration,
@@ -25,7 +26,7 @@ from hublink.cloud import (
 )
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
-from hublink.errors import AlreadyRegisteredError, CredentialsError, UsageError
+from hublink.errors import AlreadyRegisteredError, CredentialsError, HublinkError, UsageError
 from hublink.retry import DEFAULT_POLICY, RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -63,7 +64,7 @@ async def enroll(
     async with _locked(store):
         ensure_replaceable(store, force=force, progress=progress)
         if session is not None:
-            return await _enroll_locked(
+            creds = await _enroll_locked(
                 CloudClient(session, settings, policy=policy),
                 store,
                 email=email,
@@ -72,16 +73,20 @@ async def enroll(
                 address=address.strip(),
                 progress=progress,
             )
-        async with make_session(settings, policy=policy) as own:
-            return await _enroll_locked(
-                CloudClient(own, settings, policy=policy),
-                store,
-                email=email,
-                password=password,
-                name=name.strip(),
-                address=address.strip(),
-                progress=progress,
-            )
+        else:
+            async with make_session(settings, policy=policy) as own:
+                creds = await _enroll_locked(
+                    CloudClient(own, settings, policy=policy),
+                    store,
+                    email=email,
+                    password=password,
+                    name=name.strip(),
+                    address=address.strip(),
+                    progress=progress,
+                )
+    if not has_owner_recipient(settings):
+        progress(f"reminder: {NO_OWNER_RECIPIENT_REMINDER}")
+    return creds
 
 
 def ensure_replaceable(store: CredentialStore, *, force: bool, progress: Progress) -> None:
@@ -132,7 +137,19 @@ async def _enroll_locked(
     progress(f"saved the credentials to {store.path}")
     log.info("hub registered", hub_id=str(creds.hub_id), slug=creds.slug)
     # The backup identity ({state_dir}/backup-identity.txt) is created here, after the save.
+    await _prepare_backup_identity(store, progress)
     return creds
+
+
+async def _prepare_backup_identity(store: CredentialStore, progress: Progress) -> None:
+    # Registration has succeeded by now; a problem with the identity file is
+    # reported but does not undo it (the first backup tries again).
+    try:
+        identity = await asyncio.to_thread(ensure_identity, store.state_dir)
+    except HublinkError as err:
+        progress(f"warning: cannot prepare the backup identity: {err.message}")
+        return
+    log.info("backup identity ready", public_key=str(identity.to_public()))
 
 
 def _warn_about_clock(client: CloudClient, progress: Progress) -> None:
