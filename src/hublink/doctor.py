@@ -32,7 +32,7 @@ from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Status = Literal["pass", "warn", "fail", "skip"]
+_T = TypeVar("_T")
 
 #: Patience for each network check.
 DEFAULT_TIMEOUT = 10.0
@@ -124,14 +125,15 @@ async def run_checks(
 ) -> Report:
     """Run every check against ``settings``; never raises for a failed check."""
     report = Report([_config_check(settings, config_path)])
-    creds, creds_checks = _credentials_checks(settings)
-    report.checks += creds_checks
+    creds, creds_check = _credentials_check(settings)
+    report.checks.append(creds_check)
     report.checks += [
         _dir_check("state_dir", settings.state_dir, required=True),
         _dir_check("runtime_dir", settings.runtime_dir, required=False),
         _disk_space_check(settings.state_dir),
     ]
-    daemon_status: dict[str, Any] | None = await _guard("daemon", _fetch_daemon(settings))
+    fetched = await _guard("daemon", _fetch_daemon(settings))
+    daemon_status = fetched if isinstance(fetched, dict) else None
     cloud, websocket, frpc, frps, local = await asyncio.gather(
         _guard("cloud", _cloud_checks(settings, patience)),
         _guard("websocket", _websocket_check(settings, creds, daemon_status, patience)),
@@ -139,12 +141,15 @@ async def run_checks(
         _guard("frps", _frps_check(settings, patience)),
         _guard("local_port", _local_port_check(settings, patience)),
     )
-    report.checks += [*cloud, websocket, frpc, frps, local]
-    report.checks.append(_daemon_check(settings, daemon_status))
+    report.checks += cloud if isinstance(cloud, list) else [cloud]
+    report.checks += [websocket, frpc, frps, local]
+    report.checks.append(
+        fetched if isinstance(fetched, Check) else _daemon_check(settings, daemon_status)
+    )
     return report
 
 
-async def _guard(name: str, work: Awaitable[Any]) -> Any:
+async def _guard(name: str, work: Awaitable[_T]) -> _T | Check:
     """Run one check; a bug in it becomes a failed check, not a crashed doctor."""
     try:
         return await work
@@ -152,7 +157,12 @@ async def _guard(name: str, work: Awaitable[Any]) -> Any:
         raise
     except Exception as err:
         log.exception("doctor check crashed", check=name)
-        return Check(name, "fail", f"the check itself failed: {type(err).__name__}: {err}")
+        return Check(
+            name,
+            "fail",
+            f"the check itself failed: {type(err).__name__}: {mask_text(str(err))}",
+            "please report this with the output of: hublink doctor --json",
+        )
 
 
 # --- local checks --------------------------------------------------------------
@@ -163,7 +173,7 @@ def _config_check(settings: Settings, path: Path | None) -> Check:
     return Check("config", "pass", f"loaded from {where}; cloud_url = {settings.cloud_url}")
 
 
-def _credentials_checks(settings: Settings) -> tuple[Credentials | None, list[Check]]:
+def _credentials_check(settings: Settings) -> tuple[Credentials | None, Check]:
     from hublink.credentials import CredentialStore
 
     store = CredentialStore(settings.state_dir)
@@ -171,23 +181,19 @@ def _credentials_checks(settings: Settings) -> tuple[Credentials | None, list[Ch
     try:
         info = path.stat()
     except FileNotFoundError:
-        return None, [
-            Check(
-                "credentials",
-                "fail",
-                f"{path} does not exist: this hub is not registered",
-                "run `hublink register` (as the hublink user) to enroll it",
-            )
-        ]
+        return None, Check(
+            "credentials",
+            "fail",
+            f"{path} does not exist: this hub is not registered",
+            "run `hublink register` (as the hublink user) to enroll it",
+        )
     except PermissionError:
-        return None, [
-            Check(
-                "credentials",
-                "fail",
-                f"cannot reach {path}: permission denied",
-                "run doctor as the hublink user: sudo -u hublink hublink doctor",
-            )
-        ]
+        return None, Check(
+            "credentials",
+            "fail",
+            f"cannot reach {path}: permission denied",
+            "run doctor as the hublink user: sudo -u hublink hublink doctor",
+        )
     problems: list[str] = []
     hints: list[str] = []
     mode = info.st_mode & 0o777
@@ -207,19 +213,17 @@ def _credentials_checks(settings: Settings) -> tuple[Credentials | None, list[Ch
         hints.insert(0, err.hint or "run `hublink register --force`")
         creds = None
     if problems:
-        return creds, [Check("credentials", "fail", "; ".join(problems), "; ".join(hints))]
+        return creds, Check("credentials", "fail", "; ".join(problems), "; ".join(hints))
     assert creds is not None
     detail = f"hub {creds.hub_id} ({creds.slug}), registered {creds.registered_at:%Y-%m-%d}"
     if creds.cloud_url.rstrip("/") != settings.cloud_url:
-        return creds, [
-            Check(
-                "credentials",
-                "warn",
-                f"{detail}, but with {creds.cloud_url}, not cloud_url = {settings.cloud_url}",
-                "set cloud_url back, or enroll with the new Cloud: hublink register --force",
-            )
-        ]
-    return creds, [Check("credentials", "pass", detail)]
+        return creds, Check(
+            "credentials",
+            "warn",
+            f"{detail}, but with {creds.cloud_url}, not cloud_url = {settings.cloud_url}",
+            "set cloud_url back, or enroll with the new Cloud: hublink register --force",
+        )
+    return creds, Check("credentials", "pass", detail)
 
 
 def _user(uid: int) -> str:
