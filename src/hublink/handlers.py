@@ -130,7 +130,7 @@ class Dispatcher:
         """Start the configured hook of ``message``'s type, if there is one."""
         if not self.hooks.command_for(message.type):
             return
-        payload = message.model_dump_json().encode()
+        payload = message.hook_payload()
         self.start(f"hook {message.type}", lambda: self.hooks.run(message.type, payload))
 
     async def _guarded(self, name: str, job: Job) -> None:

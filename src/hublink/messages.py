@@ -252,7 +252,17 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 # --- Cloud → Hub ------------------------------------------------------------
 
 
-class PluginUpdateAvailable(_Wire):
+class _Inbound(_Wire):
+    # Unknown fields are kept, not used: a hook gets the message as the Cloud
+    # sent it, including fields newer than this hublink.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    def hook_payload(self) -> bytes:
+        """The message as JSON for a hook's stdin: the fields the Cloud sent, unknown ones too."""
+        return self.model_dump_json(exclude_unset=True).encode()
+
+
+class PluginUpdateAvailable(_Inbound):
     """``plugin_update_available``: recorded for ``hublink status``, then the hook runs."""
 
     type: Literal["plugin_update_available"]
@@ -262,7 +272,7 @@ class PluginUpdateAvailable(_Wire):
     download_url: Text
 
 
-class UserRevoked(_Wire):
+class UserRevoked(_Inbound):
     """``user_revoked``: recorded for ``hublink status``, then the hook runs."""
 
     type: Literal["user_revoked"]
@@ -271,7 +281,7 @@ class UserRevoked(_Wire):
     reason: str | None = None
 
 
-class BackupRequest(_Wire):
+class BackupRequest(_Inbound):
     """``backup_request``: back up now and answer ``backup_completed`` or ``backup_failed``."""
 
     type: Literal["backup_request"]
