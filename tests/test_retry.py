@@ -147,3 +147,18 @@ def test_attempt_timeout_never_outlives_the_deadline() -> None:
 def test_default_policy_gives_up_well_within_30_seconds() -> None:
     policy = RetryPolicy()
     assert policy.deadline is not None and policy.deadline < 30
+
+
+def test_classifying_never_imports_aiohttp_or_tenacity() -> None:
+    """The link imports this module; it must not pay for the REST stack's imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hublink.retry as r\n"
+        "assert r.is_transient(ConnectionResetError())\n"
+        "assert not r.is_transient(ValueError())\n"
+        "print(sorted(m for m in ('aiohttp', 'tenacity') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

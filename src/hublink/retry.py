@@ -25,13 +25,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
-import tenacity
 
 from hublink.errors import CloudError, CloudUnreachableError
+
+if TYPE_CHECKING:
+    import aiohttp
+    import tenacity
 
 log = structlog.get_logger(__name__)
 
@@ -80,10 +82,11 @@ def is_transient(exc: BaseException) -> bool:
         return ws_verdict
     # TLS problems come before OSError: ssl.SSLError is one, and a certificate
     # that does not verify now will not verify in a second either.
-    if isinstance(exc, ssl.SSLError | aiohttp.ClientSSLError):
+    if isinstance(exc, ssl.SSLError):
         return False
-    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return True
+    aio_verdict = _aiohttp_verdict(exc)
+    if aio_verdict is not None:
+        return aio_verdict
     return isinstance(exc, TimeoutError | ConnectionError | socket.gaierror | EOFError) or (
         isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
     )
@@ -91,8 +94,9 @@ def is_transient(exc: BaseException) -> bool:
 
 def status_of(exc: BaseException) -> int | None:
     """The HTTP status behind ``exc``, if it is an HTTP-level failure."""
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return exc.status or None
+    aio = _loaded("aiohttp")
+    if aio is not None and isinstance(exc, aio.ClientResponseError):
+        return int(exc.status) or None
     if isinstance(exc, CloudError):
         return exc.status
     response = _websockets_response(exc)
@@ -104,7 +108,8 @@ def status_of(exc: BaseException) -> int | None:
 def retry_after_of(exc: BaseException) -> float | None:
     """The ``Retry-After`` that came with ``exc`` (aiohttp or websockets), in seconds."""
     headers: Mapping[str, str] | None = None
-    if isinstance(exc, aiohttp.ClientResponseError):
+    aio = _loaded("aiohttp")
+    if aio is not None and isinstance(exc, aio.ClientResponseError):
         headers = exc.headers
     else:
         response = _websockets_response(exc)
@@ -165,6 +170,8 @@ class RetryPolicy:
 
     def timeout(self, elapsed: float) -> aiohttp.ClientTimeout:
         """The aiohttp timeout for an attempt starting ``elapsed`` seconds into the call."""
+        import aiohttp
+
         total = self.request_timeout
         connect = self.connect_timeout
         if self.deadline is not None:
@@ -178,8 +185,8 @@ class RetryPolicy:
 DEFAULT_POLICY = RetryPolicy()
 
 
-class _WaitBackoffOrRetryAfter(tenacity.wait.wait_base):
-    """Full-jitter backoff, but never shorter than the server's ``Retry-After``."""
+class _WaitBackoffOrRetryAfter:
+    """tenacity wait: full-jitter backoff, but never shorter than the server's ``Retry-After``."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
@@ -211,6 +218,8 @@ def rest_retrying(policy: RetryPolicy = DEFAULT_POLICY) -> tenacity.AsyncRetryin
     The last failure is re-raised as is once the attempts or the deadline run
     out; the caller turns it into :class:`~hublink.errors.CloudUnreachableError`.
     """
+    import tenacity
+
     stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.attempts)
     if policy.deadline is not None:
         stop = stop | tenacity.stop_before_delay(policy.deadline)
@@ -231,22 +240,47 @@ def describe_transient(exc: BaseException) -> str:
         return f"HTTP {status}" + (f" {message}" if message else "")
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError | socket.gaierror):
+    if isinstance(exc, socket.gaierror):
         return "the host name does not resolve"
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    return _aiohttp_description(exc) or str(exc) or type(exc).__name__
+
+
+# --- libraries, looked at only when they are already imported ----------------
+# An exception can only be one of a library's types if the library is loaded;
+# so the REST path never imports websockets, and the link never imports
+# aiohttp (each costs start-up time and memory) just to classify a failure.
+
+
+def _loaded(name: str) -> Any:
+    return sys.modules.get(name)
+
+
+def _aiohttp_verdict(exc: BaseException) -> bool | None:
+    aio = _loaded("aiohttp")
+    if aio is None:
+        return None
+    if isinstance(exc, aio.ClientSSLError):
+        return False
+    if isinstance(exc, aio.ClientConnectionError | aio.ClientPayloadError):
+        return True
+    return None
+
+
+def _aiohttp_description(exc: BaseException) -> str | None:
+    aio = _loaded("aiohttp")
+    if aio is None:
+        return None
+    if isinstance(exc, aio.ClientConnectorDNSError):
+        return "the host name does not resolve"
+    if isinstance(exc, aio.ClientConnectorError):
         return f"cannot connect ({exc.os_error.strerror or exc.os_error})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, aio.ServerDisconnectedError):
         return "the server closed the connection"
-    return str(exc) or type(exc).__name__
-
-
-# --- websockets, looked at only when it is already imported -----------------
-# The REST path never imports websockets (it costs start-up time); an
-# exception can only be one of its types if the module is loaded.
+    return None
 
 
 def _websockets_response(exc: BaseException) -> Any:
-    module = sys.modules.get("websockets.exceptions")
+    module = _loaded("websockets.exceptions")
     if module is None:
         return None
     if isinstance(exc, module.InvalidStatus | module.InvalidProxyStatus):
@@ -255,7 +289,7 @@ def _websockets_response(exc: BaseException) -> Any:
 
 
 def _websockets_verdict(exc: BaseException) -> bool | None:
-    module = sys.modules.get("websockets.exceptions")
+    module = _loaded("websockets.exceptions")
     if module is None:
         return None
     if isinstance(exc, module.ConnectionClosed):
