@@ -166,16 +166,16 @@ def parse_recipient(entry: str) -> Recipient:
 
 def _shown(entry: str) -> str:
     # Public keys are not secrets, but a pasted private key might be; show a prefix only.
-    return repr(entry if len(entry) <= 60 else entry[:57] + "...")
+    return repr(entry if len(entry) <= 100 else entry[:97] + "...")
 
 
-def backup_recipients(settings: Settings, hub_identity: x25519.Identity) -> list[Recipient]:
-    """The hub's own recipient followed by every ``backup.recipients`` entry.
+def owner_recipients(settings: Settings) -> list[Recipient]:
+    """Every ``backup.recipients`` entry, parsed; the hub's own key comes on top of these.
 
     Raises:
         ConfigError: an entry is invalid (all are checked before any backup starts).
     """
-    return [hub_identity.to_public(), *(parse_recipient(e) for e in settings.backup.recipients)]
+    return [parse_recipient(entry) for entry in settings.backup.recipients]
 
 
 def has_owner_recipient(settings: Settings) -> bool:

@@ -28,7 +28,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict
 
 from hublink import backup as pipeline
-from hublink.backup_keys import backup_recipients, ensure_identity
+from hublink.backup_keys import ensure_identity, owner_recipients
 from hublink.cloud import CloudClient, make_session, parse_reply
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
@@ -189,8 +189,9 @@ class BackupService:
         if not dest_dir.is_dir():
             raise BackupError(f"the folder {dest_dir} does not exist")
         database = pipeline.database_path(self.settings.backup.database)
+        owners = owner_recipients(self.settings)  # a config error comes before any file is made
         identity = ensure_identity(self.settings.state_dir)
-        recipients = backup_recipients(self.settings, identity)
+        recipients = [identity.to_public(), *owners]
         return pipeline.write_encrypted_backup(
             database,
             work_dir=self.settings.state_dir,
