@@ -244,3 +244,8 @@ def test_backup_results_carry_ids() -> None:
 def test_user_without_last_activity_is_sent_as_null() -> None:
     event = validate_event("user_sync", {"users": [{"cloud_user_id": "9", "email": "b@c.d"}]})
     assert json.loads(event.to_frame())["users"][0]["last_activity"] is None
+
+
+def test_a_null_id_gets_a_new_one() -> None:
+    event = validate_event("user_sync", {"id": None, "users": []})
+    assert event.id.version == 4

@@ -205,8 +205,12 @@ def validate_event(event_type: str, data: dict[str, Any]) -> UserSync | PluginIn
             f"the data says type {data.get('type')!r} but the event is {event_type}",
             problems=["type: does not match the event type"],
         )
+    fields = {**data, "type": event_type}
+    if fields.get("id") is None:
+        # "id": null means "give it one", like no id at all.
+        fields.pop("id", None)
     try:
-        return model.model_validate({**data, "type": event_type})
+        return model.model_validate(fields)
     except ValidationError as err:
         problems = describe_problems(err)
         raise InvalidEvent(
