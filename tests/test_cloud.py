@@ -39,6 +39,7 @@ from hublink.errors import (
     CloudResponseError,
     CloudUnreachableError,
     ConfigError,
+    SessionExpiredError,
 )
 from hublink.retry import RetryPolicy
 from scripted_cloud import Canned, ScriptedCloud, Signer, registration, shared_signer
@@ -311,8 +312,9 @@ async def test_refused_refresh_says_to_log_in_again(
     scripted: ScriptedCloud, client: CloudClient
 ) -> None:
     scripted.on("POST", REFRESH_PATH, Canned(status=401, json={"detail": "Token is blacklisted"}))
-    with pytest.raises(CloudAuthError, match="Token is blacklisted"):
+    with pytest.raises(SessionExpiredError, match="Token is blacklisted") as caught:
         await client.refresh(SecretStr("r" * 30))
+    assert caught.value.exit_code == EXIT_NOPERM
 
 
 # --- unreachable, slow --------------------------------------------------------------

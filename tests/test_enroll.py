@@ -16,7 +16,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from hublink.cloud import LOGIN_PATH, PUBLIC_KEY_PATH, REGISTER_PATH
+from hublink.cloud import LOGIN_PATH, PUBLIC_KEY_PATH, REFRESH_PATH, REGISTER_PATH
 from hublink.config import Settings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
@@ -252,6 +252,25 @@ async def test_token_not_signed_by_the_clouds_key_is_refused(
         await run_enroll(settings)
     assert scripted.requests_to(REGISTER_PATH) == []
     assert written(settings.state_dir) == set()
+
+
+async def test_refused_refresh_starts_over_with_login(
+    scripted: ScriptedCloud, tmp_path: Path
+) -> None:
+    """Contract: refresh 401 means log in again; the password is still in memory."""
+    signer = shared_signer()
+    expired = Canned(status=401, json={"detail": "Token is expired"})
+    scripted.on("POST", LOGIN_PATH, signer.login_answer())
+    scripted.on("GET", PUBLIC_KEY_PATH, signer.public_key_answer())
+    scripted.on("POST", REGISTER_PATH, expired, Canned(status=201, json=registration()))
+    scripted.on("POST", REFRESH_PATH, Canned(status=401, json={"detail": "Token is blacklisted"}))
+    settings = settings_for(scripted.url, tmp_path)
+    steps: list[str] = []
+    creds = await run_enroll(settings, steps=steps)
+    assert str(creds.hub_id) == registration()["hub_id"]
+    assert f"logging in again as {DEMO_EMAIL}" in steps
+    assert len(scripted.requests_to(LOGIN_PATH)) == 2
+    assert len(scripted.requests_to(REGISTER_PATH)) == 2
 
 
 def test_state_dir_is_private(tmp_path: Path) -> None:

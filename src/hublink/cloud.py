@@ -50,6 +50,7 @@ from hublink.errors import (
     CloudResponseError,
     CloudUnreachableError,
     ConfigError,
+    SessionExpiredError,
 )
 from hublink.logs import mask_text, register_secret
 from hublink.retry import (
@@ -254,12 +255,12 @@ class CloudClient:
         """A fresh access token (and refresh token, if the Cloud rotates them).
 
         Raises:
-            CloudAuthError: the refresh token was refused (401): log in again.
+            SessionExpiredError: the refresh token was refused (401): log in again.
         """
         payload = {"refresh": refresh.get_secret_value()}
         reply = await self.request("POST", REFRESH_PATH, json=payload, what="refresh the login")
         if reply.status == 401:
-            raise CloudAuthError(
+            raise SessionExpiredError(
                 "the Cloud no longer accepts this login session "
                 f"({reply.error_message() or reply.reason})",
                 hint="run `hublink register` again to log in afresh",
@@ -278,6 +279,7 @@ class CloudClient:
         """Create the hub on the Cloud; a 401 refreshes the access token once and retries.
 
         Raises:
+            SessionExpiredError: the refresh was refused; log in again.
             CloudAuthError: the owner's tokens were refused even after a refresh.
             CloudResponseError: any other refusal, with the Cloud's words.
         """

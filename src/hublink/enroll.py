@@ -26,7 +26,13 @@ from hublink.cloud import (
 )
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
-from hublink.errors import AlreadyRegisteredError, CredentialsError, HublinkError, UsageError
+from hublink.errors import (
+    AlreadyRegisteredError,
+    CredentialsError,
+    HublinkError,
+    SessionExpiredError,
+    UsageError,
+)
 from hublink.retry import DEFAULT_POLICY, RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -63,9 +69,9 @@ async def enroll(
     store = CredentialStore(settings.state_dir)
     async with _locked(store):
         ensure_replaceable(store, force=force, progress=progress)
-        if session is not None:
+        async with _session(settings, session, policy) as http:
             creds = await _enroll_locked(
-                CloudClient(session, settings, policy=policy),
+                CloudClient(http, settings, policy=policy),
                 store,
                 email=email,
                 password=password,
@@ -73,17 +79,6 @@ async def enroll(
                 address=address.strip(),
                 progress=progress,
             )
-        else:
-            async with make_session(settings, policy=policy) as own:
-                creds = await _enroll_locked(
-                    CloudClient(own, settings, policy=policy),
-                    store,
-                    email=email,
-                    password=password,
-                    name=name.strip(),
-                    address=address.strip(),
-                    progress=progress,
-                )
     if not has_owner_recipient(settings):
         progress(f"reminder: {NO_OWNER_RECIPIENT_REMINDER}")
     return creds
@@ -129,7 +124,13 @@ async def _enroll_locked(
     key = await client.public_key()
     verify_access_token(tokens.access, key, now=client.server_now())
     progress(f"registering hub {name!r}")
-    registration = await client.register(tokens, name, address)
+    try:
+        registration = await client.register(tokens, name, address)
+    except SessionExpiredError:
+        # The refresh token was refused too: the contract says start over with login.
+        progress(f"logging in again as {email}")
+        tokens = await client.login(email, password)
+        registration = await client.register(tokens, name, address)
     # The owner's JWTs are done with: drop them before anything touches the disk.
     del tokens
     creds = _credentials(registration, client)
@@ -182,6 +183,18 @@ async def _save(store: CredentialStore, creds: Credentials) -> None:
             hint="free some disk space, or run as the user that owns state_dir "
             "(the Cloud has created the hub: run register again with --force)",
         ) from err
+
+
+@contextlib.asynccontextmanager
+async def _session(
+    settings: Settings, borrowed: aiohttp.ClientSession | None, policy: RetryPolicy
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """The caller's session if it has one, else one made (and closed) for this enrollment."""
+    if borrowed is not None:
+        yield borrowed
+        return
+    async with make_session(settings, policy=policy) as own:
+        yield own
 
 
 @contextlib.asynccontextmanager

@@ -12,6 +12,7 @@ into one.
      ├── CloudError                  1  the Cloud answered, but not as hoped
      │    ├── CloudUnreachableError 69  no answer at all (after retries)
      │    ├── CloudAuthError        77  wrong password, hub credential rejected
+     │    │    └── SessionExpiredError 77  the owner's refresh token was refused
      │    └── CloudResponseError     1  an answer hublink cannot use
      ├── TunnelError                 1  frpc missing or failing
      ├── BackupError                 1  a backup or restore failed
@@ -91,6 +92,10 @@ class CloudAuthError(CloudError):
     """The Cloud refused the credentials."""
 
     exit_code = EXIT_NOPERM
+
+
+class SessionExpiredError(CloudAuthError):
+    """The owner's login session ended (refresh refused): log in again."""
 
 
 class CloudResponseError(CloudError):
