@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import ssl
 import sys
 import time
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import SecretStr
 
 from fixtures_devcloud import HubEnv
-from hublink.config import HubSettings, Settings, TlsSettings, TunnelSettings
+from hublink.config import BackupSettings, HubSettings, Settings, TlsSettings, TunnelSettings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DevCloud
 from hublink.doctor import Check, Report, run_checks
@@ -109,6 +110,7 @@ async def test_healthy_hub_passes_every_check_but_the_absent_daemon(
         "state_dir": "pass",
         "runtime_dir": "pass",
         "disk_space": "pass",
+        "backup_database": "skip",  # backup.database not set
         "cloud": "pass",
         "tls": "skip",  # plain http to loopback: the reference Cloud
         "clock": "pass",
@@ -352,6 +354,54 @@ async def test_missing_state_dir(tmp_path: Path) -> None:
     checks = await doctor(settings)
     assert_failed(checks["state_dir"], "does not exist")
     assert checks["runtime_dir"].status == "warn"
+
+
+def make_database(path: Path, journal_mode: str) -> Path:
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA journal_mode={journal_mode}")
+    connection.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY, total REAL)")
+    connection.execute("INSERT INTO sales (total) VALUES (9.5)")
+    connection.commit()
+    connection.close()
+    return path
+
+
+@pytest.mark.parametrize(("journal_mode", "shown"), [("wal", "WAL"), ("delete", "rollback")])
+async def test_backup_database_reads(tmp_path: Path, journal_mode: str, shown: str) -> None:
+    database = make_database(tmp_path / "hub.sqlite3", journal_mode)
+    settings = Settings(
+        cloud_url=f"http://127.0.0.1:{closed_port()}",
+        state_dir=tmp_path / "state",
+        backup=BackupSettings(database=database),
+    )
+    checks = await doctor(settings)
+    assert checks["backup_database"].status == "pass"
+    assert shown in checks["backup_database"].detail
+
+
+async def test_backup_database_missing_or_not_sqlite(tmp_path: Path) -> None:
+    base = Settings(cloud_url=f"http://127.0.0.1:{closed_port()}", state_dir=tmp_path)
+    missing = await doctor(with_(base, backup=BackupSettings(database=tmp_path / "nope.db")))
+    assert_failed(missing["backup_database"], "does not exist")
+    junk = tmp_path / "junk.db"
+    junk.write_text("this is not a database, it is a shopping list")
+    checks = await doctor(with_(base, backup=BackupSettings(database=junk)))
+    assert_failed(checks["backup_database"], "not a SQLite database")
+
+
+async def test_backup_database_that_cannot_be_opened(tmp_path: Path) -> None:
+    # A folder where the file should be: open() fails as it would for a file
+    # the service user may not read (root, running the tests, may read anything).
+    folder = tmp_path / "hub.sqlite3"
+    folder.mkdir()
+    settings = Settings(
+        cloud_url=f"http://127.0.0.1:{closed_port()}",
+        state_dir=tmp_path / "state",
+        backup=BackupSettings(database=folder),
+    )
+    checks = await doctor(settings)
+    assert_failed(checks["backup_database"], "cannot be read by", "is a directory")
+    assert "drop-in" in (checks["backup_database"].hint or "")
 
 
 # --- the command line, and a running daemon -------------------------------------------

@@ -3,6 +3,7 @@
     config        the settings load (the CLI reports it when they do not)
     credentials   present, parseable, mode 0600, owned by the running user
     state_dir     exists and writable; runtime_dir likewise; disk_space free
+    backup_database  backup.database opens read-only, as the backup opens it
     cloud         GET /api/auth/public-key/ answers 200 with an RS256 key
     tls           the Cloud's certificate verifies (system CAs + tls.ca_file)
     clock         this machine's clock against the Cloud's Date header
@@ -25,6 +26,7 @@ import os
 import pwd
 import re
 import shutil
+import sqlite3
 import ssl
 import tempfile
 import time
@@ -59,6 +61,8 @@ WARN_FREE_BYTES = 256 * 1024 * 1024
 FAIL_FREE_BYTES = 16 * 1024 * 1024
 #: Clock difference that breaks login tokens (the Cloud's JWT leeway).
 MAX_CLOCK_SKEW = 60.0
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -109,6 +113,7 @@ _LATER_CHECKS = (
     "state_dir",
     "runtime_dir",
     "disk_space",
+    "backup_database",
     "cloud",
     "tls",
     "clock",
@@ -131,6 +136,7 @@ async def run_checks(
         _dir_check("state_dir", settings.state_dir, required=True),
         _dir_check("runtime_dir", settings.runtime_dir, required=False),
         _disk_space_check(settings.state_dir),
+        await _guard("backup_database", asyncio.to_thread(_database_check, settings)),
     ]
     fetched = await _guard("daemon", _fetch_daemon(settings))
     daemon_status = fetched if isinstance(fetched, dict) else None
@@ -275,6 +281,69 @@ def _disk_space_check(path: Path) -> Check:
     if free < WARN_FREE_BYTES:
         return Check("disk_space", "warn", shown, hint)
     return Check("disk_space", "pass", shown)
+
+
+def _database_check(settings: Settings) -> Check:
+    """Open ``backup.database`` the way a backup does (read-only, one read transaction)."""
+    name = "backup_database"
+    database = settings.backup.database
+    if database is None:
+        return Check(name, "skip", "backup.database is not set (backup requests are refused)")
+    header = _database_header(database)
+    if isinstance(header, Check):
+        return header
+    wal = len(header) > 19 and header[18] == 2
+    error = _read_once(database)
+    if error:
+        return Check(name, "fail", f"{database} cannot be read: {error}", _DB_ACCESS_HINT)
+    mode = "WAL" if wal else "rollback-journal"
+    if wal and not os.access(database.parent, os.W_OK):
+        return Check(
+            name,
+            "warn",
+            f"{database} is in WAL mode and {database.parent} is not writable by "
+            f"{_user(os.geteuid())}: reading works only while the Hub keeps its -shm file",
+            "SQLite readers of a WAL database update its -shm file: ReadWritePaths= "
+            "and group write access to the folder (README: Install, backups)",
+        )
+    return Check(name, "pass", f"{database} reads fine ({mode} mode)")
+
+
+_DB_ACCESS_HINT = "give hublink access with a drop-in (README: Install, backups)"
+
+
+def _database_header(database: Path) -> bytes | Check:
+    name = "backup_database"
+    try:
+        with database.open("rb") as handle:
+            header = handle.read(100)
+    except FileNotFoundError:
+        return Check(name, "fail", f"{database} does not exist", "check backup.database")
+    except OSError as err:
+        user = _user(os.geteuid())
+        return Check(
+            name, "fail", f"{database} cannot be read by {user}: {_os_reason(err)}", _DB_ACCESS_HINT
+        )
+    if not header.startswith(SQLITE_MAGIC):
+        return Check(name, "fail", f"{database} is not a SQLite database", "check backup.database")
+    return header
+
+
+def _read_once(database: Path) -> str | None:
+    uri = f"{database.resolve().as_uri()}?mode=ro"
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=2.0, isolation_level=None)
+    except sqlite3.Error as err:
+        return str(err)
+    try:
+        connection.execute("BEGIN")
+        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        connection.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        return str(err)
+    finally:
+        connection.close()
+    return None
 
 
 # --- the Cloud -------------------------------------------------------------------
