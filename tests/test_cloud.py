@@ -375,6 +375,8 @@ async def test_clock_skew_is_measured_from_the_date_header(
     await client.login("owner@example.com", PASSWORD)
     assert client.clock_skew is not None
     assert abs(client.clock_skew + 7200) < 5
+    assert client.server_date is not None
+    assert abs(client.server_date.timestamp() - cloud_time) < 5
     warning = describe_clock_skew(client.clock_skew)
     assert warning is not None and "2 h" in warning and "ahead of the Cloud's" in warning
 

@@ -22,6 +22,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -221,6 +222,8 @@ class CloudClient:
         self.session = session
         self.base_url = settings.cloud_url.rstrip("/")
         self.policy = policy
+        #: The last ``Date`` header the Cloud sent, parsed.
+        self.server_date: datetime | None = None
         #: Cloud clock minus local clock, in seconds, from the last ``Date`` header.
         self.clock_skew: float | None = None
 
@@ -399,10 +402,13 @@ class CloudClient:
         if not raw:
             return
         try:
-            server = parsedate_to_datetime(raw).timestamp()
+            server = parsedate_to_datetime(raw)
         except (TypeError, ValueError, IndexError):
             return
-        self.clock_skew = server - time.time()
+        if server.tzinfo is None:
+            return  # not an HTTP date (those are always GMT)
+        self.server_date = server
+        self.clock_skew = server.timestamp() - time.time()
 
     def _transport_error(
         self, err: BaseException, what: str, *, attempts: int, elapsed: float
