@@ -18,11 +18,13 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from hublink.config import Settings, TunnelSettings, WebSocketSettings
 from hublink.credentials import Credentials, CredentialStore
 from hublink.devcloud import DevCloud
+from hublink.devcloud.tokens import new_signing_key
 from hublink.fsutil import ensure_private_dir
 
 #: Link timings shrunk so that tests see heartbeats, reconnects and
@@ -92,10 +94,18 @@ def make_hub_env(
     return HubEnv(settings=settings, creds=creds, cloud=cloud)
 
 
+@pytest.fixture(scope="session")
+def devcloud_signing_key() -> rsa.RSAPrivateKey:
+    """One JWT signing key for every test's Cloud: making one per test is slow."""
+    return new_signing_key()
+
+
 @pytest.fixture
-async def devcloud(tmp_path: Path) -> AsyncIterator[DevCloud]:
+async def devcloud(
+    tmp_path: Path, devcloud_signing_key: rsa.RSAPrivateKey
+) -> AsyncIterator[DevCloud]:
     """The reference Cloud, started on 127.0.0.1 and a free port, stopped afterwards."""
-    cloud = DevCloud(tmp_path / "devcloud")
+    cloud = DevCloud(tmp_path / "devcloud", signing_key=devcloud_signing_key)
     await cloud.start()
     try:
         yield cloud

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -469,3 +472,51 @@ def test_hub_settings_fixture_writes_loadable_credentials(hub_settings: HubEnv) 
     assert record.tunnel_token == creds.tunnel_token.get_secret_value()
     assert not hub_settings.settings.tunnel.enabled
     assert hub_settings.settings.websocket.heartbeat_interval == 0.2
+
+
+# --- hublink devcloud ---------------------------------------------------------
+
+
+async def test_devcloud_command_serves_until_sigterm(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hublink",
+        "devcloud",
+        "--port",
+        "0",
+        "--data-dir",
+        str(tmp_path / "state"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        first = await asyncio.wait_for(process.stdout.readline(), 20)
+        url = first.decode().split(" at ")[1].strip()
+        shown = (await asyncio.wait_for(process.stdout.readline(), 5)).decode()
+        assert f"{DEMO_EMAIL} / {DEMO_PASSWORD}" in shown
+        assert (await _post(http, f"{url}/api/auth/login/", OWNER))[0] == 200
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 5) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert (tmp_path / "state" / "devcloud.sqlite3").exists()
+
+
+@pytest.mark.frp
+async def test_frps_runs_beside_the_cloud_when_asked(tmp_path: Path, frp_bin: Path) -> None:
+    cloud = DevCloud(tmp_path, frps_path=frp_bin / "frps")
+    await cloud.start()
+    try:
+        assert cloud.frps is not None
+        _, writer = await asyncio.open_connection("127.0.0.1", cloud.frps.bind_port)
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await cloud.stop()
+    assert cloud.frps is None

@@ -358,5 +358,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings | None) -> int:
 
 
 def cmd_devcloud(args: argparse.Namespace, settings: Settings | None) -> int:
-    """``hublink devcloud``."""
-    raise HublinkError("devcloud is not implemented yet")
+    """``hublink devcloud``: serve the reference Cloud until Ctrl-C or SIGTERM."""
+    import asyncio
+    from pathlib import Path
+
+    from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+    from hublink.devcloud.serve import default_data_dir, serve
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    cloud = DevCloud(data_dir, frps_path=Path(args.frps) if args.frps else None)
+
+    def ready(cloud: DevCloud) -> None:
+        _out(f"reference Cloud serving at {cloud.url}")
+        _out(f"  owner account: {DEMO_EMAIL} / {DEMO_PASSWORD}")
+        _out(f"  hubs:          {cloud.url}/admin/hubs")
+        _out(f"  state:         {data_dir}")
+        if cloud.frps is not None:
+            _out(f"  frps:          port {cloud.frps.bind_port}")
+        _out("press Ctrl-C to stop")
+
+    asyncio.run(serve(cloud, args.host, args.port, ready))
+    _out("reference Cloud stopped")
+    return EXIT_OK

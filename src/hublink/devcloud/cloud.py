@@ -16,6 +16,7 @@ from typing import Any, Protocol, cast
 
 import structlog
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.devcloud import admin, backups, rest, ws
 from hublink.devcloud.faults import Fault, Faults
@@ -51,7 +52,9 @@ class DevCloud:
 
     Hubs and backups live in SQLite under ``data_dir``, so a stopped and
     restarted Cloud (this object or a new one) still knows its hubs. What came
-    through the WebSockets is kept in memory by this object.
+    through the WebSockets is kept in memory by this object. The JWT signing
+    key is made here unless ``signing_key`` is given (tests share one: making
+    an RSA key costs tens of milliseconds).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class DevCloud:
         refresh_ttl: float = 86400,
         port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         frps_path: Path | None = None,
+        signing_key: rsa.RSAPrivateKey | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         accounts = {DEMO_EMAIL: DEMO_PASSWORD} if users is None else users
@@ -74,7 +78,7 @@ class DevCloud:
         self.offline_after = offline_after
         self.port_range = port_range
         self.frps_path = frps_path
-        self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl)
+        self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl, key=signing_key)
         self.faults = Faults()
         self.frps: FrpsServer | None = None
         self._store: CloudStore | None = None
@@ -91,6 +95,7 @@ class DevCloud:
             raise RuntimeError("the reference Cloud is already running")
         self._host = host or self._host
         port = self._port if port is None else port
+        self.store  # noqa: B018 - opened now, so an unwritable data dir fails at start
         app = self._build_app()
         frps_module = self._frps_module()
         if frps_module is not None:

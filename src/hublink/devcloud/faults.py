@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+DRAIN_CHUNK = 1024 * 1024
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -77,6 +79,10 @@ class Faults:
                 await asyncio.sleep(fault.delay)
             if fault.status is None:
                 return await handler(request)
+            # Read the body first: a client still streaming an upload then
+            # sees the injected status, not a connection reset.
+            async for _ in request.content.iter_chunked(DRAIN_CHUNK):
+                pass
             return fault.response()
 
         return apply_faults

@@ -28,13 +28,20 @@ class User:
     password: str
 
 
-class TokenIssuer:
-    """Signs and checks tokens with an RSA key made when it is created."""
+def new_signing_key() -> rsa.RSAPrivateKey:
+    """A fresh 2048-bit RSA key for RS256."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
-    def __init__(self, *, access_ttl: float, refresh_ttl: float) -> None:
+
+class TokenIssuer:
+    """Signs and checks tokens with an RSA key, by default one made for this issuer."""
+
+    def __init__(
+        self, *, access_ttl: float, refresh_ttl: float, key: rsa.RSAPrivateKey | None = None
+    ) -> None:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._key = key or new_signing_key()
         self.public_pem = (
             self._key.public_key()
             .public_bytes(
