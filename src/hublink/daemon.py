@@ -218,11 +218,14 @@ class Daemon:
                     task.cancel()
 
     async def _run_link(self, creds: Credentials) -> None:
-        from hublink.cloud import ssl_context
         from hublink.link import Link
 
         assert self._outbox is not None and self._dispatcher is not None
-        tls = ssl_context(self.settings) if self.settings.cloud_scheme == "https" else None
+        tls = None
+        if self.settings.cloud_scheme == "https":
+            from hublink.cloud import ssl_context
+
+            tls = ssl_context(self.settings)
         await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
 
     async def _run_tunnel(self, creds: Credentials) -> None:

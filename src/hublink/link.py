@@ -27,7 +27,6 @@ from websockets.protocol import State
 from hublink import __version__
 from hublink.logs import mask_text, register_secret
 from hublink.messages import BadFrame, UnknownMessageType, heartbeat_frame, parse_inbound
-from hublink.retry import AUTH_CLOSE_CODES, is_transient, retry_after_of
 from hublink.state import LinkStateName, LiveState, utc_now
 
 if TYPE_CHECKING:
@@ -40,6 +39,8 @@ log = structlog.get_logger(__name__)
 STABLE_AFTER = 60.0
 #: HTTP answers to the handshake with the same meaning.
 AUTH_HTTP_STATUSES = frozenset({401, 403})
+#: Close codes from the Cloud meaning "credentials no longer accepted" (as hublink.retry's).
+AUTH_CLOSE_CODES = frozenset({4001, 4003})
 #: Close codes after which the whole fleet reconnects at once unless spread out:
 #: going away, service restart, try again later, and a TCP drop without close frame.
 SPREAD_CLOSE_CODES = frozenset({1001, 1012, 1013, 1006})
@@ -183,11 +184,17 @@ class Link:
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            # Permanent ones (a certificate that does not verify, …) too, but loudly.
+            # Imported on the failure path only: hublink.retry pulls in aiohttp, which
+            # the idle link does not otherwise need (the idle footprint is benchmarked).
+            from hublink.retry import is_transient
+
+            # Permanent ones (a certificate that does not verify, …) are retried too, but loudly.
             return Outcome(error=_describe(err), permanent=not is_transient(err))
         return await self._serve(ws)
 
     def _refused(self, err: InvalidStatus) -> Outcome:
+        from hublink.retry import is_transient, retry_after_of
+
         status = err.response.status_code
         if status in AUTH_HTTP_STATUSES:
             return Outcome(
