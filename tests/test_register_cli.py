@@ -239,6 +239,39 @@ async def test_cloud_down_exits_69_within_30_seconds(tmp_path: Path) -> None:
     assert box.written() == set()
 
 
+async def test_slow_but_answering_cloud_is_waited_for(devcloud: DevCloud, box: Box) -> None:
+    devcloud.fail_next("/api/hubs/register/", None, delay=2.0)
+    run = await box.register()
+    assert run.code == 0, run.stderr
+    assert len(devcloud.hubs()) == 1
+
+
+@pytest.mark.slow
+async def test_cloud_that_never_answers_times_out_with_69_within_30_seconds(
+    tmp_path: Path,
+) -> None:
+    """A server that accepts connections and then says nothing: the default timeouts apply."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # keep the connection open, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        box = make_box(tmp_path, f"http://127.0.0.1:{port}")
+        run = await box.register()
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert run.code == 69
+    assert "timed out" in run.stderr
+    assert run.elapsed < 30
+    assert box.written() == set()
+
+
 async def test_503_twice_then_success(devcloud: DevCloud, box: Box) -> None:
     devcloud.fail_next("/api/auth/login/", 503, count=2)
     run = await box.register()

@@ -43,12 +43,12 @@ AUTH_CLOSE_CODES = frozenset({4001, 4003})
 #: How long a REST call may take, waits included, before the Cloud counts as
 #: unreachable. The contract promises exit 69 within 30 s; the rest of the
 #: margin is process start-up and the final error report.
-DEFAULT_DEADLINE = 25.0
+DEFAULT_DEADLINE = 20.0
 DEFAULT_ATTEMPTS = 5
 DEFAULT_BACKOFF_BASE = 0.5
 DEFAULT_BACKOFF_MAX = 8.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_REQUEST_TIMEOUT = 20.0
+DEFAULT_REQUEST_TIMEOUT = 10.0
 
 #: OSErrors that mean "the network is in the way right now", not a local bug.
 _NETWORK_ERRNOS = frozenset(
