@@ -334,7 +334,7 @@ async def test_connection_refused_is_unreachable_within_the_deadline() -> None:
         started = time.monotonic()
         with pytest.raises(CloudUnreachableError) as caught:
             await client.public_key()
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0
     assert "unreachable" in str(caught.value)
     assert "cannot connect" in str(caught.value)
 
@@ -348,7 +348,7 @@ async def test_slow_cloud_times_out_with_a_clear_error(scripted: ScriptedCloud) 
         started = time.monotonic()
         with pytest.raises(CloudUnreachableError, match="timed out; 2 attempts"):
             await client.public_key()
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0  # the Cloud would have taken 5 s
 
 
 async def test_deadline_cuts_a_slow_attempt_short(scripted: ScriptedCloud) -> None:
@@ -360,7 +360,7 @@ async def test_deadline_cuts_a_slow_attempt_short(scripted: ScriptedCloud) -> No
         started = time.monotonic()
         with pytest.raises(CloudUnreachableError):
             await CloudClient(session, settings, policy=policy).public_key()
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0  # the Cloud would have taken 5 s
 
 
 # --- clock ---------------------------------------------------------------------------
