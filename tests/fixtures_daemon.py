@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +44,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "HUBLINK_LOG__LEVEL": "debug",
         "HUBLINK_LOG__FORMAT": "json",
     }
+    if settings.tls.ca_file is not None:
+        env["HUBLINK_TLS__CA_FILE"] = str(settings.tls.ca_file)
     for key, value in settings.websocket.model_dump().items():
         env[f"HUBLINK_WEBSOCKET__{key.upper()}"] = str(value)
     env.update(extra)
@@ -83,7 +86,15 @@ class HublinkProcess:
         """Spawn the daemon (``args`` replace ``run``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
         env["HUBLINK_CONFIG"] = os.environ["HUBLINK_CONFIG"]
-        for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        for key in (
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "NO_PROXY",
+            "no_proxy",
+        ):
             env.pop(key, None)
         env.update(settings_env(self.settings, **self.extra_env))
         self._log_file = self.log_path.open("ab")
@@ -208,8 +219,14 @@ async def spawn(hub_settings: HubEnv) -> AsyncIterator[Callable[..., Any]]:
 class TcpProxy:
     """A loopback TCP relay to ``target_port`` that counts connections and can blackhole them."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(
+        self, target_port: int, *, tls: ssl.SSLContext | None = None, http_connect: bool = False
+    ) -> None:
         self.target_port = target_port
+        self.tls = tls
+        #: Act as an HTTP proxy: expect ``CONNECT host:port``, then relay to target_port.
+        self.http_connect = http_connect
+        self.connect_requests: list[str] = []
         self.accepted = 0
         self._server: asyncio.Server | None = None
         self._blackholed: set[int] = set()
@@ -218,14 +235,16 @@ class TcpProxy:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``: a cloud_url that goes through the proxy."""
+        """A cloud_url that goes through the proxy (``https://localhost:…`` with TLS)."""
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
+        if self.tls is not None:
+            return f"https://localhost:{port}"
         return f"http://127.0.0.1:{port}"
 
     async def start(self) -> TcpProxy:
         """Listen on a free loopback port."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     def blackhole(self) -> None:
@@ -248,6 +267,10 @@ class TcpProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         conn_id = self.accepted
+        if self.http_connect:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.connect_requests.append(head.split(b"\r\n", 1)[0].decode())
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

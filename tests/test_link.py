@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import ssl
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -319,3 +320,100 @@ async def test_the_token_never_reaches_the_log_even_at_debug_level(
     text = daemon.log_text()
     assert "/ws/hub/" in text  # the handshake was logged at debug level, token masked
     assert hub_settings.token not in text
+
+
+async def test_wss_with_the_extra_ca_bundle_of_tls_ca_file(
+    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Any
+) -> None:
+    import trustme
+
+    from hublink.config import TlsSettings
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    ca_file = tmp_path / "extra-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    proxy = await TcpProxy(hub_settings.cloud.port, tls=server_tls).start()
+    try:
+        trusted = hub_settings.settings.model_copy(
+            update={"cloud_url": proxy.url, "tls": TlsSettings(ca_file=ca_file)}
+        )
+        daemon = await spawn(settings=trusted)
+        await wait_until(lambda: beats(hub_settings), what="heartbeats over wss")
+        assert await daemon.terminate() == 0
+    finally:
+        await proxy.close()
+
+
+async def test_wss_to_an_unknown_ca_is_refused_loudly_and_retried(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    proxy = await TcpProxy(hub_settings.cloud.port, tls=server_tls).start()
+    try:
+        untrusted = hub_settings.settings.model_copy(update={"cloud_url": proxy.url})
+        daemon = await spawn(settings=untrusted)
+        status = await daemon.wait_status(lambda s: s["websocket"]["state"] == "backoff")
+        assert "certificate" in status["websocket"]["last_error"].lower()
+
+        def refusals() -> int:
+            return sum(
+                e.get("level") == "error" and "certificate" in str(e.get("reason", "")).lower()
+                for e in daemon.log_events()
+            )
+
+        # Logged as an error (a wrong CA does not heal itself), and still retried.
+        await wait_until(lambda: refusals() >= 2, what="a second refused attempt")
+        assert not beats(hub_settings)
+    finally:
+        await proxy.close()
+
+
+def test_backoff_is_full_jitter_between_min_and_a_doubling_ceiling() -> None:
+    from hublink.link import Backoff
+
+    highs = Backoff(1.0, 60.0, rand=lambda: 1.0)
+    assert [highs.next() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    lows = Backoff(1.0, 60.0, rand=lambda: 0.0)
+    assert {lows.next() for _ in range(8)} == {1.0}
+    highs.reset()
+    assert highs.next() == 1.0
+
+
+@pytest.mark.parametrize("no_proxy", [None, "localhost"])
+async def test_the_link_honours_https_proxy_and_no_proxy(
+    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Any, no_proxy: str | None
+) -> None:
+    import trustme
+
+    from hublink.config import TlsSettings
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    ca_file = tmp_path / "extra-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cloud_tls = await TcpProxy(hub_settings.cloud.port, tls=server_tls).start()
+    tls_port = cloud_tls.url.rsplit(":", 1)[1]
+    http_proxy = await TcpProxy(int(tls_port), http_connect=True).start()
+    try:
+        settings = hub_settings.settings.model_copy(
+            update={"cloud_url": cloud_tls.url, "tls": TlsSettings(ca_file=ca_file)}
+        )
+        env = {"HTTPS_PROXY": http_proxy.url}
+        if no_proxy:
+            env["NO_PROXY"] = no_proxy
+        await spawn(settings=settings, env=env)
+        await wait_until(lambda: beats(hub_settings), what="heartbeats")
+        if no_proxy:
+            assert http_proxy.connect_requests == []
+        else:
+            assert http_proxy.connect_requests[0].startswith(f"CONNECT localhost:{tls_port} ")
+    finally:
+        await http_proxy.close()
+        await cloud_tls.close()
