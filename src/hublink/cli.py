@@ -328,8 +328,13 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
 
 
 def cmd_tunnel_config(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink tunnel-config``."""
-    raise HublinkError("tunnel-config is not implemented yet")
+    """``hublink tunnel-config``: the frpc.toml hublink would write, secrets masked."""
+    from hublink.credentials import CredentialStore
+    from hublink.tunnel_config import masked_config
+
+    creds = CredentialStore(settings.state_dir).load()
+    _out(masked_config(settings, creds).rstrip("\n"))
+    return EXIT_OK
 
 
 def cmd_unregister(args: argparse.Namespace, settings: Settings) -> int:
