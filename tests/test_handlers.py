@@ -299,3 +299,26 @@ async def test_a_second_backup_request_is_answered_by_the_runner_at_once(harness
     await wait_for(lambda: dispatcher.active_jobs == 0)
     answers = await harness.queued()
     assert [a["type"] for a in answers] == ["backup_failed", "backup_completed"]
+
+
+async def test_a_message_during_shutdown_waits_for_the_next_run(
+    harness: Harness, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    command = hook(tmp_path, "hang", f"echo $$ > {started}\nexec sleep 300\n")
+    dispatcher = await harness.start(hooks={"user_revoked": (command,)})
+    dispatcher.dispatch(parse_inbound(REVOKED))
+    await wait_for(started.exists)
+    assert harness.task is not None
+    harness.task.cancel()
+    await asyncio.sleep(0)  # the TaskGroup is now killing the hook
+    with capture_logs() as logs:
+        dispatcher.dispatch(parse_inbound(frame(type="backup_request", requested_by="late")))
+    assert not [e for e in logs if e["log_level"] == "error"], logs
+    with pytest.raises(asyncio.CancelledError):
+        await harness.task
+    assert dispatcher.active_jobs == 1
+    # A restarted run() (the daemon's supervisor does that) answers it.
+    harness.task = asyncio.create_task(dispatcher.run())
+    await wait_for(harness.outbox.wakeup.is_set)
+    assert [a["requested_by"] for a in await harness.queued()] == ["late"]

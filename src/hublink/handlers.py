@@ -123,8 +123,14 @@ class Dispatcher:
         """Run ``job()`` as a task owned by :meth:`run` (queued until it starts)."""
         if self._group is None:
             self._backlog.append((name, job))
-        else:
-            self._group.create_task(self._guarded(name, job))
+            return
+        task = self._guarded(name, job)
+        try:
+            self._group.create_task(task)
+        except RuntimeError:
+            # The group is shutting down (run() was cancelled a moment ago).
+            task.close()
+            self._backlog.append((name, job))
 
     def run_hook(self, message: InboundMessage) -> None:
         """Start the configured hook of ``message``'s type, if there is one."""
