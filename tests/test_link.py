@@ -302,9 +302,10 @@ async def test_a_frame_over_max_message_size_is_refused_and_the_daemon_carries_o
     await wait_until(lambda: cloud.connections(hub_settings.hub_id) >= 2, what="reconnection")
     count = len(beats(hub_settings))
     await wait_until(lambda: len(beats(hub_settings)) >= count + 2, what="heartbeats after")
-    status = daemon.status()
-    assert status is not None
+    status = await daemon.wait_status(lambda s: s["websocket"]["reconnects"] >= 1)
     assert status["plugin_updates"] == []
+    closes = [e for e in daemon.log_events() if e["event"] == "link lost; reconnecting"]
+    assert any("hublink closed the link: 1009" in e["reason"] for e in closes)
     daemon.assert_running()
 
 

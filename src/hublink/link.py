@@ -158,7 +158,12 @@ class Link:
                 if attempts:
                     self._live.link.reconnects = attempts
                 attempts += 1
-                self._live.set_link("connecting", next_attempt_at=None)
+                # A retry while unauthorized stays "unauthorized" until it succeeds.
+                state = self._live.link.state
+                self._live.set_link(
+                    "unauthorized" if state == "unauthorized" else "connecting",
+                    next_attempt_at=None,
+                )
                 outcome = await self._connect_once()
                 await self._wait_after(outcome)
         finally:
@@ -232,19 +237,22 @@ class Link:
 
     def _closed(self, ws: ClientConnection, uptime: float) -> Outcome:
         rcvd = ws.protocol.close_rcvd
-        code = rcvd.code if rcvd is not None else 1006
-        reason = mask_text(rcvd.reason[:LOGGED_FRAME_CHARS]) if rcvd is not None else ""
         sent = ws.protocol.close_sent
-        if rcvd is None and sent is not None and sent.code == 1011:
-            error = "the Cloud stopped answering pings"
-        elif rcvd is None:
+        if sent is not None and sent.code == 1011 and rcvd is None:
+            # websockets' keepalive gave up: the peer is gone, as good as a TCP drop.
+            return Outcome(error="the Cloud stopped answering pings", spread=True, uptime=uptime)
+        if sent is not None and (rcvd is None or not ws.protocol.close_rcvd_then_sent):
+            # hublink closed first: 1009 for a frame over max_message_size, for one.
+            detail = f" ({sent.reason})" if sent.reason else ""
+            return Outcome(error=f"hublink closed the link: {sent.code}{detail}", uptime=uptime)
+        if rcvd is None:
             error = "the connection dropped without a close frame (1006)"
-        else:
-            error = f"the Cloud closed the link: {code}" + (f" ({reason})" if reason else "")
+            return Outcome(error=error, spread=True, uptime=uptime)
+        reason = mask_text(rcvd.reason[:LOGGED_FRAME_CHARS])
         return Outcome(
-            error=error,
-            unauthorized=code in AUTH_CLOSE_CODES,
-            spread=code in SPREAD_CLOSE_CODES,
+            error=f"the Cloud closed the link: {rcvd.code}" + (f" ({reason})" if reason else ""),
+            unauthorized=rcvd.code in AUTH_CLOSE_CODES,
+            spread=rcvd.code in SPREAD_CLOSE_CODES,
             uptime=uptime,
         )
 
