@@ -40,10 +40,15 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "HUBLINK_CLOUD_URL": settings.cloud_url,
         "HUBLINK_STATE_DIR": str(settings.state_dir),
         "HUBLINK_RUNTIME_DIR": str(settings.runtime_dir),
-        "HUBLINK_TUNNEL__ENABLED": "true" if settings.tunnel.enabled else "false",
         "HUBLINK_LOG__LEVEL": "debug",
         "HUBLINK_LOG__FORMAT": "json",
     }
+    env["HUBLINK_HUB__LOCAL_PORT"] = str(settings.hub.local_port)
+    for key, value in settings.tunnel.model_dump().items():
+        if value is not None and key != "server_token":
+            env[f"HUBLINK_TUNNEL__{key.upper()}"] = (
+                str(value).lower() if key == "enabled" else str(value)
+            )
     if settings.tls.ca_file is not None:
         env["HUBLINK_TLS__CA_FILE"] = str(settings.tls.ca_file)
     for key, value in settings.websocket.model_dump().items():

@@ -50,6 +50,8 @@ RESTART_MAX = 30.0
 #: A task that ran this long before crashing starts over from RESTART_MIN.
 RESTART_STABLE = 60.0
 LOCK_FILENAME = ".daemon.lock"
+#: Seconds frpc gets between SIGTERM and SIGKILL when the daemon stops.
+TUNNEL_STOP_GRACE = 2.5
 
 
 class DaemonLockedError(HublinkError):
@@ -229,16 +231,10 @@ class Daemon:
         await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
-        import importlib
+        from hublink.tunnel import TunnelSupervisor
 
-        try:
-            # Looked up at run time: the tunnel module is built by another issue.
-            tunnel = importlib.import_module("hublink.tunnel")
-        except ImportError:
-            self.live.set_tunnel("failed", last_error="this build has no tunnel support")
-            log.error("the tunnel is enabled but this build cannot run it")
-            return
-        await tunnel.TunnelSupervisor(self.settings, creds, self.live).run()
+        # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
+        await TunnelSupervisor(self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE).run()
 
     async def _watch_credentials(self) -> None:
         """Poll credentials.toml; a re-registration restarts link and tunnel with the new ones."""
