@@ -49,6 +49,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
             env[f"HUBLINK_TUNNEL__{key.upper()}"] = (
                 str(value).lower() if key == "enabled" else str(value)
             )
+    if settings.backup.database is not None:
+        env["HUBLINK_BACKUP__DATABASE"] = str(settings.backup.database)
     if settings.tls.ca_file is not None:
         env["HUBLINK_TLS__CA_FILE"] = str(settings.tls.ca_file)
     for key, value in settings.websocket.model_dump().items():

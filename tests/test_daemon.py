@@ -335,3 +335,32 @@ async def test_supervise_lets_cancellation_through() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_backup_request_is_backed_up_uploaded_and_answered(
+    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+) -> None:
+    import sqlite3
+
+    from hublink.config import BackupSettings
+
+    database = tmp_path / "hub.sqlite3"
+    with sqlite3.connect(database) as conn:
+        conn.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY, total REAL)")
+        conn.executemany("INSERT INTO sales (total) VALUES (?)", [(n * 1.5,) for n in range(500)])
+    conn.close()
+    hub = make_hub_env(devcloud, tmp_path / "h", backup=BackupSettings(database=database))
+    daemon = await spawn(hub)
+    await wait_until(lambda: beats(hub), what="first heartbeat")
+    assert await devcloud.push(hub.hub_id, {"type": "backup_request", "requested_by": "admin@x"})
+
+    def answers() -> list[dict[str, Any]]:
+        return [e for e in devcloud.events(hub.hub_id) if e["type"].startswith("backup_")]
+
+    await wait_until(answers, timeout=30, what="the backup answer")
+    [answer] = answers()
+    assert answer["type"] == "backup_completed", answer
+    assert answer["requested_by"] == "admin@x"
+    assert len(devcloud.backups(hub.hub_id)) == 1
+    status = await daemon.wait_status(lambda s: s["last_backup"] is not None)
+    assert status["last_backup"]["result"] == "completed"

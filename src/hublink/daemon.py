@@ -29,10 +29,13 @@ import structlog
 from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, HublinkError, NotRegisteredError
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from hublink.config import Settings
     from hublink.control import ControlServer
     from hublink.credentials import Credentials
     from hublink.handlers import Dispatcher
+    from hublink.messages import BackupCompleted, BackupFailed
     from hublink.outbox import AsyncOutbox
     from hublink.state import LiveState
     from hublink.store import StateStore
@@ -133,6 +136,7 @@ class Daemon:
         self._control: ControlServer | None = None
         self._notifier: Notifier | None = None
         self._last_status_line = ""
+        self._session: aiohttp.ClientSession | None = None
 
     # --- startup --------------------------------------------------------------
 
@@ -154,7 +158,9 @@ class Daemon:
         try:
             self._store = await asyncio.to_thread(StateStore.load, settings.state_dir)
             self._outbox = await AsyncOutbox.open(settings.state_dir, settings.outbox.max_pending)
-            self._dispatcher = Dispatcher(settings, self._store, self._outbox, backup=None)
+            self._dispatcher = Dispatcher(
+                settings, self._store, self._outbox, backup=self._run_backup
+            )
             self._control = ControlServer(settings.control_socket, self.status, self._outbox)
             await self._control.start()
         except BaseException:
@@ -236,6 +242,18 @@ class Daemon:
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
         await TunnelSupervisor(self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE).run()
 
+    async def _run_backup(self, requested_by: str) -> BackupCompleted | BackupFailed:
+        """The dispatcher's BackupRunner: back up, upload, answer (never raises)."""
+        # Imported at the first request: zstd, age and the REST client stay out of an
+        # idle daemon's memory.
+        from hublink.backup_service import BackupService
+        from hublink.cloud import make_session
+
+        if self._session is None:
+            self._session = make_session(self.settings)
+        service = BackupService(self.settings, self.creds, self._session)
+        return await service.run_requested(requested_by)
+
     async def _watch_credentials(self) -> None:
         """Poll credentials.toml; a re-registration restarts link and tunnel with the new ones."""
         from hublink.credentials import CredentialStore
@@ -316,6 +334,9 @@ class Daemon:
         if self._control is not None:
             await self._control.stop()
             self._control = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         if self._outbox is not None:
             await self._outbox.close()
             self._outbox = None
