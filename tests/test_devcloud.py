@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fixtures_devcloud import HubEnv
 from hublink.credentials import CredentialStore
-from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud, ws
 
 OWNER = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
 
@@ -269,6 +272,28 @@ async def test_a_second_connection_replaces_the_first(hub_settings: HubEnv) -> N
         assert json.loads(await new.recv()) == {"type": "ping"}
 
 
+async def test_a_dead_old_connection_does_not_hold_up_the_new_one(hub_settings: HubEnv) -> None:
+    cloud = hub_settings.cloud
+    # A peer that completes the handshake and then never reads nor answers.
+    reader, writer = await asyncio.open_connection("127.0.0.1", cloud.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /ws/hub/{hub_settings.hub_id}/?token={hub_settings.token} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert b" 101 " in await reader.readline()
+    started = time.monotonic()
+    async with await _connect(hub_settings) as socket:
+        await socket.send(json.dumps({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z"}))
+        await cloud.wait_for(lambda: len(cloud.heartbeats(hub_settings.hub_id)) == 1)
+        assert time.monotonic() - started < ws.CLOSE_TIMEOUT
+        # The silent peer got the close frame (4000 "replaced"), then was dropped.
+        rest = await asyncio.wait_for(reader.read(), ws.CLOSE_TIMEOUT + 5)
+        assert (4000).to_bytes(2, "big") + b"replaced" in rest
+    writer.close()
+
+
 async def test_revoke_closes_with_4003_and_refuses_the_hub_afterwards(
     hub_settings: HubEnv, http: aiohttp.ClientSession
 ) -> None:
@@ -454,6 +479,13 @@ async def test_admin_api_lists_pushes_and_revokes(
         assert hub_settings.token not in json.dumps(listed)
         async with http.get(f"{hub_url}/events") as response:
             assert await response.json() == [{"type": "user_sync", "id": "e1", "users": []}]
+        async with http.get(f"{hub_url}/heartbeats") as response:
+            [beat] = await response.json()
+        assert beat["timestamp"] == "2026-01-01T00:00:00Z"
+        assert beat["received_at"].endswith("Z")
+        async with http.get(hub_url) as response:
+            shown = await response.json()
+        assert (shown["connections"], shown["heartbeats"], shown["events"]) == (1, 1, 1)
         assert (await _post(http, f"{hub_url}/messages", message))[0] == 200
         assert json.loads(await socket.recv()) == message
         status, revoked = await _post(http, f"{hub_url}/revoke")

@@ -46,13 +46,12 @@ async def hub_socket(request: web.Request) -> web.StreamResponse:
     hub_log = log.bind(hub_id=hub.hub_id)
     hub_log.info("devcloud hub connected", connections=link.connections)
     if previous is not None and not previous.closed:
+        # Quick even when the old peer is dead: its handler is reading, so
+        # aiohttp sends the close frame and drops the connection without
+        # waiting for an answer.
         await previous.close(code=REPLACED_CODE, message=b"replaced")
     try:
-        async for message in socket:
-            if message.type is WSMsgType.TEXT:
-                record_text(link, message.data)
-            elif message.type is WSMsgType.BINARY:
-                record_binary(link, message.data)
+        await _receive(socket, link)
     finally:
         if link.socket is socket:
             link.socket = None
@@ -60,6 +59,14 @@ async def hub_socket(request: web.Request) -> web.StreamResponse:
         link.close_codes.append(None if socket.close_code is None else int(socket.close_code))
         hub_log.info("devcloud hub disconnected", code=socket.close_code)
     return socket
+
+
+async def _receive(socket: web.WebSocketResponse, link: HubLink) -> None:
+    async for message in socket:
+        if message.type is WSMsgType.TEXT:
+            record_text(link, message.data)
+        elif message.type is WSMsgType.BINARY:
+            record_binary(link, message.data)
 
 
 def record_text(link: HubLink, data: str) -> None:
