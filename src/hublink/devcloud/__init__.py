@@ -7,7 +7,19 @@
     ...
     await cloud.stop()
 
-It is not a production server.
+What it serves (``hublink devcloud`` runs it from the command line):
+
+    POST /api/auth/login/            email + password -> RS256 access/refresh JWTs   (rest.py)
+    POST /api/auth/refresh/          refresh -> a new pair
+    GET  /api/auth/public-key/       the PEM that verifies the access tokens
+    POST /api/hubs/register/         Bearer access; -> hub_id, slug, tunnel_port, tunnel_token
+    POST /api/hubs/{id}/backups/     Bearer tunnel_token; streamed, SHA-256 checked (backups.py)
+    GET  /ws/hub/{id}/?token=…       the hub's link (ws.py)
+    /admin/hubs…                     look at hubs, push messages, revoke (admin.py)
+    POST /frps/plugin/               frps's per-hub auth plugin, with ``frps_path`` (frps.py)
+
+Hubs and backups are kept in SQLite under the data dir; what arrives over
+the WebSockets is kept in memory. It is not a production server.
 """
 
 from __future__ import annotations
