@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
+import trustme
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -504,6 +506,30 @@ def test_hub_settings_fixture_writes_loadable_credentials(hub_settings: HubEnv) 
     assert record.tunnel_token == creds.tunnel_token.get_secret_value()
     assert not hub_settings.settings.tunnel.enabled
     assert hub_settings.settings.websocket.heartbeat_interval == 0.2
+
+
+async def test_serves_https_and_wss_with_an_ssl_context(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    cloud = DevCloud(tmp_path, ssl_context=server)
+    await cloud.start()
+    try:
+        assert cloud.url.startswith("https://127.0.0.1:")
+        hub = cloud.create_hub()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{cloud.url}/api/auth/login/", json=OWNER, ssl=client) as response,
+        ):
+            assert response.status == 200
+        url = cloud.ws_url(hub["hub_id"], hub["tunnel_token"])
+        assert url.startswith("wss://")
+        async with websockets.connect(url, ssl=client):
+            assert cloud.connections(hub["hub_id"]) == 1
+    finally:
+        await cloud.stop()
 
 
 # --- hublink devcloud ---------------------------------------------------------

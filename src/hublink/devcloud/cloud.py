@@ -7,6 +7,7 @@ import importlib
 import json
 import re
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import Callable
@@ -54,7 +55,8 @@ class DevCloud:
     restarted Cloud (this object or a new one) still knows its hubs. What came
     through the WebSockets is kept in memory by this object. The JWT signing
     key is made here unless ``signing_key`` is given (tests share one: making
-    an RSA key costs tens of milliseconds).
+    an RSA key costs tens of milliseconds). With ``ssl_context`` it serves
+    HTTPS and WSS.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class DevCloud:
         port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         frps_path: Path | None = None,
         signing_key: rsa.RSAPrivateKey | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         accounts = {DEMO_EMAIL: DEMO_PASSWORD} if users is None else users
@@ -78,6 +81,7 @@ class DevCloud:
         self.offline_after = offline_after
         self.port_range = port_range
         self.frps_path = frps_path
+        self.ssl_context = ssl_context
         self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl, key=signing_key)
         self.faults = Faults()
         self.frps: FrpsServer | None = None
@@ -105,7 +109,7 @@ class DevCloud:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, port)
+            site = web.TCPSite(runner, self._host, port, ssl_context=self.ssl_context)
             await site.start()
             self._port = _bound_port(runner)
             self._runner = runner
@@ -151,9 +155,10 @@ class DevCloud:
 
     @property
     def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:43121``."""
+        """The base URL, e.g. ``http://127.0.0.1:43121`` (``https`` with an SSL context)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        scheme = "http" if self.ssl_context is None else "https"
+        return f"{scheme}://{host}:{self._port}"
 
     def ws_url(self, hub_id: str, token: str) -> str:
         """The WebSocket URL of a hub's link."""
