@@ -3,6 +3,7 @@ clear failures, and no temporary file left behind (contract section 7)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 import stat
@@ -15,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from pyrage import x25519
+from structlog.testing import capture_logs
 
 from backup_support import (
     age_zstd_restore,
@@ -235,3 +237,35 @@ async def test_invalid_recipient_is_a_config_error_naming_it(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match=r"backup\.recipients entry 'age1q+' is not a valid"):
         await local_service(settings).back_up(tmp_path / "b.age")
     assert temp_leftovers(settings.state_dir) == []
+
+
+async def test_cancelling_a_backup_stops_its_thread_and_leaves_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "hub.sqlite3"
+    await asyncio.to_thread(make_database, db, rows=150_000, blob=1000)
+    settings = settings_for(tmp_path, db)
+    out = tmp_path / "out"
+    out.mkdir()
+    runner = local_service(settings)
+
+    def sealing() -> bool:
+        return any(
+            p.name.endswith(".age.tmp") and p.stat().st_size > 1_000_000 for p in out.iterdir()
+        )
+
+    with capture_logs() as logs:
+        task = asyncio.create_task(runner.back_up(out / "b.age"))
+        async with asyncio.timeout(30):
+            while not sealing():
+                await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    # Right after the cancellation: the worker thread gave up mid-way and cleaned up.
+    assert temp_leftovers(out) == [] and temp_leftovers(settings.state_dir) == []
+    assert not (out / "b.age").exists()
+    assert not [e for e in logs if e["event"] == "backup sealed"]
+    assert not runner.running
+    # The lock is free: the next backup runs at once.
+    outcome = await runner.back_up(out / "b.age")
+    assert outcome.size == (out / "b.age").stat().st_size

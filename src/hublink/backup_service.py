@@ -17,6 +17,7 @@ the Cloud no longer accepts this hub's credential.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -204,13 +205,29 @@ class BackupService:
 
 
 async def _in_thread(work: Callable[..., _T]) -> _T:
-    """Run ``work(abort=...)`` in a thread; cancelling the caller stops the thread too."""
+    """Run ``work(abort=...)`` in a worker thread; cancelling the caller stops the thread too."""
     abort = pipeline.Abort()
+    context = contextvars.copy_context()  # keeps the log context, as asyncio.to_thread does
+    future = asyncio.get_running_loop().run_in_executor(
+        None, partial(context.run, work, abort=abort)
+    )
     try:
-        return await asyncio.to_thread(work, abort=abort)
+        return await asyncio.shield(future)
     except asyncio.CancelledError:
         abort.set()
+        # The thread gives up at its next chunk and removes its temporary files.
+        # Waiting for that keeps the backup lock held until it is done, so no
+        # new backup overlaps it; a second cancellation ends the wait at once.
+        future.add_done_callback(_ignore_outcome)
+        await asyncio.wait([future])
         raise
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    # Nobody awaits a cancelled backup's result; reading it keeps asyncio
+    # from warning that an exception (BackupCancelled) was never retrieved.
+    if not future.cancelled():
+        future.exception()
 
 
 async def upload_backup(
