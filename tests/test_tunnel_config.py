@@ -48,6 +48,16 @@ def test_tcp_config_has_exactly_the_contract_keys(tmp_path: Path) -> None:
     path = write_config(_settings(tmp_path), creds, "admin-pass-123")
     config = tomllib.loads(path.read_text())
     assert path == tmp_path / "state" / "frpc.toml"
+    assert set(config) == {
+        "serverAddr",
+        "serverPort",
+        "loginFailExit",
+        "user",
+        "metadatas",
+        "log",
+        "webServer",
+        "proxies",
+    }
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert config["serverAddr"] == "cloud.example.com"  # default: the Cloud's host
     assert config["serverPort"] == 7000
