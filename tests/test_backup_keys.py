@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from pydantic import SecretStr
 from pyrage import x25519
 
 from backup_support import make_database, run_hublink
@@ -21,7 +22,10 @@ from hublink.backup_keys import (
     parse_recipient,
 )
 from hublink.config import BackupSettings, Settings
+from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from hublink.enroll import enroll
 from hublink.errors import BackupError, ConfigError
+from hublink.retry import RetryPolicy
 
 
 def test_identity_is_private_and_in_age_keygen_format(tmp_path: Path, age_bin: str) -> None:
@@ -118,3 +122,32 @@ def test_hublink_backup_with_an_invalid_recipient_exits_78(
     assert f"backup.recipients entry '{bad}'" in result.stderr
     assert not (tmp_path / "b.age").exists()
     assert not (tmp_path / "state" / "backup-identity.txt").exists()
+
+
+@pytest.mark.parametrize("owner_key", [False, True])
+async def test_registration_makes_the_identity_and_reminds_about_an_owner_key(
+    devcloud: DevCloud, tmp_path: Path, owner_key: bool
+) -> None:
+    recipients = (str(x25519.Identity.generate().to_public()),) if owner_key else ()
+    settings = Settings(
+        cloud_url=devcloud.url,
+        state_dir=tmp_path / "state",
+        backup=BackupSettings(recipients=recipients),
+    )
+    steps: list[str] = []
+    await enroll(
+        settings,
+        email=DEMO_EMAIL,
+        password=SecretStr(DEMO_PASSWORD),
+        name="Corner Shop",
+        address="",
+        force=False,
+        progress=steps.append,
+        policy=RetryPolicy(attempts=2, deadline=5.0, backoff_base=0.01),
+    )
+
+    path = identity_path(settings.state_dir)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().startswith("# created: ")
+    reminders = [s for s in steps if s.startswith("reminder: no recipient of your own")]
+    assert len(reminders) == (0 if owner_key else 1)

@@ -269,3 +269,16 @@ async def test_cancelling_a_backup_stops_its_thread_and_leaves_nothing(tmp_path:
     # The lock is free: the next backup runs at once.
     outcome = await runner.back_up(out / "b.age")
     assert outcome.size == (out / "b.age").stat().st_size
+
+
+def test_hublink_backup_to_the_cloud_needs_a_registration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "hub.sqlite3"
+    make_database(db, rows=10)
+    monkeypatch.setenv("HUBLINK_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HUBLINK_BACKUP__DATABASE", str(db))
+    result = run_hublink("backup")
+
+    assert result.returncode == 78
+    assert "not registered" in result.stderr
