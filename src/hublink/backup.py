@@ -2,17 +2,9 @@
 
 Contract section 7. Everything here is blocking and runs in a worker thread
 (:mod:`hublink.backup_service` moves it off the event loop). Memory stays
-flat whatever the database size: the snapshot is a file, and compression and
-encryption stream it chunk by chunk into the output file, whose SHA-256 and
-size are computed on the way.
-
-Why one step and not a stepped online backup: SQLite's backup API copying a
-few pages at a time restarts from the beginning whenever another connection
-writes to the database between two steps, so on a busy Hub it never finishes.
-Copying everything in one step inside one read transaction gives a consistent
-snapshot of the moment the transaction began. In WAL mode the Hub's writers
-carry on meanwhile; in rollback-journal mode they wait only while the pages are
-copied (a plain file copy, much faster than the compression that follows).
+flat whatever the database size: the snapshot (:mod:`hublink.backup_snapshot`)
+is a file, and compression and encryption stream it chunk by chunk into the
+output file, whose SHA-256 and size are computed on the way.
 """
 
 from __future__ import annotations
@@ -24,9 +16,7 @@ import hashlib
 import io
 import os
 import shutil
-import sqlite3
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,14 +28,17 @@ import structlog
 import zstandard
 
 from hublink.backup_keys import Recipient
-from hublink.errors import BackupError, ConfigError
+from hublink.backup_snapshot import (
+    DEFAULT_LOCK_TIMEOUT,
+    Abort,
+    database_bytes,
+    take_snapshot,
+)
+from hublink.errors import BackupError
 from hublink.fsutil import PRIVATE_FILE, ensure_private_dir, fsync_dir
 
 log = structlog.get_logger(__name__)
 
-#: How long a snapshot waits for a database locked by another connection
-#: before it gives up with a clear error.
-DEFAULT_LOCK_TIMEOUT = 30.0
 #: Room left free beyond the backup's worst case, so the Hub application
 #: itself never finds its disk full because of a backup.
 DISK_RESERVE = 16 * 1024 * 1024
@@ -70,48 +63,6 @@ class SealedBackup:
     path: Path
     size: int
     sha256: str
-
-
-class BackupCancelled(BackupError):
-    """The backup was stopped from outside (the daemon is shutting down)."""
-
-
-class Abort:
-    """Lets the event loop stop a backup that runs in a worker thread.
-
-    A cancelled ``asyncio.to_thread`` leaves its thread running; this flag
-    makes the thread stop at its next chunk instead of finishing a long backup
-    nobody waits for (which would also hold up the daemon's shutdown).
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-
-    def set(self) -> None:
-        """Ask the running backup to stop."""
-        with self._lock:
-            self._event.set()
-            if self._connection is not None:
-                self._connection.interrupt()
-
-    def check(self) -> None:
-        """Raise :class:`BackupCancelled` once :meth:`set` was called."""
-        if self._event.is_set():
-            raise BackupCancelled("the backup was cancelled")
-
-    @contextlib.contextmanager
-    def watching(self, connection: sqlite3.Connection) -> Iterator[None]:
-        """Interrupt ``connection`` if the backup is stopped while it is in use."""
-        with self._lock:
-            self.check()
-            self._connection = connection
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._connection = None
 
 
 def backup_filename(slug: str, now: datetime | None = None) -> str:
@@ -155,34 +106,6 @@ def remove_stale_temp_files(folder: Path) -> None:
 # --- checks before starting ----------------------------------------------------
 
 
-def database_path(database: Path | None) -> Path:
-    """The configured database, which must exist and be a regular file.
-
-    Raises:
-        ConfigError: ``backup.database`` is not set.
-        BackupError: the file is missing or not a regular file.
-    """
-    if database is None:
-        raise ConfigError(
-            "backup.database is not set: hublink does not know which database to back up",
-            hint="set backup.database to the Hub's SQLite file in the config",
-        )
-    if not database.exists():
-        raise BackupError(
-            f"the database {database} does not exist",
-            hint="check backup.database in the config",
-        )
-    if not database.is_file():
-        raise BackupError(f"the database {database} is not a regular file")
-    return database
-
-
-def database_bytes(database: Path) -> int:
-    """The most a snapshot can occupy: the file plus its write-ahead log."""
-    wal = database.with_name(database.name + "-wal")
-    return database.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-
-
 def check_room(needs: list[tuple[Path, int]]) -> None:
     """Fail early when a folder's file system lacks room for what will be written there.
 
@@ -218,70 +141,6 @@ def human_size(size: float) -> str:
 
 
 # --- the snapshot --------------------------------------------------------------
-
-
-def take_snapshot(database: Path, dest: Path, *, lock_timeout: float, abort: Abort) -> None:
-    """Copy a consistent snapshot of ``database`` into the (empty) file ``dest``.
-
-    Raises:
-        BackupError: the database is not SQLite, stays locked longer than
-            ``lock_timeout``, cannot be read, or the disk fills up.
-    """
-    # mode=ro: a backup must never create, migrate or write the Hub's database.
-    uri = f"{database.resolve().as_uri()}?mode=ro"
-    try:
-        source = sqlite3.connect(uri, uri=True, timeout=lock_timeout, isolation_level=None)
-    except sqlite3.Error as err:
-        raise _snapshot_error(err, database, lock_timeout) from None
-    try:
-        with abort.watching(source):
-            _begin_read(source, database, lock_timeout)
-            _copy_all_pages(source, dest, database, lock_timeout)
-    finally:
-        source.close()
-
-
-def _begin_read(source: sqlite3.Connection, database: Path, lock_timeout: float) -> None:
-    # The first read inside BEGIN takes the shared lock (waiting up to the busy
-    # timeout) and pins the snapshot: rows committed before this point are in
-    # the backup, later ones are not.
-    try:
-        source.execute("BEGIN")
-        source.execute("SELECT count(*) FROM sqlite_schema").fetchone()
-    except sqlite3.Error as err:
-        raise _snapshot_error(err, database, lock_timeout) from None
-
-
-def _copy_all_pages(
-    source: sqlite3.Connection, dest: Path, database: Path, lock_timeout: float
-) -> None:
-    target = sqlite3.connect(dest, isolation_level=None)
-    try:
-        # A fresh private file needs no rollback journal: on a crash it is
-        # thrown away anyway. That also keeps stray -journal files out of state_dir.
-        target.execute("PRAGMA journal_mode=OFF")
-        target.execute("PRAGMA synchronous=OFF")
-        source.backup(target, pages=-1)  # -1: every page in ONE step (see module docstring)
-    except sqlite3.Error as err:
-        raise _snapshot_error(err, database, lock_timeout) from None
-    finally:
-        target.close()
-
-
-def _snapshot_error(err: sqlite3.Error, database: Path, lock_timeout: float) -> BackupError:
-    text = str(err)
-    if "locked" in text or "busy" in text:
-        return BackupError(
-            f"the database {database} stayed locked for more than {lock_timeout:g} s",
-            hint="another program holds a long exclusive lock on it; try again later",
-        )
-    if "not a database" in text:
-        return BackupError(f"{database} is not a SQLite database", hint="check backup.database")
-    if "disk is full" in text or "disk full" in text:
-        return BackupError("the disk filled up while copying the database snapshot")
-    if "interrupted" in text:
-        return BackupCancelled("the backup was cancelled")
-    return BackupError(f"cannot read the database {database}: {text}")
 
 
 # --- compression and encryption ------------------------------------------------

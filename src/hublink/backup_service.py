@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hublink import backup as pipeline
 from hublink.backup_keys import ensure_identity, owner_recipients
+from hublink.backup_snapshot import DEFAULT_LOCK_TIMEOUT, Abort, database_path
 from hublink.cloud import CloudClient, make_session, parse_reply
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
@@ -109,7 +110,7 @@ class BackupService:
         session: aiohttp.ClientSession | None,
         *,
         upload_policy: RetryPolicy = UPLOAD_POLICY,
-        lock_timeout: float = pipeline.DEFAULT_LOCK_TIMEOUT,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self.settings = settings
         self.creds = creds
@@ -186,10 +187,10 @@ class BackupService:
             )
         return self.creds
 
-    def _seal(self, dest_dir: Path, *, abort: pipeline.Abort) -> pipeline.SealedBackup:
+    def _seal(self, dest_dir: Path, *, abort: Abort) -> pipeline.SealedBackup:
         if not dest_dir.is_dir():
             raise BackupError(f"the folder {dest_dir} does not exist")
-        database = pipeline.database_path(self.settings.backup.database)
+        database = database_path(self.settings.backup.database)
         owners = owner_recipients(self.settings)  # a config error comes before any file is made
         identity = ensure_identity(self.settings.state_dir)
         recipients = [identity.to_public(), *owners]
@@ -206,7 +207,7 @@ class BackupService:
 
 async def _in_thread(work: Callable[..., _T]) -> _T:
     """Run ``work(abort=...)`` in a worker thread; cancelling the caller stops the thread too."""
-    abort = pipeline.Abort()
+    abort = Abort()
     context = contextvars.copy_context()  # keeps the log context, as asyncio.to_thread does
     future = asyncio.get_running_loop().run_in_executor(
         None, partial(context.run, work, abort=abort)
