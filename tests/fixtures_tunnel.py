@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -194,12 +193,3 @@ def fake_frpc(folder: Path, body: str) -> Path:
 def proc_file(pid: int, name: str) -> bytes:
     """``/proc/PID/name`` (cmdline, environ) as bytes."""
     return Path(f"/proc/{pid}/{name}").read_bytes()
-
-
-def own_pid_exists(pid: int) -> bool:
-    """Whether a signal 0 reaches ``pid``."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -234,7 +234,7 @@ async def test_a_crash_loop_is_spaced_by_the_backoff_and_counted(
     assert gaps[3] > gaps[0]  # growing
     assert restarts >= 4
     assert live.tunnel.last_error is not None
-    assert "exited with code 3" in live.tunnel.last_error
+    assert live.tunnel.last_error.endswith("exited with code 3; last error: bad config")
 
 
 async def test_an_frpc_ignoring_sigterm_is_killed_after_the_grace_period(
@@ -290,3 +290,68 @@ async def test_kill_9_of_the_daemon_leaves_no_frpc_behind(tunnel_hub: HubEnv) ->
     finally:
         await daemon.stop()  # also checks that the token never reached the daemon's log
     assert body == HELLO
+
+
+HEALTHY_FOR_A_WHILE = """#!{python}
+# Reports a running proxy on the admin API for 0.5 s, then crashes.
+import http.server, json, sys, threading, time, tomllib
+config = tomllib.load(open(sys.argv[2], "rb"))
+class Status(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({{"tcp": [{{"name": config["user"] + ".hub", "status": "running"}}]}})
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body.encode())
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", config["webServer"]["port"]), Status)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+time.sleep(0.5)
+sys.exit(1)
+"""
+
+
+@pytest.mark.parametrize("healthy_reset", [0.3, 60.0])
+async def test_the_backoff_resets_after_a_healthy_run(
+    tunnel_hub: HubEnv, tmp_path: Path, healthy_reset: float
+) -> None:
+    frpc = fake_frpc(tmp_path, HEALTHY_FOR_A_WHILE.format(python=sys.executable))
+    hub = _fake_hub(tunnel_hub, frpc, restart_min=0.2, restart_max=5.0)
+    live = LiveState()
+    loop = asyncio.get_running_loop()
+    marks: list[tuple[str, float]] = []
+
+    def record() -> None:
+        state = live.tunnel.state
+        if not marks or marks[-1][0] != state:
+            marks.append((state, loop.time()))
+
+    live.subscribe(record)
+    supervisor = TunnelSupervisor(
+        hub.settings, hub.creds, live, poll_interval=0.05, healthy_reset=healthy_reset
+    )
+    async with running(supervisor):
+        await wait_for(lambda: live.tunnel.restarts >= 3, what="three restarts")
+    assert [s for s, _ in marks].count("running") >= 3  # each run was healthy for a while
+    waits = [
+        later - at
+        for (state, at), (after, later) in itertools.pairwise(marks)
+        if state == "backoff" and after == "starting"
+    ]
+    if healthy_reset < 0.5:
+        assert all(w < 0.2 * 1.9 for w in waits[:3]), waits  # back to restart_min each time
+    else:
+        assert waits[2] >= 0.4 * 0.95, waits  # 0.2, then up to 0.4, then 0.4-0.8
+
+
+async def test_an_unwritable_state_dir_fails_with_a_clear_error(
+    tunnel_hub: HubEnv, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings = tunnel_hub.settings.model_copy(update={"state_dir": blocker / "state"})
+    live = LiveState()
+    async with running(TunnelSupervisor(settings, tunnel_hub.creds, live)):
+        await wait_for(lambda: live.tunnel.state == "failed", what="failed")
+    assert (live.tunnel.last_error or "").startswith("cannot write the frpc config: ")
+    assert "writable by hublink" in (live.tunnel.last_error or "")

@@ -39,7 +39,7 @@ def _settings(tmp_path: Path, **tunnel: object) -> Settings:
         cloud_url="https://cloud.example.com",
         state_dir=tmp_path / "state",
         hub=HubSettings(local_port=8123),
-        tunnel=TunnelSettings(**tunnel),  # type: ignore[arg-type]
+        tunnel=TunnelSettings(**tunnel),
     )
 
 

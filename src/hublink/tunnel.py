@@ -216,6 +216,7 @@ class TunnelSupervisor:
         self._spawned = 0
         self._running_since: float | None = None
         self._last_complaint: str | None = None
+        self._last_error_line: str | None = None
         self._log = log.bind(hub_id=str(creds.hub_id))
         logs.register_secret(creds.tunnel_token.get_secret_value())
         if settings.tunnel.server_token is not None:
@@ -245,7 +246,13 @@ class TunnelSupervisor:
             )
         password = new_admin_password()
         logs.register_secret(password)
-        path = await asyncio.to_thread(write_config, self.settings, self.creds, password)
+        try:
+            path = await asyncio.to_thread(write_config, self.settings, self.creds, password)
+        except OSError as err:
+            return self._failed(
+                f"cannot write the frpc config: {err}",
+                hint=f"make {self.settings.state_dir} writable by hublink, with free space",
+            )
         try:
             proc = await self._spawn(frpc, path)
         except OSError as err:
@@ -256,8 +263,8 @@ class TunnelSupervisor:
             await self._stop(proc)
         return self._after_exit(proc.pid, code)
 
-    def _failed(self, problem: str) -> float:
-        message = f"{problem}; {INSTALL_HINT}"
+    def _failed(self, problem: str, hint: str = INSTALL_HINT) -> float:
+        message = f"{problem}; {hint}"
         self._log.error("tunnel failed", error=message, retry_in=self.settings.tunnel.restart_max)
         self._set("failed", pid=None, last_error=message)
         return self.settings.tunnel.restart_max
@@ -281,6 +288,7 @@ class TunnelSupervisor:
         self._spawned += 1
         self._running_since = None
         self._last_complaint = None
+        self._last_error_line = None
         fields: dict[str, Any] = {"pid": proc.pid}
         if restarted:
             fields["restarts"] = self.live.tunnel.restarts + 1
@@ -309,8 +317,9 @@ class TunnelSupervisor:
             self._backoff.reset()
         delay = self._backoff.next()
         problem = f"frpc (pid {pid}) {describe_exit(code)}"
-        if self._last_complaint:
-            problem += f"; last error: {self._last_complaint}"
+        last = self._last_complaint or self._last_error_line
+        if last:
+            problem += f"; last error: {last}"
         self._log.warning("frpc died", pid=pid, returncode=code, restart_in=round(delay, 3))
         self._set("backoff", pid=None, last_error=logs.mask_text(problem))
         return delay
@@ -359,6 +368,9 @@ class TunnelSupervisor:
         proxy = _PROXY_FAILED.search(line.message)
         if proxy:
             self._complain(f"frps refused the tunnel: {proxy['reason']}")
+        elif line.level == "error" or line.source is None:
+            # Why frpc is about to exit, most of the time (a bad config, a panic).
+            self._last_error_line = logs.mask_text(line.message)
 
     def _complain(self, problem: str) -> None:
         self._last_complaint = logs.mask_text(problem)
