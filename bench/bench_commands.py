@@ -7,11 +7,14 @@ frames, each carrying its send time (``time.time_ns()``) in ``download_url``.
   update (its ``received_at``, read back from ``state.sqlite3`` once every
   record is on disk); no hooks configured.
 * bare: a websockets client that receives and ``json.loads`` every frame and
-  notes the time, nothing else.
+  notes the time, nothing else; once with websockets' default permessage-deflate
+  (as the seed's client), once without compression (as hublink's link).
 
 Two runs each: a flood (N frames as fast as the Cloud sends them: messages/s)
 and a paced run (one frame every 2 ms: latency without queueing).
-N defaults to 10000 (``BENCH_COMMANDS_N`` or the first argument).
+N defaults to 10000 (``BENCH_COMMANDS_N`` or the first argument); the clients
+take turns for ``BENCH_ROUNDS`` rounds (default 3) and the median round is shown,
+since the machine is shared and single runs are noisy.
 Targets (issue 3): rate >= 0.5x the bare loop's, p99 < 5 ms.
 """
 
@@ -38,9 +41,10 @@ BARE_CLIENT = r"""
 import asyncio, json, sys, time
 import websockets
 
-async def main(uri, count):
+async def main(uri, count, deflate):
     got = []
-    async with websockets.connect(uri, max_size=2**20) as ws:
+    compression = "deflate" if deflate == "deflate" else None
+    async with websockets.connect(uri, max_size=2**20, compression=compression) as ws:
         print("ready", flush=True)
         async for message in ws:
             data = json.loads(message)
@@ -51,7 +55,7 @@ async def main(uri, count):
                 break
     print(json.dumps(got), flush=True)
 
-asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
 """
 
 
@@ -130,16 +134,18 @@ async def run_hublink(cloud: DevCloud, base: Path, count: int) -> dict[str, tupl
         await daemon.wait()
 
 
-async def run_bare(cloud: DevCloud, base: Path, count: int) -> dict[str, tuple[float, ...]]:
-    """The same runs against the bare websockets loop."""
+async def run_bare(
+    cloud: DevCloud, base: Path, count: int, deflate: str
+) -> dict[str, tuple[float, ...]]:
+    """The same runs against the bare websockets loop (``deflate``: "deflate" or "none")."""
     results = {}
     for run, paced in (("flood", False), ("paced", True)):
-        creds, _ = make_hub(cloud, base, f"bare-{run}")
+        creds, _ = make_hub(cloud, base, f"bare-{deflate}-{run}")
         hub_id = str(creds.hub_id)
         n = count if not paced else min(count, 2000)
         uri = cloud.ws_url(hub_id, creds.tunnel_token.get_secret_value())
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", BARE_CLIENT, uri, str(n), stdout=asyncio.subprocess.PIPE
+            sys.executable, "-c", BARE_CLIENT, uri, str(n), deflate, stdout=asyncio.subprocess.PIPE
         )
         assert proc.stdout is not None
         await proc.stdout.readline()
@@ -151,30 +157,57 @@ async def run_bare(cloud: DevCloud, base: Path, count: int) -> dict[str, tuple[f
     return results
 
 
-async def main(count: int) -> None:
-    """Run both, print the table."""
+def median_of(runs: list[dict[str, tuple[float, ...]]]) -> dict[str, tuple[float, ...]]:
+    """Per run kind, the round with the median rate."""
+    out = {}
+    for kind in ("flood", "paced"):
+        ordered = sorted((r[kind] for r in runs), key=lambda row: row[0])
+        out[kind] = ordered[len(ordered) // 2]
+    return out
+
+
+async def main(count: int, rounds: int) -> None:
+    """Run every client ``rounds`` times, interleaved (the machine is shared); print medians."""
+    collected: dict[str, list[dict[str, tuple[float, ...]]]] = {
+        "deflate": [],
+        "none": [],
+        "hub": [],
+    }
     with tempfile.TemporaryDirectory(prefix="hublink-bench-") as tmp:
         base = Path(tmp)
         cloud = DevCloud(base / "cloud")
         await cloud.start()
         try:
-            bare = await run_bare(cloud, base, count)
-            hub = await run_hublink(cloud, base, count)
+            for r in range(rounds):
+                collected["deflate"].append(await run_bare(cloud, base / f"r{r}", count, "deflate"))
+                collected["none"].append(await run_bare(cloud, base / f"r{r}", count, "none"))
+                collected["hub"].append(await run_hublink(cloud, base / f"r{r}", count))
         finally:
             await cloud.stop()
-    print(f"Cloud→Hub plugin_update_available, no hooks; flood {count}, paced 2000 at 1 per 2 ms")
-    print(f"{'client':<10}{'run':<7}{'msg/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
-    for label, results in (("bare", bare), ("hublink", hub)):
+    bare, bare_plain, hub = (median_of(collected[k]) for k in ("deflate", "none", "hub"))
+    print(
+        f"Cloud→Hub plugin_update_available, no hooks; flood {count}, paced 2000 at 1 per 2 ms; "
+        f"median of {rounds} interleaved rounds"
+    )
+    print(f"{'client':<26}{'run':<7}{'msg/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    rows = (
+        ("bare (deflate, default)", bare),
+        ("bare (no compression)", bare_plain),
+        ("hublink (no compression)", hub),
+    )
+    for label, results in rows:
         for run in ("flood", "paced"):
             rate, p50, p99 = results[run]
-            print(f"{label:<10}{run:<7}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}")
-    ratio = hub["flood"][0] / bare["flood"][0]
+            print(f"{label:<26}{run:<7}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}")
+    print("hublink flood rates per round:", [round(r["flood"][0]) for r in collected["hub"]])
     print(
-        f"rate ratio hublink/bare: {ratio:.2f} (target >= 0.5); "
+        f"rate ratio hublink/bare: {hub['flood'][0] / bare['flood'][0]:.2f} vs the default loop, "
+        f"{hub['flood'][0] / bare_plain['flood'][0]:.2f} vs the uncompressed one (target >= 0.5); "
         f"hublink paced p99 {hub['paced'][2]:.2f} ms (target < 5 ms)"
     )
 
 
 if __name__ == "__main__":
     n = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_COMMANDS_N", "10000"))
-    asyncio.run(main(n))
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
+    asyncio.run(main(n, rounds))

@@ -261,7 +261,8 @@ class Daemon:
         store = CredentialStore(self.settings.state_dir)
         while True:
             await asyncio.sleep(CREDENTIALS_POLL)
-            signature = await asyncio.to_thread(_signature, self.settings.credentials_path)
+            # One stat() of a local file: cheaper inline than a trip to a worker thread.
+            signature = _signature(self.settings.credentials_path)
             if signature == self._creds_signature:
                 continue
             self._creds_signature = signature

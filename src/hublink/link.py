@@ -183,6 +183,8 @@ class Link:
                 ping_timeout=ws_cfg.ping_timeout,
                 close_timeout=CLOSE_TIMEOUT,
                 max_size=ws_cfg.max_message_size,
+                # Frames are small JSON: deflate would cost CPU and a zlib context per link.
+                compression=None,
             )
         except InvalidStatus as err:
             return self._refused(err)
