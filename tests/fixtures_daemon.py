@@ -44,6 +44,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         "HUBLINK_LOG__FORMAT": "json",
     }
     env["HUBLINK_HUB__LOCAL_PORT"] = str(settings.hub.local_port)
+    env["HUBLINK_OUTBOX__MAX_PENDING"] = str(settings.outbox.max_pending)
     for key, value in settings.tunnel.model_dump().items():
         if value is not None and key != "server_token":
             env[f"HUBLINK_TUNNEL__{key.upper()}"] = (

@@ -183,3 +183,26 @@ async def test_the_client_treats_no_daemon_as_an_answer(tmp_path: Path) -> None:
         stale.bind(str(missing))
     assert await fetch_status(missing) is None
     assert poke(missing) is False
+
+
+async def test_a_full_outbox_refuses_with_503_and_a_clear_error(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    from hublink.config import OutboxSettings
+
+    await hub_settings.cloud.stop()  # nothing drains
+    settings = hub_settings.settings.model_copy(update={"outbox": OutboxSettings(max_pending=2)})
+    daemon = await spawn(settings=settings)
+    await daemon.wait_status(lambda s: s["daemon"]["running"])
+    codes = []
+    for n in range(3):
+        data = {**PLUGIN_INSTALLED, "plugin_id": f"p{n}"}
+        code, body = await call(
+            hub_settings, "POST", "/v1/events", {"type": "plugin_installed", "data": data}
+        )
+        codes.append(code)
+    assert codes == [201, 201, 503]
+    assert "max_pending" in body["error"] or "full" in body["error"]
+    status = daemon.status()
+    assert status is not None
+    assert status["outbox"]["pending"] == 2
