@@ -155,6 +155,10 @@ class Daemon:
         self._creds_signature = _signature(settings.credentials_path)
         bind_fields(hub_id=str(self.creds.hub_id))
         self._lock_fd = _lock_state_dir(settings.state_dir)
+        # From here a signal only sets the stop event, even while starting up.
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
         try:
             self._store = await asyncio.to_thread(StateStore.load, settings.state_dir)
             self._outbox = await AsyncOutbox.open(settings.state_dir, settings.outbox.max_pending)
@@ -170,9 +174,6 @@ class Daemon:
         if not settings.tunnel.enabled:
             self.live.set_tunnel("disabled")
         self.live.subscribe(self._publish_status)
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_signal, signum)
         self._notifier.ready()
         self._publish_status()
         log.info(
