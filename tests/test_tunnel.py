@@ -103,6 +103,7 @@ async def test_kill_9_of_frpc_restarts_it_and_the_tunnel_works_again(tunnel_hub:
         await wait_for(lambda: live.tunnel.state == "running", what="tunnel running")
         first = live.tunnel.pid
         assert first is not None
+        first_password = _admin_password(config_path(tunnel_hub.settings))
         os.kill(first, signal.SIGKILL)
         await wait_for(lambda: live.tunnel.state == "backoff", what="backoff after the kill")
         assert "killed by SIGKILL" in (live.tunnel.last_error or "")
@@ -113,6 +114,8 @@ async def test_kill_9_of_frpc_restarts_it_and_the_tunnel_works_again(tunnel_hub:
         body = await fetch_eventually(url)
         assert live.tunnel.restarts == 1
         assert not alive(first)
+        # A new admin password at every start.
+        assert _admin_password(config_path(tunnel_hub.settings)) != first_password
     assert body == HELLO
 
 
@@ -125,7 +128,11 @@ async def test_a_wrong_token_is_refused_by_the_plugin_with_a_clear_error(
         error = await wait_for(lambda: live.tunnel.last_error, what="a tunnel error")
         assert live.tunnel.state == "starting"
         assert live.tunnel.pid is not None and alive(live.tunnel.pid)
-    assert error == f"frps refused the login: wrong tunnel token for hub {creds.hub_id}"
+    tunnel = tunnel_hub.settings.tunnel
+    assert error == (
+        f"cannot log in to frps at 127.0.0.1:{tunnel.server_port}: "
+        f"wrong tunnel token for hub {creds.hub_id}"
+    )
 
 
 async def test_another_hubs_port_is_refused_by_the_plugin(
@@ -161,12 +168,16 @@ async def test_frpc_reconnects_by_itself_when_frps_restarts(
         pid = live.tunnel.pid
         await frp_cloud.frps.stop()
         await wait_for(lambda: live.tunnel.state == "starting", what="the drop noticed")
+        down = await wait_for(lambda: live.tunnel.last_error, what="a failed login reported")
         await frp_cloud.frps.start()
         await wait_for(lambda: live.tunnel.state == "running", what="running again")
         body = await fetch_eventually(url)
         assert live.tunnel.pid == pid  # the same frpc, reconnected
     assert body == HELLO
     assert live.tunnel.restarts == 0
+    assert down.startswith(f"cannot log in to frps at 127.0.0.1:{frp_cloud.frps.bind_port}: ")
+    assert "connection refused" in down
+    assert live.tunnel.last_error is None  # cleared once running again
     transitions = [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
     assert transitions[:3] == ["starting", "running", "starting"]
     assert transitions[3] == "running"

@@ -133,6 +133,8 @@ def die_with_parent(parent_pid: int) -> Callable[[], None]:
     come, so the child checks its parent and kills itself.
     """
 
+    # The kernel ties the signal to the thread that forked: asyncio forks in
+    # the event loop's thread, which lives exactly as long as the daemon.
     def preexec() -> None:
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -363,7 +365,8 @@ class TunnelSupervisor:
         getattr(self._log, level)(logs.mask_text(line.message), frpc_pid=pid, **line.fields())
         login = _LOGIN_FAILED.search(line.message)
         if login:
-            self._complain(f"frps refused the login: {login['reason']}")
+            where = f"{self.settings.frps_addr}:{self.settings.tunnel.server_port}"
+            self._complain(f"cannot log in to frps at {where}: {login['reason']}")
             return
         proxy = _PROXY_FAILED.search(line.message)
         if proxy:
