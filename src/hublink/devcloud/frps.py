@@ -264,4 +264,7 @@ async def _relay(stream: asyncio.StreamReader, pid: int) -> None:
         if not raw:
             return
         line = parse_line(raw.decode("utf-8", "replace").rstrip())
-        getattr(frps_log, line.level)(line.message, **line.fields())
+        level = line.level
+        if "use of closed network connection" in line.message:
+            level = "info"  # frps warns whenever a client's proxy closes: routine here
+        getattr(frps_log, level)(line.message, **line.fields())
