@@ -121,3 +121,34 @@ async def test_status_command_shows_the_running_daemon(
     assert human.returncode == 0
     assert "connected" in human.stdout
     assert "cashier@example.com" in human.stdout
+
+
+def test_status_shows_the_last_backup_and_reminds_of_a_missing_owner_key(
+    devcloud: Any, tmp_path: Path
+) -> None:
+    from fixtures_devcloud import make_hub_env
+    from hublink.config import BackupSettings
+    from hublink.messages import BackupCompleted
+    from hublink.store import StateStore
+
+    database = tmp_path / "hub.sqlite3"
+    hub = make_hub_env(devcloud, tmp_path / "h", backup=BackupSettings(database=database))
+    store = StateStore.load(hub.settings.state_dir)
+    store.record_backup(
+        BackupCompleted(
+            backup_id="b-1",
+            filename="hub-x.db.zst.age",
+            size=1234,
+            sha256="0" * 64,
+            requested_by="admin@x",
+        )
+    )
+    store.close()
+    result = hublink(hub.settings, "status")
+    assert result.returncode == 0, result.stderr
+    assert "last backup: completed" in result.stdout
+    assert "hub-x.db.zst.age" in result.stdout
+    assert "backup.recipients" in result.stdout
+    _, status = status_json(hub.settings)
+    assert status["last_backup"]["backup_id"] == "b-1"
+    assert status["backup"] == {"database": str(database), "owner_recipients": 0}

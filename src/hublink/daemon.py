@@ -31,6 +31,7 @@ from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, HublinkError
 if TYPE_CHECKING:
     import aiohttp
 
+    from hublink.backup_service import BackupService
     from hublink.config import Settings
     from hublink.control import ControlServer
     from hublink.credentials import Credentials
@@ -137,6 +138,7 @@ class Daemon:
         self._notifier: Notifier | None = None
         self._last_status_line = ""
         self._session: aiohttp.ClientSession | None = None
+        self._backups: BackupService | None = None
 
     # --- startup --------------------------------------------------------------
 
@@ -250,10 +252,12 @@ class Daemon:
         from hublink.backup_service import BackupService
         from hublink.cloud import make_session
 
-        if self._session is None:
+        if self._backups is None:
             self._session = make_session(self.settings)
-        service = BackupService(self.settings, self.creds, self._session)
-        return await service.run_requested(requested_by)
+            self._backups = BackupService(self.settings, self.creds, self._session)
+        # Re-registration may have changed them since the service was made.
+        self._backups.creds = self.creds
+        return await self._backups.run_requested(requested_by)
 
     async def _watch_credentials(self) -> None:
         """Poll credentials.toml; a re-registration restarts link and tunnel with the new ones."""

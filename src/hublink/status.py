@@ -49,6 +49,10 @@ def build_status(
         "plugin_updates": list(snapshot.get("plugin_updates", [])),
         "revoked_users": list(snapshot.get("revoked_users", [])),
         "last_backup": snapshot.get("last_backup"),
+        "backup": {
+            "database": str(settings.backup.database) if settings.backup.database else None,
+            "owner_recipients": len(settings.backup.recipients),
+        },
         "version": __version__,
         "state_dir": str(settings.state_dir),
     }
@@ -123,6 +127,22 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
     if revoked:
         lines.append(f"revoked users: {len(revoked)}")
         lines += [f"  {_brief(user)}" for user in revoked]
+    lines += _backup_lines(status)
+    return lines
+
+
+def _backup_lines(status: dict[str, Any]) -> list[str]:
+    last = status.get("last_backup")
+    lines = []
+    if last:
+        what = last.get("filename") or last.get("error") or ""
+        lines.append(f"last backup: {last.get('result')} at {last.get('at')} {what}".rstrip())
+    backup = status.get("backup") or {}
+    if backup.get("database") and not backup.get("owner_recipients"):
+        # Imported only when needed: the backup keys bring the age library along.
+        from hublink.backup_keys import NO_OWNER_RECIPIENT_REMINDER
+
+        lines.append(f"reminder: {NO_OWNER_RECIPIENT_REMINDER}")
     return lines
 
 
