@@ -10,6 +10,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from backup_support import (
     wait_until,
     writer_process,
 )
+from hublink.backup import backup_filename
 from hublink.backup_keys import identity_file_text
 from hublink.backup_service import BackupService
 from hublink.config import BackupSettings, Settings
@@ -282,3 +284,9 @@ def test_hublink_backup_to_the_cloud_needs_a_registration(
 
     assert result.returncode == 78
     assert "not registered" in result.stderr
+
+
+def test_backup_filename_is_the_contracts_and_safe_for_a_header() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert backup_filename("corner-shop", moment) == "hub-corner-shop-20260102T030405Z.db.zst.age"
+    assert backup_filename("../evil\r\nX-Bad: 1", moment).startswith("hub-..-evil--X-Bad--1-")

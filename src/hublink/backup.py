@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ TEMP_PREFIX = ".backup-"
 TEMP_SUFFIX = ".tmp"
 LOCK_FILENAME = ".backup.lock"
 _SIDECARS = ("-journal", "-wal", "-shm")
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,10 @@ class SealedBackup:
 def backup_filename(slug: str, now: datetime | None = None) -> str:
     """``hub-{slug}-{UTC timestamp}.db.zst.age``, e.g. ``hub-shop-20260101T120000Z.db.zst.age``."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"hub-{slug}-{moment:%Y%m%dT%H%M%SZ}.db.zst.age"
+    # The slug is the Cloud's; it goes into an HTTP header and a file name, so
+    # anything but plain characters (a slash, a line break) is neutralised.
+    safe = _UNSAFE_IN_NAME.sub("-", slug) or "hub"
+    return f"hub-{safe}-{moment:%Y%m%dT%H%M%SZ}.db.zst.age"
 
 
 # --- one backup at a time ------------------------------------------------------
