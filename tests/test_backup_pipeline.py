@@ -290,3 +290,16 @@ def test_backup_filename_is_the_contracts_and_safe_for_a_header() -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert backup_filename("corner-shop", moment) == "hub-corner-shop-20260102T030405Z.db.zst.age"
     assert backup_filename("../evil\r\nX-Bad: 1", moment).startswith("hub-..-evil--X-Bad--1-")
+
+
+async def test_leftovers_of_a_crashed_backup_are_removed_by_the_next(tmp_path: Path) -> None:
+    db = tmp_path / "hub.sqlite3"
+    make_database(db, rows=100)
+    settings = settings_for(tmp_path, db)
+    crashed = settings.state_dir / ".backup-k3yz.snapshot.tmp"
+    crashed.write_bytes(b"half a snapshot of the shop's data")
+    (settings.state_dir / ".backup-k3yz.snapshot.tmp-journal").write_bytes(b"x")
+
+    await local_service(settings).back_up(tmp_path / "b.age")
+
+    assert temp_leftovers(settings.state_dir) == []

@@ -83,8 +83,6 @@ def backup_filename(slug: str, now: datetime | None = None) -> str:
 def backup_lock(state_dir: Path) -> Iterator[None]:
     """Hold ``{state_dir}/.backup.lock`` for the block, across processes.
 
-    Stale temporary files of a backup that crashed are removed once it is held.
-
     Raises:
         BackupError: another backup (the daemon's or ``hublink backup``) runs.
     """
@@ -95,7 +93,6 @@ def backup_lock(state_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BackupError("a backup is already running") from None
-        remove_stale_temp_files(state_dir)
         yield
     finally:
         os.close(fd)

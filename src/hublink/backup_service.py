@@ -190,6 +190,8 @@ class BackupService:
     def _seal(self, dest_dir: Path, *, abort: Abort) -> pipeline.SealedBackup:
         if not dest_dir.is_dir():
             raise BackupError(f"the folder {dest_dir} does not exist")
+        # Under the backup lock: what a crashed backup left behind is nobody's now.
+        pipeline.remove_stale_temp_files(self.settings.state_dir)
         database = database_path(self.settings.backup.database)
         owners = owner_recipients(self.settings)  # a config error comes before any file is made
         identity = ensure_identity(self.settings.state_dir)
