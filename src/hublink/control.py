@@ -79,7 +79,7 @@ class ControlServer:
         from aiohttp import web
 
         await asyncio.to_thread(_prepare_socket_path, self.path)
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[web.middleware(_named_task)])
         app.router.add_get("/v1/status", self._get_status)
         app.router.add_post("/v1/events", self._post_event)
         app.router.add_post("/v1/poke", self._post_poke)
@@ -146,6 +146,13 @@ class ControlServer:
             # Full or unwritable: the caller must know it was not queued.
             return _error(503, str(err))
         return web.json_response({"id": event_id}, status=201)
+
+
+async def _named_task(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp middleware: log lines of a request say task=control."""
+    with structlog.contextvars.bound_contextvars(task="control"):
+        response: web.StreamResponse = await handler(request)
+        return response
 
 
 def _error(status: int, message: str, problems: list[str] | None = None) -> web.Response:

@@ -95,6 +95,8 @@ async def supervise(
     A normal return ends the supervision. Cancellation always goes through.
     """
     loop = asyncio.get_running_loop()
+    # Every log line of this task (and of the tasks it starts) says which task it is.
+    structlog.contextvars.bind_contextvars(task=name)
     delay = restart_min
     while True:
         started = loop.time()
