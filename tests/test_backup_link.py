@@ -28,8 +28,8 @@ from hublink.store import StateStore
 
 HEARTBEAT = 0.1
 #: Far above the heartbeat interval, far below the backup's duration.
-MAX_GAP = 0.6
-MIN_BACKUP_SECONDS = 1.2
+MAX_GAP = 0.5
+MIN_BACKUP_SECONDS = 1.0
 
 
 def big_database(path: Path, megabytes: int) -> None:
@@ -58,7 +58,7 @@ class RunningHub:
 async def running_hub(devcloud: DevCloud, tmp_path: Path) -> AsyncIterator[RunningHub]:
     """The daemon's parts in this loop: link, dispatcher, outbox, store, and the backup runner."""
     db = tmp_path / "hub.sqlite3"
-    await asyncio.to_thread(big_database, db, 150)
+    await asyncio.to_thread(big_database, db, 250)
     hub = make_hub_env(
         devcloud,
         tmp_path,
