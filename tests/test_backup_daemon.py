@@ -65,6 +65,11 @@ async def test_the_daemon_backs_up_on_request_one_at_a_time_without_missing_hear
         record.size,
     )
     assert status["last_backup"]["backup_id"] == record.backup_id
+    # Its log lines name the task, those written by the worker thread included.
+    lines = [
+        e for e in daemon.log_events() if e.get("event") in ("backup sealed", "backup uploaded")
+    ]
+    assert len(lines) == 2 and all(e.get("task") == "backup" for e in lines), lines
     assert status["last_backup"]["size"] == record.size
 
     finished = _frame_time(devcloud, hub.hub_id, '"backup_completed"')

@@ -58,6 +58,9 @@ UPLOAD_POLICY = RetryPolicy(
     read_timeout=120.0,
 )
 ALREADY_RUNNING = "a backup is already running"
+#: Every log line of a backup says ``task=backup`` (the daemon's other tasks
+#: name themselves the same way), the worker thread's lines included.
+LOG_TASK = "backup"
 #: ``requested_by`` of a backup taken with ``hublink backup``.
 CLI_REQUESTER = "hublink backup"
 _T = TypeVar("_T")
@@ -126,6 +129,10 @@ class BackupService:
 
     async def run_requested(self, requested_by: str) -> BackupCompleted | BackupFailed:
         """Answer a ``backup_request``: never raises, except ``CancelledError``."""
+        with structlog.contextvars.bound_contextvars(task=LOG_TASK):
+            return await self._answer(requested_by)
+
+    async def _answer(self, requested_by: str) -> BackupCompleted | BackupFailed:
         try:
             outcome = await self.back_up()
         except HublinkError as err:
@@ -151,7 +158,10 @@ class BackupService:
             raise BackupError(ALREADY_RUNNING)
         self._running = True
         try:
-            with pipeline.backup_lock(self.settings.state_dir):
+            with (
+                structlog.contextvars.bound_contextvars(task=LOG_TASK),
+                pipeline.backup_lock(self.settings.state_dir),
+            ):
                 return await self._back_up(output)
         finally:
             self._running = False
