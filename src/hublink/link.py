@@ -37,10 +37,10 @@ log = structlog.get_logger(__name__)
 
 #: A link that stayed up this long resets the backoff (contract: "a minute").
 STABLE_AFTER = 60.0
-#: HTTP answers to the handshake with the same meaning.
-AUTH_HTTP_STATUSES = frozenset({401, 403})
 #: Close codes from the Cloud meaning "credentials no longer accepted" (as hublink.retry's).
 AUTH_CLOSE_CODES = frozenset({4001, 4003})
+#: HTTP answers to the handshake with the same meaning.
+AUTH_HTTP_STATUSES = frozenset({401, 403})
 #: Close codes after which the whole fleet reconnects at once unless spread out:
 #: going away, service restart, try again later, and a TCP drop without close frame.
 SPREAD_CLOSE_CODES = frozenset({1001, 1012, 1013, 1006})
