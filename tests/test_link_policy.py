@@ -124,3 +124,20 @@ async def test_going_away_waits_within_the_spread_window(link: Running) -> None:
     await wait_until(lambda: link.live.link.state == "backoff", what="backoff")
     # rand = 1: the top of [0, min(spread 1.5, max 20)] rather than reconnect_min.
     assert 1.3 <= link.announced_delay() <= 1.5
+
+
+async def test_going_away_after_failures_still_waits_within_the_spread_window(
+    link: Running,
+) -> None:
+    cloud = link.hub.cloud
+    port = cloud.port
+    await wait_until(lambda: link.live.link.state == "connected", what="connected")
+    await cloud.stop()
+    await wait_until(lambda: link.live.link.reconnects >= 5, timeout=20, what="failures")
+    await cloud.start(port=port)
+    await wait_until(
+        lambda: link.live.link.state == "connected", timeout=20, what="connected again"
+    )
+    await cloud.close_hub(link.hub.hub_id, code=1013)
+    await wait_until(lambda: link.live.link.state == "backoff", what="backoff")
+    assert 1.3 <= link.announced_delay() <= 1.5

@@ -329,7 +329,10 @@ class Link:
             )
         else:
             state = "backoff"
-            if outcome.spread and self._backoff.failures == 0:
+            if outcome.spread:
+                # The first attempt after the Cloud went away: anywhere in the spread window,
+                # so that a fleet does not come back in the same second. Failures after it
+                # continue the usual backoff.
                 delay = self._rand() * min(cfg.reconnect_spread, cfg.reconnect_max)
             else:
                 delay = self._backoff.next()

@@ -1,7 +1,10 @@
 """The status object of ``hublink status --json`` and ``GET /v1/status`` (contract section 5).
 
 A running daemon builds it from its live state; without a daemon the CLI
-builds it from the files, and every live field is null.
+builds it from the files, and every live field is null: ``daemon`` is
+``{"running": false, "pid": null}`` and ``websocket`` and ``tunnel`` keep their
+keys with null values (``status["websocket"]["state"] is None``), so readers
+index them the same way whether a daemon runs or not.
 """
 
 from __future__ import annotations
