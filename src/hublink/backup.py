@@ -47,7 +47,8 @@ DISK_RESERVE = 16 * 1024 * 1024
 CHUNK_SIZE = 1024 * 1024
 #: zstd compresses in worker threads while the calling thread encrypts,
 #: hashes and writes (compression is most of the work: ~4x age's cost).
-#: 2 MiB jobs keep zstd's buffers near 20 MiB whatever the database size.
+#: 2 MiB jobs keep zstd's buffers near 20 MiB whatever the database size (at
+#: the default level 3; levels above ~15 need far more, for zstd's window).
 ZSTD_THREADS = 2
 ZSTD_JOB_SIZE = 2 * 1024 * 1024
 
