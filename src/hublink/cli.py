@@ -358,8 +358,10 @@ def cmd_unregister(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings | None) -> int:
-    """``hublink demo``."""
-    raise HublinkError("demo is not implemented yet")
+    """``hublink demo``: the whole flow against the built-in reference Cloud."""
+    from hublink.devcloud.demo import main as demo_main
+
+    return demo_main(keep=args.keep)
 
 
 def cmd_devcloud(args: argparse.Namespace, settings: Settings | None) -> int:
