@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import os
 import signal
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -369,3 +370,17 @@ async def test_an_unwritable_state_dir_fails_with_a_clear_error(
         await wait_for(lambda: live.tunnel.state == "failed", what="failed")
     assert (live.tunnel.last_error or "").startswith("cannot write the frpc config: ")
     assert "writable by hublink" in (live.tunnel.last_error or "")
+
+
+async def test_a_busy_admin_port_is_named_in_the_error(tunnel_hub: HubEnv) -> None:
+    port = tunnel_hub.settings.tunnel.admin_port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        live = LiveState()
+        async with running(_supervisor(tunnel_hub, live)):
+            await wait_for(lambda: live.tunnel.state == "backoff", what="frpc gave up")
+    assert (live.tunnel.last_error or "").endswith(
+        f"exited with code 1; last error: tunnel.admin_port {port} is already in use "
+        "on 127.0.0.1; set tunnel.admin_port to a free port"
+    )

@@ -374,6 +374,12 @@ class TunnelSupervisor:
         elif line.level == "error" or line.source is None:
             # Why frpc is about to exit, most of the time (a bad config, a panic).
             self._last_error_line = logs.mask_text(line.message)
+            port = self.settings.tunnel.admin_port
+            if f"127.0.0.1:{port}: bind: address already in use" in line.message:
+                self._last_error_line = (
+                    f"tunnel.admin_port {port} is already in use on 127.0.0.1; "
+                    "set tunnel.admin_port to a free port"
+                )
 
     def _complain(self, problem: str) -> None:
         self._last_complaint = logs.mask_text(problem)
