@@ -96,11 +96,6 @@ async def test_journal_lines_carry_priority_fields_and_no_time(
     assert "new_version=1.1" in update
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the daemon does not bind task= to its tasks' log context yet "
-    "(issue 6 asks for task=link|tunnel|backup|control on every line)",
-)
 async def test_journal_lines_name_their_task(hub_settings: HubEnv, tmp_path: Path) -> None:
     lines = await run_daemon(hub_settings, tmp_path, journal_stream=None)
     link_lines = [line for line in lines if line.startswith("<6>link connected")]
