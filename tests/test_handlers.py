@@ -295,10 +295,14 @@ async def test_a_second_backup_request_is_answered_by_the_runner_at_once(harness
     (refused,) = await harness.queued()
     assert (refused["type"], refused["requested_by"]) == ("backup_failed", "second")
     assert refused["error"] == "a backup is already running"
+    harness.store.flush()
+    assert harness.store.snapshot()["last_backup"] is None  # a refusal is no backup
     release.set()
     await wait_for(lambda: dispatcher.active_jobs == 0)
     answers = await harness.queued()
     assert [a["type"] for a in answers] == ["backup_failed", "backup_completed"]
+    harness.store.flush()
+    assert harness.store.snapshot()["last_backup"]["result"] == "completed"
 
 
 async def test_a_message_during_shutdown_waits_for_the_next_run(

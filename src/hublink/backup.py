@@ -37,6 +37,7 @@ from hublink.backup_snapshot import (
 )
 from hublink.errors import BackupError
 from hublink.fsutil import PRIVATE_FILE, ensure_private_dir, fsync_dir
+from hublink.messages import BACKUP_ALREADY_RUNNING
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +94,7 @@ def backup_lock(state_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BackupError("a backup is already running") from None
+            raise BackupError(BACKUP_ALREADY_RUNNING) from None
         yield
     finally:
         os.close(fd)

@@ -35,7 +35,7 @@ from hublink.cloud import CloudClient, make_session, parse_reply
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
 from hublink.errors import BackupError, CloudAuthError, HublinkError, NotRegisteredError
-from hublink.messages import BackupCompleted, BackupFailed, Ident
+from hublink.messages import BACKUP_ALREADY_RUNNING, BackupCompleted, BackupFailed, Ident
 from hublink.retry import RetryPolicy
 from hublink.store import StateStore
 
@@ -57,7 +57,6 @@ UPLOAD_POLICY = RetryPolicy(
     request_timeout=None,
     read_timeout=120.0,
 )
-ALREADY_RUNNING = "a backup is already running"
 #: Every log line of a backup says ``task=backup`` (the daemon's other tasks
 #: name themselves the same way), the worker thread's lines included.
 LOG_TASK = "backup"
@@ -155,7 +154,7 @@ class BackupService:
             CloudAuthError, CloudUnreachableError, CloudResponseError: the upload failed.
         """
         if self._running:
-            raise BackupError(ALREADY_RUNNING)
+            raise BackupError(BACKUP_ALREADY_RUNNING)
         self._running = True
         try:
             with (

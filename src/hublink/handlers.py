@@ -19,6 +19,7 @@ from hublink.config import Settings
 from hublink.errors import OutboxError
 from hublink.hooks import HookRunner
 from hublink.messages import (
+    BACKUP_ALREADY_RUNNING,
     BackupCompleted,
     BackupFailed,
     BackupRequest,
@@ -156,7 +157,10 @@ class Dispatcher:
         # processes, `hublink backup` included) and answers at once, which is
         # what the Cloud should hear rather than a late second backup.
         result = await self._run_backup(requested_by)
-        self.store.record_backup(result)
+        # A refusal says nothing about the last backup: the one running will
+        # record its own result when it ends.
+        if not (isinstance(result, BackupFailed) and result.error == BACKUP_ALREADY_RUNNING):
+            self.store.record_backup(result)
         try:
             await self.outbox.put(result)
         except OutboxError as err:

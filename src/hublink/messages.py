@@ -39,6 +39,8 @@ EXCERPT_CHARS = 200
 
 #: Types the Hub application may queue (``hublink send``, ``POST /v1/events``).
 APP_EVENT_TYPES = ("user_sync", "plugin_installed")
+#: The ``backup_failed`` error of a request refused because another backup runs.
+BACKUP_ALREADY_RUNNING = "a backup is already running"
 
 
 class BadFrame(ValueError):
