@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import stat
 import time
@@ -364,3 +365,31 @@ async def test_a_backup_request_is_backed_up_uploaded_and_answered(
     assert len(devcloud.backups(hub.hub_id)) == 1
     status = await daemon.wait_status(lambda s: s["last_backup"] is not None)
     assert status["last_backup"]["result"] == "completed"
+
+
+async def test_the_daemon_pings_the_systemd_watchdog_from_its_loop(
+    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    notify_path = tmp_path / "notify.sock"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(notify_path))
+    receiver.setblocking(False)
+    pings: list[float] = []
+
+    def drain() -> int:
+        while True:
+            try:
+                if b"WATCHDOG=1" in receiver.recv(4096):
+                    pings.append(time.monotonic())
+            except BlockingIOError:
+                return len(pings)
+
+    try:
+        # WATCHDOG_USEC = 0.4 s: a ping every 0.2 s.
+        await spawn(env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"})
+        await wait_until(lambda: drain() >= 6, what="six watchdog pings")
+        gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
+        # Half of WATCHDOG_USEC between pings; generous for a loaded test machine.
+        assert max(gaps) < 1.0
+    finally:
+        receiver.close()
