@@ -374,7 +374,13 @@ def _lock_state_dir(state_dir: Path) -> int:
         DaemonLockedError: another daemon holds it.
     """
     path = state_dir / LOCK_FILENAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise HublinkError(
+            f"cannot create {path}: {err.strerror or err}",
+            hint="run hublink as the user that owns the state directory (usually hublink)",
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
