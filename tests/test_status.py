@@ -152,3 +152,24 @@ def test_status_shows_the_last_backup_and_reminds_of_a_missing_owner_key(
     _, status = status_json(hub.settings)
     assert status["last_backup"]["backup_id"] == "b-1"
     assert status["backup"] == {"database": str(database), "owner_recipients": 0}
+
+
+async def test_a_daemon_that_does_not_answer_still_counts_as_running(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    import signal
+
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["daemon"]["running"])
+    daemon.proc.send_signal(signal.SIGSTOP)  # a hung daemon: the socket accepts, nobody answers
+    try:
+        result = await asyncio.to_thread(hublink, hub_settings.settings, "status", "--json")
+        human = await asyncio.to_thread(hublink, hub_settings.settings, "status")
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["daemon"]["running"] is True
+    assert status["daemon"]["pid"] == daemon.pid
+    assert status["websocket"]["state"] is None
+    assert "not answering" in human.stdout

@@ -389,4 +389,7 @@ def _lock_state_dir(state_dir: Path) -> int:
             f"another hublink daemon is running on {state_dir}",
             hint="stop it first (systemctl stop hublink); two daemons must not run at once",
         ) from None
+    # The holder's pid, for `hublink status` when the daemon does not answer.
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
     return fd

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from hublink import __version__
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from hublink.config import Settings
     from hublink.credentials import Credentials
     from hublink.state import LiveState
@@ -74,7 +76,7 @@ def offline_status(settings: Settings) -> dict[str, Any]:
         creds: Credentials | None = CredentialStore(settings.state_dir).load()
     except NotRegisteredError:
         creds = None
-    return build_status(
+    status = build_status(
         settings,
         creds,
         live=None,
@@ -82,6 +84,35 @@ def offline_status(settings: Settings) -> dict[str, Any]:
         pending=_pending_on_disk(settings),
         snapshot=_snapshot_on_disk(settings),
     )
+    holder = daemon_holding_lock(settings.state_dir)
+    if holder is not None:
+        # A daemon holds the state dir but did not answer on the control socket:
+        # it is running (hung, starting or stopping), its live state unknown.
+        status["daemon"] = {"running": True, "pid": holder or None, "answering": False}
+    return status
+
+
+def daemon_holding_lock(state_dir: Path) -> int | None:
+    """The pid of a daemon holding ``state_dir`` (0 if unreadable), or None when none does."""
+    import fcntl
+    import os
+
+    from hublink.daemon import LOCK_FILENAME
+
+    try:
+        fd = os.open(state_dir / LOCK_FILENAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _pending_on_disk(settings: Settings) -> int:
@@ -117,6 +148,9 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
     daemon = status["daemon"]
     if not daemon["running"]:
         lines.append("daemon:     not running")
+    elif daemon.get("answering") is False:
+        pid = daemon["pid"] or "unknown"
+        lines.append(f"daemon:     running (pid {pid}) but not answering on the control socket")
     else:
         lines.append(f"daemon:     running (pid {daemon['pid']})")
         lines.append("link:       " + _describe_link(status["websocket"]))
