@@ -393,3 +393,18 @@ async def test_the_daemon_pings_the_systemd_watchdog_from_its_loop(
         assert max(gaps) < 1.0
     finally:
         receiver.close()
+
+
+async def test_a_kill_9_in_the_middle_of_a_drain_loses_nothing(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    cloud = hub_settings.cloud
+    ids = _queue(hub_settings.settings, 3000)
+    first = await spawn()
+    await wait_until(lambda: cloud.events(hub_settings.hub_id), what="the drain to start")
+    await first.kill()
+    second = await spawn()
+    await wait_until(lambda: len(cloud.events(hub_settings.hub_id)) >= 3000, what="every event")
+    # Duplicates are allowed (the Cloud drops them by id); order and completeness are not optional.
+    assert [e["id"] for e in cloud.events(hub_settings.hub_id)] == ids
+    await second.wait_status(lambda s: s["outbox"]["pending"] == 0)
