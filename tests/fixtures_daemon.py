@@ -50,6 +50,9 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
             env[f"HUBLINK_TUNNEL__{key.upper()}"] = (
                 str(value).lower() if key == "enabled" else str(value)
             )
+    if settings.hooks:
+        env["HUBLINK_HOOKS"] = json.dumps({k: list(v) for k, v in settings.hooks.items()})
+        env["HUBLINK_HOOKS_TIMEOUT"] = str(settings.hooks_timeout)
     if settings.backup.database is not None:
         env["HUBLINK_BACKUP__DATABASE"] = str(settings.backup.database)
     if settings.tls.ca_file is not None:

@@ -408,3 +408,30 @@ async def test_a_kill_9_in_the_middle_of_a_drain_loses_nothing(
     # Duplicates are allowed (the Cloud drops them by id); order and completeness are not optional.
     assert [e["id"] for e in cloud.events(hub_settings.hub_id)] == ids
     await second.wait_status(lambda s: s["outbox"]["pending"] == 0)
+
+
+async def test_sigterm_while_a_hook_runs_reaps_it_and_still_exits_0_quickly(
+    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+) -> None:
+    import os
+
+    pid_file = tmp_path / "hook.pid"
+    hook = ["/bin/sh", "-c", f'echo $$ > "{pid_file}"; exec sleep 60']
+    hub = make_hub_env(devcloud, tmp_path / "h", hooks={"user_revoked": hook}, hooks_timeout=120)
+    daemon = await spawn(hub)
+    await wait_until(lambda: beats(hub), what="first heartbeat")
+    await devcloud.push(hub.hub_id, {"type": "user_revoked", "user_id": "u1"})
+    await wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the hook")
+    hook_pid = int(pid_file.read_text())
+    started = time.monotonic()
+    assert await daemon.terminate() == 0
+    assert time.monotonic() - started < 5
+
+    def gone() -> bool:
+        try:
+            os.kill(hook_pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    await wait_until(gone, timeout=5, what="the hook reaped")
