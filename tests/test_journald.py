@@ -9,8 +9,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
-
 from fixtures_devcloud import HubEnv
 
 PRIORITY = re.compile(r"^<([0-7])>\S")
