@@ -8,6 +8,7 @@ Imports of heavy modules stay inside the commands so that ``--version`` and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,11 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         print("hublink: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `hublink status --json | head`: the reader left; that is not our failure,
+        # and Python must not print a second traceback while flushing at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except SystemExit as exit_:
         # argparse's --help and --version end this way.
         code = exit_.code
