@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 import aiohttp
-import jwt
 import structlog
 from multidict import CIMultiDictProxy
 from pydantic import (
@@ -50,7 +49,6 @@ from hublink.errors import (
     CloudError,
     CloudResponseError,
     CloudUnreachableError,
-    ConfigError,
     SessionExpiredError,
 )
 from hublink.logs import mask_text, register_secret
@@ -62,6 +60,7 @@ from hublink.retry import (
     rest_retrying,
     status_of,
 )
+from hublink.tls import ssl_context
 
 log = structlog.get_logger(__name__)
 
@@ -163,25 +162,6 @@ class Reply:
 
 
 # --- session and TLS ---------------------------------------------------------
-
-
-def ssl_context(settings: Settings) -> ssl.SSLContext:
-    """Verify against the system's CAs plus ``tls.ca_file``; the link and doctor reuse it.
-
-    Raises:
-        ConfigError: ``tls.ca_file`` is missing or holds no usable certificate.
-    """
-    context = ssl.create_default_context()
-    ca_file = settings.tls.ca_file
-    if ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca_file))
-        except (OSError, ssl.SSLError) as err:
-            raise ConfigError(
-                f"tls.ca_file = {str(ca_file)!r} cannot be used: {err}",
-                hint="point tls.ca_file at a readable PEM file of CA certificates",
-            ) from err
-    return context
 
 
 def make_session(
@@ -631,6 +611,9 @@ def verify_access_token(
             f"the Cloud signs its tokens with {key.algorithm}; hublink expects RS256",
             hint="check cloud_url: this does not look like the Cloud hublink knows",
         )
+    # pyjwt pulls in cryptography (~8 MiB): only enrollment needs it, not the daemon.
+    import jwt
+
     hint = "check cloud_url: a proxy or another server may be answering in the Cloud's place"
     try:
         claims: dict[str, Any] = jwt.decode(

@@ -236,7 +236,7 @@ class Daemon:
         assert self._outbox is not None and self._dispatcher is not None
         tls = None
         if self.settings.cloud_scheme == "https":
-            from hublink.cloud import ssl_context
+            from hublink.tls import ssl_context
 
             tls = ssl_context(self.settings)
         await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()

@@ -550,8 +550,8 @@ async def _websocket_check(
     from websockets.exceptions import WebSocketException
 
     from hublink import __version__
-    from hublink.cloud import ssl_context
     from hublink.link import ws_url
+    from hublink.tls import ssl_context
 
     context: ssl.SSLContext | None = None
     if settings.cloud_scheme == "https":
