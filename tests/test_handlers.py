@@ -114,6 +114,20 @@ async def test_hook_runs_with_the_message(harness: Harness, tmp_path: Path) -> N
     assert json.loads(out.read_text()) == sent
 
 
+async def test_hook_gets_the_message_exactly_as_sent(harness: Harness, tmp_path: Path) -> None:
+    # The Cloud is Django: ids arrive as integers. Validation reads them as
+    # strings, but the hook must see the message the Cloud sent (contract §6).
+    out = tmp_path / "got.json"
+    command = hook(tmp_path, "revoke", f"cat > {out}.tmp && mv {out}.tmp {out}\n")
+    dispatcher = await harness.start(hooks={"user_revoked": (command,)})
+    sent = {"type": "user_revoked", "user_id": 42, "email": " u@shop.example ", "reason": "left"}
+    dispatcher.dispatch(parse_inbound(json.dumps(sent)))
+    await wait_for(out.exists)
+    got = json.loads(out.read_text())
+    assert got == sent
+    assert type(got["user_id"]) is int
+
+
 async def test_hanging_hook_never_blocks_dispatch(harness: Harness, tmp_path: Path) -> None:
     started = tmp_path / "started"
     command = hook(tmp_path, "hang", f"echo $$ >> {started}\nexec sleep 300\n")

@@ -26,6 +26,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     TypeAdapter,
     ValidationError,
@@ -262,9 +263,27 @@ class _Inbound(_Wire):
     # Unknown fields are kept, not used: a hook gets the message as the Cloud
     # sent it, including fields newer than this hublink.
     model_config = ConfigDict(frozen=True, extra="allow")
+    # The frame's object exactly as received: validation turns an integer id
+    # into a string, but the hook must see what the Cloud sent (contract §6).
+    _received: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # Two messages with the same fields are equal however they arrived;
+        # pydantic would also compare the private copy of the frame.
+        if not isinstance(other, _Inbound):
+            return NotImplemented
+        return (
+            type(self) is type(other)
+            and self.__dict__ == other.__dict__
+            and self.__pydantic_extra__ == other.__pydantic_extra__
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # extra fields may hold dicts: unhashable
 
     def hook_payload(self) -> bytes:
-        """The message as JSON for a hook's stdin: the fields the Cloud sent, unknown ones too."""
+        """The message as JSON for a hook's stdin: as the Cloud sent it, unknown fields too."""
+        if self._received is not None:
+            return json.dumps(self._received, ensure_ascii=False, separators=(",", ":")).encode()
         return self.model_dump_json(exclude_unset=True).encode()
 
 
@@ -329,10 +348,12 @@ def parse_inbound(frame: str | bytes) -> PluginUpdateAvailable | UserRevoked | B
             f"unknown message type {excerpt(kind, 60)!r}", message_type=excerpt(kind, 60)
         )
     try:
-        return _INBOUND.validate_python(data)
+        message = _INBOUND.validate_python(data)
     except ValidationError as err:
         problems = "; ".join(describe_problems(err, tag=kind))
         raise BadFrame(f"invalid {kind}: {excerpt(problems, 400)}", message_type=kind) from None
+    message._received = data
+    return message
 
 
 def _json_kind(value: Any) -> str:
