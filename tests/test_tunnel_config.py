@@ -83,6 +83,38 @@ def test_tcp_config_has_exactly_the_contract_keys(tmp_path: Path) -> None:
     ]
 
 
+def test_the_file_is_laid_out_as_the_contract_shows_it(tmp_path: Path) -> None:
+    # Dotted keys and [[proxies]], as contract section 3 prints the file: an
+    # operator comparing the two, or grepping for `metadatas.token`, finds them.
+    creds = _creds()
+    settings = _settings(tmp_path, server_token=SERVER_TOKEN)
+    lines = write_config(settings, creds, "admin-pass-123").read_text().splitlines()
+    settings_lines = [line for line in lines if line and not line.startswith("#")]
+    assert settings_lines == [
+        'serverAddr = "cloud.example.com"',
+        "serverPort = 7000",
+        "loginFailExit = false",
+        f'user = "{creds.hub_id}"',
+        f'metadatas.token = "{TOKEN}"',
+        f'auth.token = "{SERVER_TOKEN}"',
+        'log.to = "console"',
+        "log.disablePrintColor = true",
+        'webServer.addr = "127.0.0.1"',
+        "webServer.port = 7400",
+        'webServer.user = "hublink"',
+        'webServer.password = "admin-pass-123"',
+        "[[proxies]]",
+        'name = "hub"',
+        'type = "tcp"',
+        'localIP = "127.0.0.1"',
+        "localPort = 8123",
+        "remotePort = 7042",
+    ]
+    masked = masked_config(settings, creds)
+    assert 'metadatas.token = "***"' in masked and 'auth.token = "***"' in masked
+    assert 'webServer.password = "***"' in masked and "[[proxies]]" in masked
+
+
 def test_http_config_uses_the_slug_as_subdomain(tmp_path: Path) -> None:
     path = write_config(_settings(tmp_path, proxy_type="http"), _creds(), "pw-123456")
     (proxy,) = tomllib.loads(path.read_text())["proxies"]

@@ -8,6 +8,7 @@ only way either secret reaches frpc (``/proc/PID/cmdline`` and
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from hublink.logs import MASK
 FILENAME = "frpc.toml"
 ADMIN_USER = "hublink"
 PROXY_NAME = "hub"
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 #: Extra ``transport.*`` settings for frpc; none. bench/bench_tunnel.py found
 #: no gain from ``poolCount`` on top of frp's defaults (tcpMux on, TLS on), and
@@ -87,8 +89,40 @@ def build_config(
 
 
 def render(config: dict[str, Any]) -> bytes:
-    """The file's bytes for ``config``."""
-    return _HEADER.encode() + tomli_w.dumps(config).encode()
+    """The file's bytes for ``config``, laid out as contract section 3 shows it.
+
+    Tables become dotted keys (``metadatas.token = …``) and the proxies an
+    array of tables (``[[proxies]]``), whatever their length: tomli_w alone
+    would pick ``[metadatas]`` sections and, for a short proxy, an inline array.
+    """
+    lines: list[str] = []
+    blocks: list[str] = []
+    for key, value in config.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                blocks += ["", f"[[{_key(key)}]]", *_dotted_lines("", item)]
+        else:
+            lines += _dotted_lines("", {key: value})
+    return _HEADER.encode() + "\n".join(lines + blocks).encode() + b"\n"
+
+
+def _dotted_lines(prefix: str, table: Mapping[str, Any]) -> list[str]:
+    """``prefix.key = value`` for every leaf of ``table``, nested tables flattened."""
+    lines = []
+    for key, value in table.items():
+        name = prefix + _key(key)
+        if isinstance(value, Mapping):
+            lines += _dotted_lines(name + ".", value)
+        else:
+            # tomli_w quotes and escapes the value; only the "= value" part is kept.
+            lines.append(name + tomli_w.dumps({"v": value}).rstrip("\n")[1:])
+    return lines
+
+
+def _key(key: str) -> str:
+    if not _BARE_KEY.fullmatch(key):
+        raise ValueError(f"not a bare TOML key: {key!r}")
+    return key
 
 
 def write_config(settings: Settings, creds: Credentials, admin_password: str) -> Path:
