@@ -254,6 +254,21 @@ async def test_token_not_signed_by_the_clouds_key_is_refused(
     assert written(settings.state_dir) == set()
 
 
+async def test_a_cloud_without_a_public_key_still_enrolls(
+    scripted: ScriptedCloud, tmp_path: Path
+) -> None:
+    """Contract: the signature "may be checked"; stock SimpleJWT has no public-key endpoint."""
+    scripted.on("POST", LOGIN_PATH, Canned(json={"access": "opaque-a", "refresh": "opaque-r"}))
+    scripted.on("POST", REGISTER_PATH, Canned(status=201, json=registration()))
+    settings = settings_for(scripted.url, tmp_path)
+    steps: list[str] = []
+    creds = await run_enroll(settings, steps=steps)
+    assert str(creds.hub_id) == registration()["hub_id"]
+    assert len(scripted.requests_to(PUBLIC_KEY_PATH)) == 1  # answered 404, not retried
+    assert any("publishes no public key" in step for step in steps)
+    assert "credentials.toml" in written(settings.state_dir)
+
+
 async def test_refused_refresh_starts_over_with_login(
     scripted: ScriptedCloud, tmp_path: Path
 ) -> None:

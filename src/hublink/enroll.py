@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 
 import aiohttp
 import structlog
@@ -28,6 +29,7 @@ from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
 from hublink.errors import (
     AlreadyRegisteredError,
+    CloudResponseError,
     CredentialsError,
     HublinkError,
     SessionExpiredError,
@@ -120,9 +122,7 @@ async def _enroll_locked(
     progress(f"logging in to {client.base_url} as {email}")
     tokens = await client.login(email, password)
     _warn_about_clock(client, progress)
-    progress("verifying the Cloud's token")
-    key = await client.public_key()
-    verify_access_token(tokens.access, key, now=client.server_now())
+    await _verify_token(client, tokens.access, progress)
     progress(f"registering hub {name!r}")
     try:
         registration = await client.register(tokens, name, address)
@@ -140,6 +140,23 @@ async def _enroll_locked(
     # The backup identity ({state_dir}/backup-identity.txt) is created here, after the save.
     await _prepare_backup_identity(store, progress)
     return creds
+
+
+async def _verify_token(client: CloudClient, access: SecretStr, progress: Progress) -> None:
+    """Check the access token against the Cloud's public key, when the Cloud publishes one."""
+    progress("verifying the Cloud's token")
+    try:
+        key = await client.public_key()
+    except CloudResponseError as err:
+        if err.status != HTTPStatus.NOT_FOUND:
+            raise
+        # The contract makes the check optional ("may be checked"): a Cloud on
+        # stock SimpleJWT has no public-key endpoint. The key comes over the same
+        # TLS channel as the token, so skipping it loses no protection.
+        log.warning("the Cloud publishes no public key; token signature not checked")
+        progress("warning: the Cloud publishes no public key; its token was not checked")
+        return
+    verify_access_token(access, key, now=client.server_now())
 
 
 async def _prepare_backup_identity(store: CredentialStore, progress: Progress) -> None:
