@@ -106,7 +106,7 @@ def test_generator_check_catches_drift(tmp_path: Path, victim: str) -> None:
     readme.write_text(README.read_text())
     example.write_text(EXAMPLE.read_text())
     target = readme if victim == "readme" else example
-    target.write_text(target.read_text().replace("heartbeat", "heartbeet", 1))
+    target.write_text(target.read_text().replace("heartbeat_interval", "heartbeet_interval", 1))
 
     result = run_generator("--check", "--readme", str(readme), "--example", str(example))
     assert result.returncode == 1
