@@ -32,11 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
 
-from pydantic import SecretStr
 from pyrage import x25519
 
 from hublink.backup import ZSTD_THREADS
@@ -158,25 +155,13 @@ def run_hublink(
 
 async def run_upload(database: Path, work: Path) -> tuple[float, float, int]:
     """``hublink backup`` against the reference Cloud: seconds, child max RSS (MB), size."""
-    from hublink.credentials import Credentials, CredentialStore
     from hublink.devcloud import DevCloud
 
     cloud = DevCloud(work / "cloud")
     await cloud.start()
     try:
-        created = cloud.create_hub(name="Bench Hub")
         state = work / "state"
-        creds = Credentials(
-            hub_id=UUID(created["hub_id"]),
-            slug=created["slug"],
-            tunnel_port=created["tunnel_port"],
-            tunnel_token=SecretStr(created["tunnel_token"]),
-            cloud_url=cloud.url,
-            registered_at=datetime.now(UTC),
-        )
-        store = CredentialStore(state)
-        with store.locked():
-            store.save(creds)
+        creds = cloud.enroll_into(state, name="Bench Hub")
         env = os.environ | {
             "HUBLINK_CONFIG": str(work / "none.toml"),
             "HUBLINK_STATE_DIR": str(state),
@@ -195,7 +180,7 @@ async def run_upload(database: Path, work: Path) -> tuple[float, float, int]:
         if proc.returncode != 0:
             raise SystemExit(f"hublink backup failed ({proc.returncode})")
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        [record] = cloud.backup_records(created["hub_id"])
+        [record] = cloud.backup_records(creds.hub_id)
         # ru_maxrss of children is the largest child so far; only meaningful if it grew.
         return elapsed, max(peak, before) / 1024, record.size
     finally:

@@ -17,16 +17,11 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
-from pydantic import SecretStr
-
-from hublink.credentials import Credentials, CredentialStore
+from hublink.credentials import Credentials
 from hublink.devcloud import DevCloud
-from hublink.fsutil import ensure_private_dir
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -61,21 +56,8 @@ asyncio.run(connect_to_cloud(sys.argv[1]))
 
 def make_hub(cloud: DevCloud, base: Path, name: str) -> tuple[Credentials, Path]:
     """Enroll a hub in ``cloud``; its credentials and its state dir."""
-    created = cloud.create_hub(name=name)
     state_dir = base / name / "state"
-    ensure_private_dir(state_dir)
-    creds = Credentials(
-        hub_id=UUID(created["hub_id"]),
-        slug=created["slug"],
-        tunnel_port=created["tunnel_port"],
-        tunnel_token=SecretStr(created["tunnel_token"]),
-        cloud_url=cloud.url,
-        registered_at=datetime.now(UTC),
-    )
-    store = CredentialStore(state_dir)
-    with store.locked():
-        store.save(creds)
-    return creds, state_dir
+    return cloud.enroll_into(state_dir, name=name), state_dir
 
 
 async def start_daemon(

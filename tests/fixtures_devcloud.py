@@ -12,17 +12,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import SecretStr
 
 from hublink.config import Settings, TunnelSettings, WebSocketSettings
-from hublink.credentials import Credentials, CredentialStore
+from hublink.credentials import Credentials
 from hublink.devcloud import DevCloud
 from hublink.devcloud.tokens import new_signing_key
 from hublink.fsutil import ensure_private_dir
@@ -67,22 +64,10 @@ def make_hub_env(
     ``base`` gets ``state/`` and ``run/``; ``overrides`` are extra ``Settings``
     fields (a ``websocket`` or ``tunnel`` given here replaces the defaults).
     """
-    created = cloud.create_hub(name=name)
     state_dir = base / "state"
     runtime_dir = base / "run"
-    ensure_private_dir(state_dir)
     ensure_private_dir(runtime_dir)
-    creds = Credentials(
-        hub_id=UUID(created["hub_id"]),
-        slug=created["slug"],
-        tunnel_port=created["tunnel_port"],
-        tunnel_token=SecretStr(created["tunnel_token"]),
-        cloud_url=cloud.url,
-        registered_at=datetime.now(UTC),
-    )
-    store = CredentialStore(state_dir)
-    with store.locked():
-        store.save(creds)
+    creds = cloud.enroll_into(state_dir, name=name)
     fields: dict[str, Any] = {
         "cloud_url": cloud.url,
         "state_dir": state_dir,

@@ -18,7 +18,9 @@ from typing import Any, Protocol, cast
 import structlog
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
 
+from hublink.credentials import Credentials, CredentialStore
 from hublink.devcloud import admin, backups, rest, ws
 from hublink.devcloud.faults import Fault, Faults
 from hublink.devcloud.records import CLOUD_KEY, HubLink, HubRecord
@@ -230,6 +232,26 @@ class DevCloud:
             "tunnel_port": hub.tunnel_port,
             "tunnel_token": hub.tunnel_token,
         }
+
+    def enroll_into(self, state_dir: Path, name: str = "Test Hub") -> Credentials:
+        """Create a hub and save its credentials in ``state_dir``, as `register` would.
+
+        For tests, benchmarks and tools that need an enrolled hub without
+        running the enrollment flow itself.
+        """
+        created = self.create_hub(name=name)
+        creds = Credentials(
+            hub_id=uuid.UUID(created["hub_id"]),
+            slug=created["slug"],
+            tunnel_port=created["tunnel_port"],
+            tunnel_token=SecretStr(created["tunnel_token"]),
+            cloud_url=self.url,
+            registered_at=datetime.now(UTC),
+        )
+        store = CredentialStore(state_dir)
+        with store.locked():
+            store.save(creds)
+        return creds
 
     def hub(self, hub_id: str | uuid.UUID) -> HubRecord | None:
         """A snapshot of the hub's registration and link, or None if unknown."""
