@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
@@ -84,7 +85,9 @@ def ws_url(settings: Settings, creds: Credentials) -> str:
     """``ws(s)://host[:port]/ws/hub/{hub_id}/?token=…``; the token is a secret."""
     scheme = "wss" if settings.cloud_scheme == "https" else "ws"
     netloc = settings.cloud_url.split("://", 1)[1].rstrip("/")
-    token = creds.tunnel_token.get_secret_value()
+    # Percent-encoded: a token with "+", "&" or "=" must reach the Cloud's query
+    # parser unchanged ("+" would otherwise arrive as a space).
+    token = quote(creds.tunnel_token.get_secret_value(), safe="")
     return f"{scheme}://{netloc}/ws/hub/{creds.hub_id}/?token={token}"
 
 
