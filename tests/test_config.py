@@ -125,3 +125,17 @@ def test_server_token_never_shown(tmp_path: Path) -> None:
     assert "s3cret-fleet" not in str(caught.value)
     settings = load_settings(str(write(tmp_path, '[tunnel]\nserver_token = "s3cret-fleet"\n')))
     assert "s3cret-fleet" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[tunnel]\nserver_token = "s3cret-fleet"\nrestart_min = 5\nrestart_max = 1\n',
+        'cloud_url = "http://cloud.example"\n[tunnel]\nserver_token = "s3cret-fleet"\n',
+    ],
+)
+def test_a_section_level_error_never_shows_the_server_token(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(write(tmp_path, text)))
+    assert "s3cret-fleet" not in str(caught.value)
+    assert "restart_min" in str(caught.value) or "allow_insecure_http" in str(caught.value)

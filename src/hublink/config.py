@@ -314,7 +314,13 @@ def describe_validation_error(err: ValidationError) -> str:
         if problem["type"] == "missing":
             lines.append(f"  {loc}: required")
             continue
-        shown = "***" if any(s in loc for s in _SECRET_KEYS) else repr(problem.get("input"))
+        given = problem.get("input")
+        if isinstance(given, dict):
+            # A whole section failed (restart_min > restart_max, http to a remote
+            # host): its dump could hold tunnel.server_token, and the message says enough.
+            lines.append(f"  {loc}: {message}")
+            continue
+        shown = "***" if any(s in loc for s in _SECRET_KEYS) else repr(given)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"  {loc} = {shown}: {message}")
