@@ -206,3 +206,68 @@ async def test_a_full_outbox_refuses_with_503_and_a_clear_error(
     status = daemon.status()
     assert status is not None
     assert status["outbox"]["pending"] == 2
+
+
+# --- the socket's mode from its first instant ------------------------------------
+
+_IN_MOVED_TO = 0x80
+_IN_CREATE = 0x100
+
+
+def _watch_creations(folder: Path) -> int:
+    """An inotify descriptor reporting entries created in or moved into ``folder``."""
+    import ctypes
+    import os
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    assert fd >= 0, os.strerror(ctypes.get_errno())
+    assert libc.inotify_add_watch(fd, str(folder).encode(), _IN_CREATE | _IN_MOVED_TO) >= 0
+    return fd
+
+
+def _creations(fd: int) -> list[tuple[str, int]]:
+    """``(name, mask)`` of every event read from ``fd`` so far."""
+    import os
+    import struct
+
+    data = b""
+    while True:
+        try:
+            data += os.read(fd, 65536)
+        except BlockingIOError:
+            break
+    events, offset = [], 0
+    while offset < len(data):
+        _wd, mask, _cookie, size = struct.unpack_from("iIII", data, offset)
+        name = data[offset + 16 : offset + 16 + size].rstrip(b"\0").decode()
+        events.append((name, mask & (_IN_CREATE | _IN_MOVED_TO)))
+        offset += 16 + size
+    return events
+
+
+async def test_the_socket_is_0660_from_its_first_instant_even_under_umask_000(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    # bind() makes the socket file with the umask's mode (0777 under umask 000);
+    # a chmod afterwards leaves a moment when anyone may connect and queue
+    # events. The socket must appear in runtime_dir already 0660 (moved in).
+    import os
+
+    runtime_dir = hub_settings.settings.runtime_dir
+    fd = _watch_creations(runtime_dir)
+    old_umask = os.umask(0)
+    try:
+        daemon = await spawn()
+    finally:
+        os.umask(old_umask)
+    try:
+        await daemon.wait_status(lambda s: s["daemon"]["running"])
+        events = _creations(fd)
+    finally:
+        os.close(fd)
+    sock = hub_settings.settings.control_socket
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+    assert ("control.sock", _IN_MOVED_TO) in events
+    assert ("control.sock", _IN_CREATE) not in events, "bound in place, then chmodded"
+    assert [p.name for p in runtime_dir.iterdir()] == ["control.sock"]  # no staging left

@@ -21,6 +21,7 @@ import contextlib
 import http.client
 import json
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from hublink.errors import HublinkError, OutboxError
+from hublink.fsutil import make_dirs
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -86,7 +88,8 @@ class ControlServer:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            await web.UnixSite(runner, str(self.path)).start()
+            sock = await asyncio.to_thread(_bind_socket, self.path)
+            await web.SockSite(runner, sock).start()
         except OSError as err:
             await runner.cleanup()
             raise HublinkError(
@@ -94,7 +97,6 @@ class ControlServer:
                 hint="check that runtime_dir is writable by the hublink user",
             ) from None
         self._runner = runner
-        self.path.chmod(SOCKET_MODE)
         self._inode = self.path.stat().st_ino
         log.debug("control socket listening", path=str(self.path))
 
@@ -167,7 +169,7 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> web.
 def _prepare_socket_path(path: Path) -> None:
     """Create the runtime dir; clear a stale socket; refuse when a daemon answers."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=RUNTIME_DIR_MODE)
+        make_dirs(path.parent, RUNTIME_DIR_MODE)
     except OSError as err:
         raise HublinkError(
             f"cannot create the runtime directory {path.parent}: {err.strerror or err}",
@@ -182,6 +184,30 @@ def _prepare_socket_path(path: Path) -> None:
         )
     log.info("removing a stale control socket left by an earlier run", path=str(path))
     path.unlink()
+
+
+def _bind_socket(path: Path) -> socket.socket:
+    """A unix socket bound at ``path`` that never exists there with a mode other than 0660.
+
+    ``bind`` creates the socket file with the umask's mode (0777 under umask
+    000), so it is bound in a private (0700) folder beside ``path``, set to
+    0660, and only then renamed into place. The folder's name is as long as
+    ``control.sock``: a path that fits the 108-byte limit still fits.
+    """
+    staging = Path(tempfile.mkdtemp(prefix=".c", dir=path.parent))
+    staged = staging / "s"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(staged))
+        staged.chmod(SOCKET_MODE)
+        staged.replace(path)
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        staged.unlink(missing_ok=True)
+        staging.rmdir()
+    return sock
 
 
 def _answers(path: Path) -> bool:

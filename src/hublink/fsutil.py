@@ -12,11 +12,25 @@ from pathlib import Path
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
+#: Missing parents of hublink's folders: readable, writable by the owner only.
+PARENT_DIR = 0o755
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) as 0700 if it does not exist yet."""
-    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    """Create ``path`` as 0700 (missing parents as 0755) if it does not exist yet."""
+    make_dirs(path, PRIVATE_DIR)
+
+
+def make_dirs(path: Path, mode: int) -> None:
+    """``mkdir -p``: ``path`` with ``mode``, missing parents with :data:`PARENT_DIR`.
+
+    ``Path.mkdir(parents=True)`` makes parents 0777 minus the umask, so under
+    umask 000 anyone could rename hublink's folder away and put their own in
+    its place; an explicit mode never grants group or others write access.
+    """
+    if path.parent != path and not path.parent.is_dir():
+        make_dirs(path.parent, PARENT_DIR)
+    path.mkdir(mode=mode, exist_ok=True)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
