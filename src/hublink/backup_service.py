@@ -35,6 +35,7 @@ from hublink.cloud import CloudClient, make_session, parse_reply
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
 from hublink.errors import BackupError, CloudAuthError, HublinkError, NotRegisteredError
+from hublink.logs import register_secret_str
 from hublink.messages import BACKUP_ALREADY_RUNNING, BackupCompleted, BackupFailed, Ident
 from hublink.retry import RetryPolicy
 from hublink.store import StateStore
@@ -120,6 +121,9 @@ class BackupService:
         self.upload_policy = upload_policy
         self.lock_timeout = lock_timeout
         self._running = False
+        # The fleet token is this process's secret too: a Cloud error body
+        # that echoes it must not carry it to the log, the CLI or backup_failed.
+        register_secret_str(settings.tunnel.server_token)
 
     @property
     def running(self) -> bool:

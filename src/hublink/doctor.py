@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import structlog
 
 from hublink.errors import ConfigError, CredentialsError, NotRegisteredError
-from hublink.logs import mask_text
+from hublink.logs import mask_text, register_secret_str
 
 if TYPE_CHECKING:
     import aiohttp
@@ -129,6 +129,7 @@ async def run_checks(
     settings: Settings, *, config_path: Path | None = None, patience: float = DEFAULT_TIMEOUT
 ) -> Report:
     """Run every check against ``settings``; never raises for a failed check."""
+    register_secret_str(settings.tunnel.server_token)  # masked in whatever a check shows
     report = Report([_config_check(settings, config_path)])
     creds, creds_check = _credentials_check(settings)
     report.checks.append(creds_check)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from pydantic import SecretStr
 
 MASK = "***"
 
@@ -61,6 +62,12 @@ def register_secret(value: str | None) -> None:
     """Mask every later occurrence of ``value`` in any log event."""
     if value and len(value) >= 6:
         _known_secrets.add(value)
+
+
+def register_secret_str(value: SecretStr | None) -> None:
+    """:func:`register_secret` for a setting such as ``tunnel.server_token`` (None: nothing)."""
+    if value is not None:
+        register_secret(value.get_secret_value())
 
 
 def mask_text(text: str) -> str:

@@ -19,7 +19,7 @@ import tomli_w
 from hublink.config import Settings
 from hublink.credentials import Credentials
 from hublink.fsutil import atomic_write
-from hublink.logs import MASK
+from hublink.logs import MASK, register_secret_str
 
 FILENAME = "frpc.toml"
 ADMIN_USER = "hublink"
@@ -64,6 +64,7 @@ def build_config(
         "metadatas": {"token": creds.tunnel_token.get_secret_value()},
     }
     if tunnel.server_token is not None:
+        register_secret_str(tunnel.server_token)
         config["auth"] = {"token": tunnel.server_token.get_secret_value()}
     config["log"] = {"to": "console", "disablePrintColor": True}
     config["webServer"] = {
