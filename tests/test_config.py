@@ -72,6 +72,18 @@ def test_missing_default_file_means_defaults(monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings(None).cloud_url == "https://erplora.com"
 
 
+def test_missing_file_at_hublink_config_means_defaults_plus_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Contract §5: --config defaults to $HUBLINK_CONFIG; a missing file at the
+    # default path means defaults plus environment.
+    monkeypatch.setenv("HUBLINK_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("HUBLINK_STATE_DIR", str(tmp_path / "state"))
+    settings = load_settings(None)
+    assert settings.cloud_url == "https://erplora.com"
+    assert settings.state_dir == tmp_path / "state"
+
+
 def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(str(tmp_path / "nope.toml"))

@@ -251,12 +251,14 @@ def is_loopback(host: str) -> bool:
 
 
 def config_path(explicit: str | None) -> tuple[Path, bool]:
-    """The config file to read, and whether the user named it explicitly."""
+    """The config file to read, and whether ``--config`` named it (then it must exist)."""
     if explicit:
         return Path(explicit), True
+    # $HUBLINK_CONFIG only moves the default path (contract §5): a missing file
+    # there means defaults plus environment, as it does at /etc/hublink.
     from_env = os.environ.get("HUBLINK_CONFIG")
     if from_env:
-        return Path(from_env), True
+        return Path(from_env), False
     return DEFAULT_CONFIG_PATH, False
 
 
@@ -287,7 +289,7 @@ def _read_toml(path: Path, *, required: bool) -> dict[str, Any]:
         if required:
             raise ConfigError(
                 f"config file {path} does not exist",
-                hint="create it from hublink.example.toml, or drop --config/HUBLINK_CONFIG",
+                hint="create it from hublink.example.toml, or drop --config",
             ) from None
         return {}
     except PermissionError:
