@@ -69,6 +69,24 @@ def test_a_damaged_identity_is_reported_and_never_replaced(tmp_path: Path) -> No
     assert path.read_text().endswith("GARBAGE\n")
 
 
+def test_an_unreadable_identity_is_a_named_error_and_left_alone(tmp_path: Path) -> None:
+    # Not a traceback from `hublink backup`, not "unexpected error" in backup_failed.
+    db = tmp_path / "hub.sqlite3"
+    make_database(db, rows=10)
+    state_dir = tmp_path / "state"
+    identity_path(state_dir).mkdir(parents=True)  # a folder where the key should be
+    (tmp_path / "hublink.toml").write_text(
+        f'state_dir = "{state_dir}"\n[backup]\ndatabase = "{db}"\n'
+    )
+    result = run_hublink("backup", "--output", str(tmp_path / "b.age"))
+
+    assert result.returncode == 1, result.stderr
+    assert f"cannot read the backup identity {identity_path(state_dir)}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert identity_path(state_dir).is_dir()
+    assert not (tmp_path / "b.age").exists()
+
+
 def _ssh_public(key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) -> str:
     raw = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH

@@ -56,7 +56,13 @@ def ensure_identity(state_dir: Path) -> x25519.Identity:
     if path.exists():
         return _load_hub_identity(path)
     identity = x25519.Identity.generate()
-    atomic_write(path, identity_file_text(identity).encode())
+    try:
+        atomic_write(path, identity_file_text(identity).encode())
+    except OSError as err:
+        raise BackupError(
+            f"cannot write the backup identity {path}: {err.strerror or err}",
+            hint=f"make {state_dir} writable by hublink, with free space",
+        ) from None
     log.info("generated the hub's backup identity", path=str(path))
     return identity
 
@@ -74,7 +80,16 @@ def identity_file_text(identity: x25519.Identity, *, now: datetime | None = None
 def _load_hub_identity(path: Path) -> x25519.Identity:
     if loose_permissions(path):
         log.warning("the backup identity is readable by others; chmod 600 it", path=str(path))
-    identities = parse_age_identities(path.read_text(encoding="utf-8", errors="replace"))
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as err:
+        # A folder or an unreadable file in its place: named, and left alone.
+        raise BackupError(
+            f"cannot read the backup identity {path}: {err.strerror or err}",
+            hint="make it the age identity file hublink wrote (mode 0600, owned by hublink); "
+            "backups made with it need it",
+        ) from None
+    identities = parse_age_identities(text)
     if len(identities) != 1:
         raise BackupError(
             f"{path} does not hold exactly one age identity",
