@@ -77,6 +77,24 @@ async def test_hook_gets_message_on_stdin_and_type_in_env(
     assert [e["event"] for e in logs] == ["hook succeeded"]
 
 
+async def test_hook_environment_keeps_settings_but_never_the_server_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tunnel.server_token may come from the environment (systemd EnvironmentFile=);
+    # a hook must not find it in its /proc/PID/environ. Other settings stay, so a
+    # hook can run `hublink send` against the daemon's own state_dir.
+    monkeypatch.setenv("HUBLINK_TUNNEL__SERVER_TOKEN", "fleet-s3cret")
+    monkeypatch.setenv("hublink_tunnel__server_token", "fleet-s3cret-lower")
+    monkeypatch.setenv("HUBLINK_STATE_DIR", str(tmp_path / "state"))
+    out = tmp_path / "env"
+    hook = write_hook(tmp_path, "hook", f"env > {out}\n")
+    assert await runner(tmp_path, hook).run("user_revoked", b"{}")
+    seen = out.read_text()
+    assert "fleet-s3cret" not in seen
+    assert f"HUBLINK_STATE_DIR={tmp_path / 'state'}" in seen.splitlines()
+    assert "HUBLINK_MESSAGE_TYPE=user_revoked" in seen.splitlines()
+
+
 async def test_no_hook_configured_is_a_quiet_success(tmp_path: Path) -> None:
     hooks = HookRunner(Settings(state_dir=tmp_path))
     with capture_logs() as logs:

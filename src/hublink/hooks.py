@@ -41,6 +41,8 @@ MAX_RETRY_DELAY = 1.0
 REAP_TIMEOUT = 5.0
 #: systemd variables meant for hublink only: a hook must not ping our watchdog.
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+#: HUBLINK_* settings whose names say they hold a secret (tunnel.server_token).
+_SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +162,21 @@ class HookRunner:
 
 
 def hook_environment(message_type: str) -> dict[str, str]:
-    """hublink's environment minus systemd's private variables, plus ``HUBLINK_MESSAGE_TYPE``."""
-    env = {key: value for key, value in os.environ.items() if key not in _PRIVATE_ENV}
+    """hublink's environment minus systemd's and secret variables, plus ``HUBLINK_MESSAGE_TYPE``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _PRIVATE_ENV and not _is_secret_setting(key)
+    }
     env["HUBLINK_MESSAGE_TYPE"] = message_type
     return env
+
+
+def _is_secret_setting(name: str) -> bool:
+    # HUBLINK_TUNNEL__SERVER_TOKEN would be readable in the hook's /proc/PID/environ.
+    # The other HUBLINK_* stay: a hook may run `hublink send` with the daemon's settings.
+    upper = name.upper()
+    return upper.startswith("HUBLINK_") and any(word in upper for word in _SECRET_WORDS)
 
 
 def _kill_group(pgid: int) -> None:
