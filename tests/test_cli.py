@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,19 @@ def test_help_and_wrong_usage() -> None:
     assert "invalid choice" in wrong.stderr
     assert hublink().returncode == 2
     assert hublink("send", "heartbeat", "--data", "{}").returncode == 2
+
+
+def test_config_is_accepted_before_or_after_the_command(tmp_path: Path) -> None:
+    config = tmp_path / "placed.toml"
+    config.write_text(f'state_dir = "{tmp_path / "from-file"}"\n')
+    for argv in (
+        ("--config", str(config), "status", "--json"),
+        ("status", "--config", str(config), "--json"),
+    ):
+        result = hublink(*argv)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["state_dir"] == str(tmp_path / "from-file")
+    assert hublink("status", "--config", str(tmp_path / "absent.toml")).returncode == 78
 
 
 def test_a_bad_config_exits_78_naming_the_key(tmp_path: Path) -> None:

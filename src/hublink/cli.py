@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="where its SQLite state lives")
     p.add_argument("--frps", metavar="PATH", help="an frps binary to run beside it")
     p.set_defaults(func=cmd_devcloud, no_settings=True)
+    for command in sub.choices.values():
+        # `hublink status --config X` means what `hublink --config X status` does;
+        # SUPPRESS keeps an absent one from hiding the option given before COMMAND.
+        command.add_argument(
+            "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     return parser
 
 
