@@ -435,3 +435,26 @@ async def test_sigterm_while_a_hook_runs_reaps_it_and_still_exits_0_quickly(
         return False
 
     await wait_until(gone, timeout=5, what="the hook reaped")
+
+
+async def test_an_enabled_tunnel_is_never_reported_disabled_while_starting(
+    devcloud: DevCloud, tmp_path: Path
+) -> None:
+    # The control socket answers as soon as startup ends; before the tunnel task
+    # runs, status must already say "starting" (contract §5's vocabulary), not "disabled".
+    from hublink.control import fetch_status
+    from hublink.daemon import Daemon
+
+    env = make_hub_env(
+        devcloud,
+        tmp_path,
+        tunnel=TunnelSettings(enabled=True, frpc_path=str(tmp_path / "no-frpc")),
+    )
+    daemon = Daemon(env.settings)
+    await daemon.startup()
+    try:
+        status = await fetch_status(env.settings.control_socket)
+    finally:
+        await daemon.shutdown()
+    assert status is not None
+    assert status["tunnel"]["state"] == "starting"

@@ -175,8 +175,8 @@ class Daemon:
             await self.shutdown()
             raise
         self._notifier = Notifier.from_env()
-        if not settings.tunnel.enabled:
-            self.live.set_tunnel("disabled")
+        # Until the tunnel task takes over, status must not call an enabled tunnel "disabled".
+        self.live.set_tunnel("starting" if settings.tunnel.enabled else "disabled")
         self.live.subscribe(self._publish_status)
         self._notifier.ready()
         self._publish_status()
