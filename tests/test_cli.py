@@ -72,12 +72,15 @@ def test_unregister_forgets_the_credentials(hub_settings: HubEnv, tmp_path: Path
     config = tmp_path / "hublink.toml"
     env = env_for(hub_settings.settings.state_dir, config)
     credentials = hub_settings.settings.credentials_path
+    frpc_config = hub_settings.settings.state_dir / "frpc.toml"
+    frpc_config.write_text(f'metadatas.token = "{hub_settings.token}"\n')  # as the tunnel leaves it
     refused = hublink("unregister", env=env, stdin="")
     assert refused.returncode == 2  # not a terminal and no --yes: nothing asked, nothing done
     assert credentials.exists()
     done = hublink("unregister", "--yes", env=env)
     assert done.returncode == 0, done.stderr
     assert not credentials.exists()
+    assert not frpc_config.exists()  # it held the same token
     assert hublink("run", env=env).returncode == 78
     again = hublink("unregister", "--yes", env=env)
     assert again.returncode == 0

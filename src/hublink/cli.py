@@ -349,6 +349,10 @@ def cmd_tunnel_config(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+#: ``{state_dir}/frpc.toml`` (contract section 4), named here to avoid importing tomli_w.
+FRPC_CONFIG_FILENAME = "frpc.toml"
+
+
 def cmd_unregister(args: argparse.Namespace, settings: Settings) -> int:
     """``hublink unregister``: forget the credentials (the Cloud keeps the hub)."""
     from hublink.credentials import CredentialStore
@@ -365,6 +369,8 @@ def cmd_unregister(args: argparse.Namespace, settings: Settings) -> int:
             _out("kept the credentials")
             return EXIT_FAILURE
     store.remove()
+    # frpc.toml holds the same tunnel token; it is rewritten at every frpc start.
+    (settings.state_dir / FRPC_CONFIG_FILENAME).unlink(missing_ok=True)
     _out(f"forgot the credentials ({store.path} removed); the Cloud still lists the hub")
     return EXIT_OK
 
