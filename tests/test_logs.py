@@ -163,3 +163,13 @@ def test_stream_without_a_file_descriptor_is_not_the_journal(
 ) -> None:
     monkeypatch.setenv("JOURNAL_STREAM", "1:1")
     assert not logs.stream_is_journal(io.StringIO())
+
+
+def test_a_forgotten_secret_is_no_longer_masked() -> None:
+    from hublink.logs import forget_secret, mask_text, register_secret
+
+    register_secret("one-time-admin-password")
+    assert mask_text("pw one-time-admin-password") == "pw ***"
+    forget_secret("one-time-admin-password")
+    assert mask_text("pw one-time-admin-password") == "pw one-time-admin-password"
+    forget_secret(None)  # nothing registered: nothing to do

@@ -32,6 +32,7 @@ from fixtures_tunnel import (
     wait_for,
 )
 from hublink.devcloud import DevCloud
+from hublink.logs import mask_text
 from hublink.state import LiveState
 from hublink.tunnel import TunnelSupervisor
 from hublink.tunnel_config import config_path
@@ -118,8 +119,11 @@ async def test_kill_9_of_frpc_restarts_it_and_the_tunnel_works_again(tunnel_hub:
         body = await fetch_eventually(url)
         assert live.tunnel.restarts == 1
         assert not alive(first)
-        # A new admin password at every start.
-        assert _admin_password(config_path(tunnel_hub.settings)) != first_password
+        # A new admin password at every start; the dead one is no longer masked.
+        current_password = _admin_password(config_path(tunnel_hub.settings))
+        assert current_password != first_password
+        assert mask_text(current_password) == "***"
+        assert mask_text(first_password) == first_password
     assert body == HELLO
 
 

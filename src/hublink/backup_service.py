@@ -35,7 +35,7 @@ from hublink.cloud import CloudClient, make_session, parse_reply
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
 from hublink.errors import BackupError, CloudAuthError, HublinkError, NotRegisteredError
-from hublink.logs import register_secret_str
+from hublink.logs import mask_text, register_secret_str
 from hublink.messages import BACKUP_ALREADY_RUNNING, BackupCompleted, BackupFailed, Ident
 from hublink.retry import RetryPolicy
 from hublink.store import StateStore
@@ -144,7 +144,7 @@ class BackupService:
         except Exception as err:
             # The Cloud must get an answer whatever broke; the traceback goes to the log.
             log.exception("backup failed unexpectedly", requested_by=requested_by)
-            reason = f"unexpected error: {type(err).__name__}: {err}"
+            reason = mask_text(f"unexpected error: {type(err).__name__}: {err}")
             return BackupFailed(error=reason[:500], requested_by=requested_by)
         return completed(outcome, requested_by)
 

@@ -64,6 +64,11 @@ def register_secret(value: str | None) -> None:
         _known_secrets.add(value)
 
 
+def forget_secret(value: str | None) -> None:
+    """Stop masking ``value``: a one-time secret (frpc's admin password) that is gone."""
+    _known_secrets.discard(value or "")
+
+
 def register_secret_str(value: SecretStr | None) -> None:
     """:func:`register_secret` for a setting such as ``tunnel.server_token`` (None: nothing)."""
     if value is not None:

@@ -263,6 +263,9 @@ class TunnelSupervisor:
             code = await self._watch(proc, session, password)
         finally:
             await self._stop(proc)
+            # A new password comes with every start: forgetting the old one keeps
+            # the masking list (walked for every log event) short in a crash loop.
+            logs.forget_secret(password)
         return self._after_exit(proc.pid, code)
 
     def _failed(self, problem: str, hint: str = INSTALL_HINT) -> float:
