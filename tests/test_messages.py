@@ -19,6 +19,7 @@ from hublink.messages import (
     InvalidEvent,
     PluginInstalled,
     PluginUpdateAvailable,
+    SyncedUser,
     UnknownMessageType,
     UserRevoked,
     UserSync,
@@ -162,7 +163,7 @@ def test_validate_user_sync_assigns_a_uuid4() -> None:
     assert frame == {
         "type": "user_sync",
         "id": str(first.id),
-        "users": [{"cloud_user_id": "7", "email": "ana@shop.example", "last_activity": None}],
+        "users": users,  # validated, then sent as the Hub wrote it: 7 stays 7
     }
 
 
@@ -241,8 +242,20 @@ def test_backup_results_carry_ids() -> None:
         BackupCompleted(backup_id="b", filename="f", size=1, sha256="xyz", requested_by="o")
 
 
-def test_user_without_last_activity_is_sent_as_null() -> None:
-    event = validate_event("user_sync", {"users": [{"cloud_user_id": "9", "email": "b@c.d"}]})
+def test_the_hubs_own_json_goes_out_unchanged() -> None:
+    data = {
+        "users": [
+            {"cloud_user_id": "9", "email": "b@c.d"},
+            {"cloud_user_id": 10, "email": "c@d.e", "last_activity": "2025-01-28T10:00:00+01:00"},
+        ],
+        "shop": "extra fields the Cloud may know about",
+    }
+    event = validate_event("user_sync", data)
+    assert json.loads(event.to_frame()) == {"type": "user_sync", **data, "id": str(event.id)}
+
+
+def test_an_event_built_in_code_is_serialised_from_its_fields() -> None:
+    event = UserSync(users=[SyncedUser(cloud_user_id="9", email="b@c.d")])
     assert json.loads(event.to_frame())["users"][0]["last_activity"] is None
 
 

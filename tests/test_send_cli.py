@@ -63,13 +63,8 @@ def test_send_queues_durably_without_a_daemon(dirs: tuple[Path, Path]) -> None:
     events = queued(state)
     assert [e["id"] for e in events] == [str(i) for i in ids]
     assert events[0]["type"] == "user_sync"
-    assert events[0]["users"] == [
-        {
-            "cloud_user_id": "12",
-            "email": "ana@shop.example",
-            "last_activity": "2025-05-01T09:00:00Z",
-        }
-    ]
+    # The Hub's JSON goes out as the Hub wrote it (its integer id included).
+    assert events[0] == {"type": "user_sync", "id": str(ids[0]), **USERS}
     assert events[1] == {"type": "plugin_installed", "id": str(ids[1]), **INSTALLED}
 
 

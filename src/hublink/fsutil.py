@@ -28,9 +28,13 @@ def make_dirs(path: Path, mode: int) -> None:
     umask 000 anyone could rename hublink's folder away and put their own in
     its place; an explicit mode never grants group or others write access.
     """
-    if path.parent != path and not path.parent.is_dir():
+    try:
+        path.mkdir(mode=mode, exist_ok=True)
+    except FileNotFoundError:
+        if path.parent == path:
+            raise
         make_dirs(path.parent, PARENT_DIR)
-    path.mkdir(mode=mode, exist_ok=True)
+        path.mkdir(mode=mode, exist_ok=True)
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:

@@ -129,14 +129,27 @@ class _Event(_Outbound):
     id: UUID = Field(default_factory=uuid4)
 
 
-class UserSync(_Event):
+class _AppEvent(_Event):
+    # What the Hub application queued, as it wrote it: validated, never rewritten.
+    _sent_as: dict[str, Any] | None = PrivateAttr(default=None)
+
+    def to_frame(self) -> str:
+        """The Hub's own JSON (its ids, timestamps and extra fields) plus ``type`` and ``id``."""
+        if self._sent_as is None:
+            return super().to_frame()
+        fields = {k: v for k, v in self._sent_as.items() if k not in ("type", "id")}
+        event_type = type(self).model_fields["type"].default
+        return json.dumps({"type": event_type, **fields, "id": str(self.id)})
+
+
+class UserSync(_AppEvent):
     """``user_sync``: the Hub's users, queued by the Hub application."""
 
     type: Literal["user_sync"] = "user_sync"
     users: list[SyncedUser]
 
 
-class PluginInstalled(_Event):
+class PluginInstalled(_AppEvent):
     """``plugin_installed``: a plugin (update) was installed, queued by the Hub application."""
 
     type: Literal["plugin_installed"] = "plugin_installed"
@@ -213,7 +226,7 @@ def validate_event(event_type: str, data: dict[str, Any]) -> UserSync | PluginIn
         # "id": null means "give it one", like no id at all.
         fields.pop("id", None)
     try:
-        return model.model_validate(fields)
+        event = model.model_validate(fields)
     except ValidationError as err:
         problems = describe_problems(err)
         raise InvalidEvent(
@@ -221,6 +234,8 @@ def validate_event(event_type: str, data: dict[str, Any]) -> UserSync | PluginIn
             problems=problems,
             hint=_EVENT_HINTS[event_type],
         ) from None
+    event._sent_as = data
+    return event
 
 
 _EVENT_HINTS = {
