@@ -105,6 +105,7 @@ async def test_login_without_user_object_like_simplejwt(
             "No active account",
         ),
         (400, {"password": ["This field may not be blank."]}, "password: This field may not"),
+        (403, {"detail": "This account is disabled."}, "account is disabled"),
     ],
 )
 async def test_wrong_credentials_are_an_auth_error_and_not_retried(

@@ -151,3 +151,14 @@ def test_a_section_level_error_never_shows_the_server_token(tmp_path: Path, text
         load_settings(str(write(tmp_path, text)))
     assert "s3cret-fleet" not in str(caught.value)
     assert "restart_min" in str(caught.value) or "allow_insecure_http" in str(caught.value)
+
+
+def test_log_names_are_not_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUBLINK_LOG__LEVEL", "DEBUG")
+    monkeypatch.setenv("HUBLINK_LOG__FORMAT", "Json")
+    settings = load_settings(None)
+    assert (settings.log.level, settings.log.format) == ("debug", "json")
+
+
+def test_a_small_max_message_size_is_the_operators_call() -> None:
+    assert Settings(websocket={"max_message_size": 512}).websocket.max_message_size == 512

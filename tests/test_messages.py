@@ -262,3 +262,9 @@ def test_an_event_built_in_code_is_serialised_from_its_fields() -> None:
 def test_a_null_id_gets_a_new_one() -> None:
     event = validate_event("user_sync", {"id": None, "users": []})
     assert event.id.version == 4
+
+
+def test_a_backup_request_without_requested_by_is_still_a_request() -> None:
+    msg = parse_inbound('{"type": "backup_request"}')
+    assert isinstance(msg, BackupRequest)
+    assert msg.requested_by == ""

@@ -219,12 +219,13 @@ class CloudClient:
         """Trade the owner's email and password for JWTs.
 
         Raises:
-            CloudAuthError: the Cloud refused the credentials (400/401).
+            CloudAuthError: the Cloud refused the credentials (400/401), or the
+                account may not log in (403: disabled, locked).
         """
         register_secret(password.get_secret_value())
         payload = {"email": email, "password": password.get_secret_value()}
         reply = await self.request("POST", LOGIN_PATH, json=payload, what="log in")
-        if reply.status in (400, 401):
+        if reply.status in (400, 401, 403):
             raise CloudAuthError(
                 f"the Cloud refused the login of {email}: {reply.error_message() or reply.reason}",
                 hint="check the email and password of the owner's Cloud account",

@@ -79,7 +79,7 @@ class WebSocketSettings(_Section):
     unauthorized_retry: Seconds = DEFAULT_UNAUTHORIZED_RETRY
     ping_interval: Seconds = DEFAULT_PING_INTERVAL
     ping_timeout: Seconds = DEFAULT_PING_TIMEOUT
-    max_message_size: Annotated[int, Field(ge=1024)] = DEFAULT_MAX_MESSAGE_SIZE
+    max_message_size: Annotated[int, Field(ge=1)] = DEFAULT_MAX_MESSAGE_SIZE
 
     @model_validator(mode="after")
     def _ordered(self) -> WebSocketSettings:
@@ -143,6 +143,12 @@ class LogSettings(_Section):
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json", "journal"] = "auto"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        # HUBLINK_LOG__LEVEL=DEBUG is what people type.
+        return value.lower() if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):

@@ -325,7 +325,8 @@ class BackupRequest(_Inbound):
     """``backup_request``: back up now and answer ``backup_completed`` or ``backup_failed``."""
 
     type: Literal["backup_request"]
-    requested_by: Annotated[str, BeforeValidator(_id_to_str)]
+    # Only echoed back: a request without it still deserves a backup and an answer.
+    requested_by: Annotated[str, BeforeValidator(_id_to_str)] = ""
 
 
 InboundMessage = Annotated[
