@@ -162,3 +162,10 @@ def test_log_names_are_not_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_a_small_max_message_size_is_the_operators_call() -> None:
     assert Settings(websocket={"max_message_size": 512}).websocket.max_message_size == 512
+
+
+def test_the_fleet_token_is_masked_in_logs_once_loaded(tmp_path: Path) -> None:
+    from hublink.logs import mask_text
+
+    load_settings(str(write(tmp_path, '[tunnel]\nserver_token = "fleet-wide-s3cret"\n')))
+    assert mask_text("frps said: bad token fleet-wide-s3cret") == "frps said: bad token ***"

@@ -126,7 +126,10 @@ def main(argv: Sequence[str]) -> int:
         _configure_logging(settings.log.level, settings.log.format)
         return int(args.func(args, settings))
     except HublinkError as err:
-        print(f"hublink: error: {err}", file=sys.stderr)
+        from hublink.logs import mask_text
+
+        # A safety net: a Cloud's error text may echo a token back.
+        print(f"hublink: error: {mask_text(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("hublink: interrupted", file=sys.stderr)

@@ -278,13 +278,18 @@ def load_settings(explicit: str | None = None) -> Settings:
     path, named = config_path(explicit)
     data = _read_toml(path, required=named)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as err:
         raise ConfigError(
             f"invalid configuration ({path} and HUBLINK_* variables):\n"
             + describe_validation_error(err),
             hint=f"fix the value in {path} or the matching HUBLINK_* variable",
         ) from None
+    from hublink.logs import register_secret_str
+
+    # Masked from the start, whichever code path ends up holding it.
+    register_secret_str(settings.tunnel.server_token)
+    return settings
 
 
 def _read_toml(path: Path, *, required: bool) -> dict[str, Any]:
