@@ -37,6 +37,17 @@ def make_dirs(path: Path, mode: int) -> None:
         path.mkdir(mode=mode, exist_ok=True)
 
 
+def create_private_file(path: Path) -> None:
+    """Make sure ``path`` exists with mode 0600 (its folder 0700), before another library opens it.
+
+    SQLite creates its database (and gives its -wal/-shm files the same mode)
+    with the process umask; creating the file first keeps it private from its
+    first instant.
+    """
+    ensure_private_dir(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
+
+
 def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
     """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename, fsync folder.
 

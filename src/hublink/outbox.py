@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 import threading
 import time
@@ -30,7 +29,7 @@ import structlog
 
 from hublink.config import DEFAULT_OUTBOX_MAX_PENDING
 from hublink.errors import OutboxError, OutboxFullError
-from hublink.fsutil import PRIVATE_FILE, ensure_private_dir
+from hublink.fsutil import PRIVATE_FILE, create_private_file
 from hublink.messages import OutboundEvent
 
 log = structlog.get_logger(__name__)
@@ -169,10 +168,7 @@ class Outbox:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    ensure_private_dir(path.parent)
-    # Create the file with its final mode before SQLite opens it; SQLite then
-    # gives the -wal and -shm files the same mode as the database.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
+    create_private_file(path)
     conn = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )

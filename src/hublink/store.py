@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -35,7 +34,7 @@ from typing import Any, Literal
 
 import structlog
 
-from hublink.fsutil import PRIVATE_FILE, ensure_private_dir
+from hublink.fsutil import create_private_file
 from hublink.messages import (
     BackupCompleted,
     BackupFailed,
@@ -378,9 +377,7 @@ class StateStore:
 
 def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
     if create:
-        ensure_private_dir(path.parent)
-        # The mode is set before SQLite opens it; its -wal/-shm files inherit it.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
+        create_private_file(path)
     conn = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
     )
