@@ -113,9 +113,10 @@ async def test_failing_hook_is_retried_with_stderr_logged(tmp_path: Path) -> Non
     with capture_logs() as logs:
         ok = await runner(tmp_path, hook, timeout=1.0).run("user_revoked", b"{}")
     assert not ok
-    assert count.read_text().count("run") == MAX_ATTEMPTS == 3
+    # The first run, then "retried up to 3 times" (contract section 6).
+    assert count.read_text().count("run") == MAX_ATTEMPTS == 4
     warnings = [e for e in logs if e["log_level"] == "warning"]
-    assert [e["attempt"] for e in warnings] == [1, 2, 3]
+    assert [e["attempt"] for e in warnings] == [1, 2, 3, 4]
     for event in warnings:
         assert event["event"] == "hook exited with status 3"
         assert event["returncode"] == 3
@@ -123,7 +124,7 @@ async def test_failing_hook_is_retried_with_stderr_logged(tmp_path: Path) -> Non
         assert "hunter2secret" not in event["stderr"]
     assert logs[-1]["log_level"] == "error"
     assert logs[-1]["event"] == "hook failed; giving up"
-    # Backoff scales with hooks_timeout: 0.1 s then 0.2 s here.
+    # Backoff scales with hooks_timeout: 0.1 s, 0.2 s, then 0.4 s here.
     assert time.monotonic() - started < 5
 
 
@@ -152,11 +153,11 @@ async def test_hanging_hook_is_killed_with_its_children_and_retried(tmp_path: Pa
     elapsed = time.monotonic() - started
     assert not ok
     children = [int(line) for line in pids.read_text().split()]
-    assert len(children) == 3
+    assert len(children) == MAX_ATTEMPTS
     for child in children:
         assert not pid_alive(child), f"the hook's child {child} survived"
     timeouts = [e for e in logs if e.get("timed_out")]
-    assert len(timeouts) == 3
+    assert len(timeouts) == MAX_ATTEMPTS
     assert timeouts[0]["event"] == "hook timed out after 0.5 s and was killed"
     assert "stuck waiting" in timeouts[0]["stderr"]
     assert elapsed < 10

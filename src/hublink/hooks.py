@@ -4,10 +4,10 @@ The command is an argv list (never a shell); it reads the message as JSON on
 stdin and finds its type in ``HUBLINK_MESSAGE_TYPE``. Each attempt runs in
 its own process group with ``hooks_timeout``; on timeout the whole group is
 killed (a hook's own children included) and reaped. A non-zero exit or a
-timeout is logged with the hook's stderr and tried again, up to
-:data:`MAX_ATTEMPTS` in all. A command that cannot be started at all
-(missing, not executable) is logged once and not retried: retrying cannot
-fix it.
+timeout is logged with the hook's stderr and retried up to
+:data:`MAX_RETRIES` times (contract section 6), :data:`MAX_ATTEMPTS` runs in
+all. A command that cannot be started at all (missing, not executable) is
+logged once and not retried: retrying cannot fix it.
 
 Hooks run as tasks of the dispatcher, at most :data:`DEFAULT_CONCURRENCY` at
 a time, so a hook that hangs never delays the link.
@@ -31,7 +31,8 @@ from hublink.logs import mask_text
 
 log = structlog.get_logger(__name__)
 
-MAX_ATTEMPTS = 3
+MAX_RETRIES = 3
+MAX_ATTEMPTS = 1 + MAX_RETRIES
 DEFAULT_CONCURRENCY = 4
 #: How much of a hook's stderr a log line shows.
 STDERR_CHARS = 2000
