@@ -265,17 +265,7 @@ class DevCloud:
             (datetime.now(UTC) - last).total_seconds() <= self.offline_after
         )
         return HubRecord(
-            hub_id=stored.hub_id,
-            slug=stored.slug,
-            name=stored.name,
-            address=stored.address,
-            owner_email=stored.owner_email,
-            tunnel_port=stored.tunnel_port,
-            tunnel_token=stored.tunnel_token,
-            revoked=stored.revoked,
-            last_heartbeat=last,
-            online=online,
-            connected=link.connected,
+            **vars(stored), last_heartbeat=last, online=online, connected=link.connected
         )
 
     def hubs(self) -> list[HubRecord]:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from hublink.devcloud.store import StoredHub
+
 if TYPE_CHECKING:
     from hublink.devcloud.cloud import DevCloud
 
@@ -17,17 +19,9 @@ CLOUD_KEY: web.AppKey[DevCloud] = web.AppKey("hublink_devcloud")
 
 
 @dataclass(frozen=True)
-class HubRecord:
+class HubRecord(StoredHub):
     """A snapshot of one hub: its registration and the state of its link."""
 
-    hub_id: str
-    slug: str
-    name: str
-    address: str
-    owner_email: str
-    tunnel_port: int
-    tunnel_token: str = field(repr=False)
-    revoked: bool
     last_heartbeat: datetime | None
     online: bool
     connected: bool
