@@ -256,6 +256,7 @@ async def run_demo(keep: bool, out: TextIO) -> int:
             if demo.daemon_log.exists():
                 tail = demo.daemon_log.read_text(errors="replace").splitlines()[-15:]
                 print("daemon log (last lines):\n  " + "\n  ".join(tail), file=out)
+            print(f"everything it wrote is kept in {base} for a look", file=out)
             await demo.stop_daemon()
             return 1
     if not keep:
