@@ -30,8 +30,7 @@ import pytest
 from fixtures_devcloud import HubEnv
 from hublink.config import Settings
 from hublink.control import status_now
-
-POLL = 0.02
+from polling import POLL
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -61,18 +60,6 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         env[f"HUBLINK_WEBSOCKET__{key.upper()}"] = str(value)
     env.update(extra)
     return env
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"waited {timeout} s for {what or predicate}, in vain")
-        await asyncio.sleep(POLL)
 
 
 class HublinkProcess:

@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from fixtures_devcloud import HubEnv, make_hub_env
 from hublink.config import HubSettings, TunnelSettings
 from hublink.devcloud import DevCloud
 from hublink.tunnel import TunnelSupervisor
+from polling import wait_until
 
 HELLO = "hello from the hub"
 #: Restart timings shrunk so that a crash loop shows several restarts in a second or two.
@@ -58,16 +60,8 @@ def free_port_range(size: int) -> tuple[int, int]:
     raise RuntimeError("no range of free ports found")
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it is truthy; its value. Generous deadline, short polls."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"waited {timeout} s for {what or predicate}")
-        await asyncio.sleep(0.02)
+#: frp reconnects on its own schedule: its waits get a generous deadline.
+wait_for = partial(wait_until, timeout=30.0)
 
 
 def alive(pid: int) -> bool:

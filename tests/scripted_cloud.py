@@ -13,11 +13,13 @@ import functools
 import json
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
 import jwt
+import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -179,3 +181,14 @@ def registration(**overrides: Any) -> dict[str, Any]:
 def shared_signer() -> Signer:
     """One key pair for the whole run: RSA key generation costs ~0.1 s each."""
     return Signer()
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[ScriptedCloud]:
+    """A :class:`ScriptedCloud` on a free loopback port, stopped afterwards."""
+    cloud = ScriptedCloud()
+    await cloud.start()
+    try:
+        yield cloud
+    finally:
+        await cloud.stop()

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from backup_support import make_database
-from fixtures_daemon import HublinkProcess, wait_until
+from fixtures_daemon import HublinkProcess
 from fixtures_devcloud import FAST_WEBSOCKET, make_hub_env
 from hublink.config import BackupSettings, WebSocketSettings
 from hublink.devcloud import DevCloud
+from polling import wait_until
 
 #: Far above the 0.1 s heartbeat interval, far below the backup's duration.
 MAX_GAP = 0.5

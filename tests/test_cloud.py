@@ -50,16 +50,6 @@ PASSWORD = SecretStr("correct horse battery")
 
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[ScriptedCloud]:
-    cloud = ScriptedCloud()
-    await cloud.start()
-    try:
-        yield cloud
-    finally:
-        await cloud.stop()
-
-
-@pytest.fixture
 async def client(scripted: ScriptedCloud) -> AsyncIterator[CloudClient]:
     settings = Settings(cloud_url=scripted.url)
     async with make_session(settings, policy=QUICK) as session:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from fixtures_daemon import TcpProxy, spawn, wait_until
+from fixtures_daemon import TcpProxy, spawn
 from fixtures_devcloud import HubEnv, make_hub_env
 from hublink.config import Settings, TunnelSettings
 from hublink.credentials import CredentialStore
@@ -22,6 +22,7 @@ from hublink.daemon import supervise
 from hublink.devcloud import DevCloud
 from hublink.messages import validate_event
 from hublink.outbox import Outbox
+from polling import wait_until
 
 __all__ = ["spawn"]  # the fixture, imported for pytest
 
@@ -48,21 +49,25 @@ async def test_a_signal_stops_the_daemon_cleanly_within_five_seconds(
     assert not hub_settings.settings.control_socket.exists()
 
 
+def through_slow_keepalive(hub: HubEnv, proxy: TcpProxy) -> Settings:
+    """The hub's settings via ``proxy``, with a keepalive too slow to end a hung close."""
+    # Only the bounded close handshake can then end the wait on shutdown.
+    return hub.settings.model_copy(
+        update={
+            "cloud_url": proxy.url,
+            "websocket": hub.settings.websocket.model_copy(
+                update={"ping_interval": 30, "ping_timeout": 30}
+            ),
+        }
+    )
+
+
 async def test_sigterm_stops_within_five_seconds_even_when_the_cloud_hangs(
     hub_settings: HubEnv, spawn: Callable[..., Any]
 ) -> None:
     proxy = await TcpProxy(hub_settings.cloud.port).start()
     try:
-        settings = hub_settings.settings.model_copy(
-            update={
-                "cloud_url": proxy.url,
-                # Long keepalive: only the bounded close handshake can end the wait.
-                "websocket": hub_settings.settings.websocket.model_copy(
-                    update={"ping_interval": 30, "ping_timeout": 30}
-                ),
-            }
-        )
-        daemon = await spawn(settings=settings)
+        daemon = await spawn(settings=through_slow_keepalive(hub_settings, proxy))
         await wait_until(lambda: beats(hub_settings), what="first heartbeat")
         proxy.blackhole()
         started = time.monotonic()
@@ -79,15 +84,7 @@ async def test_a_second_signal_forces_the_exit(
 
     proxy = await TcpProxy(hub_settings.cloud.port).start()
     try:
-        settings = hub_settings.settings.model_copy(
-            update={
-                "cloud_url": proxy.url,
-                "websocket": hub_settings.settings.websocket.model_copy(
-                    update={"ping_interval": 30, "ping_timeout": 30}
-                ),
-            }
-        )
-        daemon = await spawn(settings=settings)
+        daemon = await spawn(settings=through_slow_keepalive(hub_settings, proxy))
         await wait_until(lambda: beats(hub_settings), what="first heartbeat")
         proxy.blackhole()  # the closing handshake now hangs until its timeout
         daemon.proc.send_signal(signal.SIGTERM)

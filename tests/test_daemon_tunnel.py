@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from fixtures_daemon import spawn, wait_until
+from fixtures_daemon import spawn
 from fixtures_devcloud import HubEnv
 from fixtures_tunnel import HELLO, fetch_eventually, frp_cloud, hub_app, tunnel_hub
 from hublink.credentials import CredentialStore
+from polling import wait_until
 
 __all__ = ["frp_cloud", "hub_app", "spawn", "tunnel_hub"]  # fixtures, imported for pytest
 

@@ -10,8 +10,7 @@ import socket
 import sqlite3
 import ssl
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -456,14 +455,6 @@ async def test_cli_exits_1_when_a_check_fails(tmp_path: Path) -> None:
     assert code == 1
     assert "FAIL  cloud" in out
     assert "hint: " in out
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met before the deadline")
-        await asyncio.sleep(0.05)
 
 
 async def test_with_the_daemon_running_everything_passes(

@@ -7,7 +7,6 @@ import os
 import stat
 import time
 import tomllib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -205,16 +204,6 @@ async def test_concurrent_enrollments_register_exactly_one_hub(
 
 
 # --- a Cloud whose clock disagrees with ours ------------------------------------------
-
-
-@pytest.fixture
-async def scripted() -> AsyncIterator[ScriptedCloud]:
-    cloud = ScriptedCloud()
-    await cloud.start()
-    try:
-        yield cloud
-    finally:
-        await cloud.stop()
 
 
 async def test_wrong_local_clock_is_reported_but_does_not_break_enrollment(

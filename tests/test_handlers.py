@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,13 +25,9 @@ from hublink.messages import (
 )
 from hublink.outbox import AsyncOutbox
 from hublink.store import StateStore
+from polling import wait_until
 
-
-async def wait_for(condition: Callable[[], object], deadline: float = 20.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, "condition not met in time"
-        await asyncio.sleep(0.02)
+wait_for = partial(wait_until, timeout=20.0)
 
 
 def hook(folder: Path, name: str, body: str) -> str:

@@ -9,16 +9,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from fixtures_daemon import spawn, wait_until
+from fixtures_daemon import spawn
 from fixtures_devcloud import HubEnv
 from hublink.config import Settings
 from hublink.hooks import MAX_ATTEMPTS, HookRunner
+from polling import wait_until
 
 __all__ = ["spawn"]  # the fixture, imported for pytest
 
@@ -37,12 +39,7 @@ def runner(tmp_path: Path, hook: Path | str, *, timeout: float = 10.0) -> HookRu
     return HookRunner(settings)
 
 
-async def wait_for(condition: object, deadline: float = 20.0) -> None:
-    assert callable(condition)
-    end = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < end, "condition not met in time"
-        await asyncio.sleep(0.02)
+wait_for = partial(wait_until, timeout=20.0)
 
 
 def pid_alive(pid: int) -> bool:

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from fixtures_daemon import TcpProxy, spawn, wait_until
+from fixtures_daemon import TcpProxy, spawn
 from fixtures_devcloud import HubEnv
 from hublink.config import WebSocketSettings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DevCloud
+from polling import wait_until
 
 __all__ = ["spawn"]  # the fixture, imported for pytest
 

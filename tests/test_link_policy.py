@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_daemon import wait_until
 from fixtures_devcloud import HubEnv, make_hub_env
 from hublink.config import WebSocketSettings
 from hublink.devcloud import DevCloud
@@ -23,6 +22,7 @@ from hublink.link import Link
 from hublink.outbox import AsyncOutbox
 from hublink.state import LiveState
 from hublink.store import StateStore
+from polling import wait_until
 
 
 class Running:

@@ -32,11 +32,11 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from backup_support import make_database
-from fixtures_daemon import wait_until
 from fixtures_tunnel import free_port, free_port_range
 from hublink.control import status_now
 from hublink.devcloud import DevCloud
 from hublink.hooks import hook_environment
+from polling import wait_until
 
 EMAIL = "owner@example.com"
 PASSWORD = "owner-pass-" + uuid4().hex

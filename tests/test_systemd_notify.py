@@ -12,11 +12,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from hublink.systemd import Notifier
+from polling import wait_until
 
 
 @dataclass
@@ -79,14 +81,7 @@ def fake_systemd(request: pytest.FixtureRequest) -> Iterator[FakeSystemd]:
             server.close()
 
 
-async def wait_for(condition: object, timeout: float = 10.0) -> None:
-    """Poll ``condition()`` until true, failing after ``timeout`` seconds."""
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+wait_for = partial(wait_until, timeout=10.0)
 
 
 async def test_ready_status_stopping_reach_the_socket(
