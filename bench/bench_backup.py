@@ -3,7 +3,7 @@
 On a generated SQLite database of at least 500 MB (cached in .cache/bench/):
 
 * tools:   ``sqlite3 DB ".backup SNAP"`` then ``zstd -3 -c SNAP | age -r KEY > OUT``
-* hublink: the same job by ``hublink.backup.write_encrypted_backup`` (one-step
+* hublink: the same job by ``hublink.backup.pipeline.write_encrypted_backup`` (one-step
            snapshot, zstd, age, SHA-256 on the way), in a child process that
            reports its own peak RSS growth (VmHWM at the end minus VmRSS before)
            and CPU time; also with 1 zstd worker instead of the shipped 2, for
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from pyrage import x25519
 
-from hublink.backup import ZSTD_THREADS
+from hublink.backup.pipeline import ZSTD_THREADS
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "bench"
@@ -47,8 +47,8 @@ TARGET_RSS_MB = 64
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-import hublink.backup
-from hublink.backup import write_encrypted_backup
+import hublink.backup.pipeline
+from hublink.backup.pipeline import write_encrypted_backup
 from pyrage import x25519
 
 def status(key):
@@ -62,8 +62,8 @@ def cpu():
     return usage.ru_utime + usage.ru_stime
 
 database, work, recipient = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-# A variant for comparison only: the shipped value is hublink.backup.ZSTD_THREADS.
-hublink.backup.ZSTD_THREADS = int(sys.argv[4])
+# A variant for comparison only: the shipped value is hublink.backup.pipeline.ZSTD_THREADS.
+hublink.backup.pipeline.ZSTD_THREADS = int(sys.argv[4])
 recipients = [x25519.Recipient.from_str(recipient)]
 before = status("VmRSS")
 cpu_before = cpu()

@@ -20,8 +20,8 @@ from pathlib import Path
 from bench_idle import make_hub, start_daemon, wait_for
 
 from hublink.devcloud import DevCloud
-from hublink.messages import validate_event
-from hublink.outbox import Outbox
+from hublink.link.messages import validate_event
+from hublink.link.outbox import Outbox
 
 
 def queue(state_dir: Path, count: int) -> float:

@@ -39,9 +39,9 @@ from hublink.config import HubSettings, Settings, TunnelSettings
 from hublink.credentials import Credentials
 from hublink.devcloud import DevCloud
 from hublink.fsutil import atomic_write
-from hublink.state import LiveState
-from hublink.tunnel import FIRST_POLL, POLL_INTERVAL, TunnelSupervisor
-from hublink.tunnel_config import TRANSPORT, build_config, new_admin_password, render
+from hublink.live import LiveState
+from hublink.tunnel.config import TRANSPORT, build_config, new_admin_password, render
+from hublink.tunnel.supervisor import FIRST_POLL, POLL_INTERVAL, TunnelSupervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 FRP_BIN = Path(os.environ.get("HUBLINK_FRP_BIN", ROOT / ".cache" / "frp" / "bin"))

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # Shared fixtures living in their own modules beside this file.
-pytest_plugins = ["fixtures_devcloud", "scripted_cloud"]
+pytest_plugins = ["support.devcloud", "support.scripted_cloud"]
 
 
 @pytest.fixture(autouse=True)

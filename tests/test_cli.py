@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fixtures_devcloud import HubEnv
 from hublink import __version__
+from support.devcloud import HubEnv
 
 
 def hublink(

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fixtures_daemon import spawn
-from fixtures_devcloud import HubEnv
 from hublink.control import fetch_status, poke, request
-from polling import wait_until
+from support.daemon import spawn
+from support.devcloud import HubEnv
+from support.polling import wait_until
 
 __all__ = ["spawn"]  # the fixture, imported for pytest
 

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 import structlog
 
-from fixtures_daemon import TcpProxy, spawn
-from fixtures_devcloud import HubEnv, make_hub_env
 from hublink.config import Settings, TunnelSettings
 from hublink.credentials import CredentialStore
 from hublink.daemon import supervise
 from hublink.devcloud import DevCloud
-from hublink.messages import validate_event
-from hublink.outbox import Outbox
-from polling import wait_until
+from hublink.link.messages import validate_event
+from hublink.link.outbox import Outbox
+from support.daemon import TcpProxy, spawn
+from support.devcloud import HubEnv, make_hub_env
+from support.polling import wait_until
 
 __all__ = ["spawn"]  # the fixture, imported for pytest
 

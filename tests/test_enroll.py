@@ -15,7 +15,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from hublink.cloud import LOGIN_PATH, PUBLIC_KEY_PATH, REFRESH_PATH, REGISTER_PATH
+from hublink.cloud.client import LOGIN_PATH, PUBLIC_KEY_PATH, REFRESH_PATH, REGISTER_PATH
 from hublink.config import Settings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
@@ -28,7 +28,7 @@ from hublink.errors import (
     CredentialsError,
 )
 from hublink.retry import RetryPolicy
-from scripted_cloud import Canned, ScriptedCloud, registration, shared_signer
+from support.scripted_cloud import Canned, ScriptedCloud, registration, shared_signer
 
 QUICK = RetryPolicy(attempts=3, deadline=3.0, backoff_base=0.01, backoff_max=0.05)
 
@@ -231,7 +231,7 @@ async def test_wrong_local_clock_is_reported_but_does_not_break_enrollment(
 async def test_token_not_signed_by_the_clouds_key_is_refused(
     scripted: ScriptedCloud, tmp_path: Path
 ) -> None:
-    from scripted_cloud import Signer
+    from support.scripted_cloud import Signer
 
     scripted.on("POST", LOGIN_PATH, shared_signer().login_answer())
     scripted.on("GET", PUBLIC_KEY_PATH, Signer().public_key_answer())

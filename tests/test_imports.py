@@ -22,12 +22,12 @@ def test_version_loads_no_heavy_library() -> None:
 
 def test_the_daemon_does_not_carry_the_enrollment_and_backup_libraries() -> None:
     # pyrage and zstandard load at the first backup request.
-    code = "import hublink.daemon, hublink.link, hublink.tls, hublink.control"
+    code = "import hublink.daemon, hublink.link.connection, hublink.tls, hublink.control"
     assert loaded_after(code, ("jwt", "cryptography", "pyrage", "zstandard")) == []
 
 
 def test_the_rest_client_loads_jwt_only_to_verify_a_token() -> None:
     # The daemon's backup uploads use the REST client; pyjwt and cryptography
     # (about 8 MiB) are for checking the owner's token at registration only.
-    code = "import hublink.cloud"
+    code = "import hublink.cloud.client"
     assert loaded_after(code, ("jwt", "cryptography")) == []

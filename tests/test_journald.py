@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fixtures_devcloud import HubEnv
+from support.devcloud import HubEnv
 
 PRIORITY = re.compile(r"^<([0-7])>\S")
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}")

@@ -31,12 +31,12 @@ import pytest
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from backup_support import make_database
-from fixtures_tunnel import free_port, free_port_range
 from hublink.control import status_now
 from hublink.devcloud import DevCloud
-from hublink.hooks import hook_environment
-from polling import wait_until
+from hublink.link.hooks import hook_environment
+from support.backup import make_database
+from support.polling import wait_until
+from support.tunnel import free_port, free_port_range
 
 EMAIL = "owner@example.com"
 PASSWORD = "owner-pass-" + uuid4().hex

@@ -14,9 +14,9 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from hublink.messages import parse_inbound
-from hublink.outbox import Outbox
-from hublink.store import StateStore
+from hublink.link.messages import parse_inbound
+from hublink.link.notices import StateStore
+from hublink.link.outbox import Outbox
 
 INSTALLED = {"plugin_id": "inventory", "version": "1.1", "installed_at": "2025-05-01T10:00:00Z"}
 USERS = {

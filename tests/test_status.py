@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fixtures_daemon import settings_env, spawn
-from fixtures_devcloud import HubEnv
 from hublink.config import Settings
-from hublink.messages import validate_event
-from hublink.outbox import Outbox
+from hublink.link.messages import validate_event
+from hublink.link.outbox import Outbox
+from support.daemon import settings_env, spawn
+from support.devcloud import HubEnv
 
 __all__ = ["spawn"]  # the fixture, imported for pytest
 
@@ -126,10 +126,10 @@ async def test_status_command_shows_the_running_daemon(
 def test_status_shows_the_last_backup_and_reminds_of_a_missing_owner_key(
     devcloud: Any, tmp_path: Path
 ) -> None:
-    from fixtures_devcloud import make_hub_env
     from hublink.config import BackupSettings
-    from hublink.messages import BackupCompleted
-    from hublink.store import StateStore
+    from hublink.link.messages import BackupCompleted
+    from hublink.link.notices import StateStore
+    from support.devcloud import make_hub_env
 
     database = tmp_path / "hub.sqlite3"
     hub = make_hub_env(devcloud, tmp_path / "h", backup=BackupSettings(database=database))

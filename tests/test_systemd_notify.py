@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hublink.systemd import Notifier
-from polling import wait_until
+from support.polling import wait_until
 
 
 @dataclass

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from hublink import __version__
+from hublink import __version__, statedir
 from hublink.errors import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -242,8 +242,8 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     """
     import json
 
-    from hublink.messages import validate_event
-    from hublink.outbox import Outbox
+    from hublink.link.messages import validate_event
+    from hublink.link.outbox import Outbox
 
     try:
         data = json.loads(args.data)
@@ -268,7 +268,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
 
 def _note_sent(settings: Settings, event: Any) -> None:
     # A queued plugin_installed clears the matching pending update in the state store.
-    from hublink.store import StateStore
+    from hublink.link.notices import StateStore
 
     store = StateStore.load(settings.state_dir)
     try:
@@ -292,7 +292,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     from pathlib import Path
 
-    from hublink.backup_service import back_up_now
+    from hublink.backup.service import back_up_now
 
     output = Path(args.output).absolute() if args.output else None
     outcome = asyncio.run(back_up_now(settings, output=output))
@@ -310,7 +310,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     """``hublink restore``: decrypt, decompress and check a backup into a SQLite file."""
     from pathlib import Path
 
-    from hublink.restore import restore_backup
+    from hublink.backup.restore import restore_backup
 
     restored = restore_backup(
         Path(args.backup), Path(args.identity), Path(args.output), force=args.force
@@ -324,8 +324,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
     import asyncio
     import json
 
-    from hublink import doctor
     from hublink.config import config_path, load_settings
+    from hublink.doctor import checks as doctor
     from hublink.errors import EXIT_CONFIG, ConfigError
 
     path, _ = config_path(args.config)
@@ -345,7 +345,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
 def cmd_tunnel_config(args: argparse.Namespace, settings: Settings) -> int:
     """``hublink tunnel-config``: the frpc.toml hublink would write, secrets masked."""
     from hublink.credentials import CredentialStore
-    from hublink.tunnel_config import masked_config
+    from hublink.tunnel.config import masked_config
 
     creds = CredentialStore(settings.state_dir).load()
     _out(masked_config(settings, creds).rstrip("\n"))
@@ -353,7 +353,6 @@ def cmd_tunnel_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 #: ``{state_dir}/frpc.toml`` (contract section 4), named here to avoid importing tomli_w.
-FRPC_CONFIG_FILENAME = "frpc.toml"
 
 
 def cmd_unregister(args: argparse.Namespace, settings: Settings) -> int:
@@ -373,7 +372,7 @@ def cmd_unregister(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_FAILURE
     store.remove()
     # frpc.toml holds the same tunnel token; it is rewritten at every frpc start.
-    (settings.state_dir / FRPC_CONFIG_FILENAME).unlink(missing_ok=True)
+    (settings.state_dir / statedir.FRPC_CONFIG).unlink(missing_ok=True)
     _out(f"forgot the credentials ({store.path} removed); the Cloud still lists the hub")
     return EXIT_OK
 

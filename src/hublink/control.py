@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from hublink.errors import HublinkError, OutboxError
+from hublink.errors import DaemonRunningError, HublinkError, InvalidEvent, OutboxError
 from hublink.fsutil import make_dirs
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from hublink.messages import OutboundEvent
+    from hublink.link.messages import OutboundEvent
 
 log = structlog.get_logger(__name__)
 
@@ -46,12 +46,8 @@ CLIENT_TIMEOUT = 2.0
 MAX_BODY = 4 * 1024 * 1024
 
 
-class DaemonRunningError(HublinkError):
-    """Another daemon already answers on the control socket."""
-
-
 class ControlOutbox(Protocol):
-    """What the control API needs of the outbox (``hublink.outbox.AsyncOutbox``)."""
+    """What the control API needs of the outbox (``hublink.link.outbox.AsyncOutbox``)."""
 
     async def put(self, event: OutboundEvent) -> str: ...
 
@@ -123,7 +119,7 @@ class ControlServer:
     async def _post_event(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        from hublink.messages import InvalidEvent, validate_event
+        from hublink.link.messages import validate_event
 
         try:
             body = await request.json()

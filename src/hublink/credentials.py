@@ -15,13 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from hublink.config import describe_validation_error
 from hublink.errors import CredentialsError, NotRegisteredError
-from hublink.fsutil import atomic_write, exclusive_lock, loose_permissions
+from hublink.fsutil import atomic_write, loose_permissions
 from hublink.logs import register_secret
+from hublink.statedir import CREDENTIALS, CREDENTIALS_LOCK, exclusive_lock
 
 log = structlog.get_logger(__name__)
-
-FILENAME = "credentials.toml"
-LOCK_FILENAME = ".credentials.lock"
 
 
 class Credentials(BaseModel):
@@ -55,8 +53,8 @@ class CredentialStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.path = state_dir / FILENAME
-        self._lock_path = state_dir / LOCK_FILENAME
+        self.path = state_dir / CREDENTIALS
+        self._lock_path = state_dir / CREDENTIALS_LOCK
 
     def exists(self) -> bool:
         """Whether a credentials file is present (valid or not)."""

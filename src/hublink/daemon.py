@@ -16,7 +16,6 @@ overruns its deadline, cancels everything at once.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -26,20 +25,22 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, HublinkError, NotRegisteredError
+from hublink import statedir
+from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, NotRegisteredError
+from hublink.retry import Backoff, Jitter
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from hublink.backup_service import BackupService
+    from hublink.backup.service import BackupService
     from hublink.config import Settings
     from hublink.control import ControlServer
     from hublink.credentials import Credentials
-    from hublink.handlers import Dispatcher
-    from hublink.messages import BackupCompleted, BackupFailed
-    from hublink.outbox import AsyncOutbox
-    from hublink.state import LiveState
-    from hublink.store import StateStore
+    from hublink.link.dispatch import Dispatcher
+    from hublink.link.messages import BackupCompleted, BackupFailed
+    from hublink.link.notices import StateStore
+    from hublink.link.outbox import AsyncOutbox
+    from hublink.live import LiveState
     from hublink.systemd import Notifier
 
 log = structlog.get_logger(__name__)
@@ -53,13 +54,8 @@ RESTART_MIN = 1.0
 RESTART_MAX = 30.0
 #: A task that ran this long before crashing starts over from RESTART_MIN.
 RESTART_STABLE = 60.0
-LOCK_FILENAME = ".daemon.lock"
 #: Seconds frpc gets between SIGTERM and SIGKILL when the daemon stops.
 TUNNEL_STOP_GRACE = 2.5
-
-
-class DaemonLockedError(HublinkError):
-    """Another daemon holds this state directory."""
 
 
 def run(settings: Settings) -> int:
@@ -97,7 +93,8 @@ async def supervise(
     loop = asyncio.get_running_loop()
     # Every log line of this task (and of the tasks it starts) says which task it is.
     structlog.contextvars.bind_contextvars(task=name)
-    delay = restart_min
+    # No jitter: a task restart is local, no neighbour competes for it.
+    backoff = Backoff(restart_min, restart_max, Jitter.NONE)
     while True:
         started = loop.time()
         try:
@@ -107,20 +104,20 @@ async def supervise(
         except Exception:
             # The one broad catch of the daemon: a bug in one task must not end the others.
             if loop.time() - started >= RESTART_STABLE:
-                delay = restart_min
+                backoff.reset()
+            delay = backoff.next()
             log.exception("task crashed; restarting it", task=name, retry_in=delay)
         else:
             log.debug("task finished", task=name)
             return
         await asyncio.sleep(delay)
-        delay = min(delay * 2, restart_max)
 
 
 class Daemon:
     """One run of ``hublink run``: what it holds and the order it is built and torn down in."""
 
     def __init__(self, settings: Settings) -> None:
-        from hublink.state import LiveState
+        from hublink.live import LiveState
 
         self.settings = settings
         self.live: LiveState = LiveState()
@@ -148,17 +145,17 @@ class Daemon:
         """Everything a Hub needs locally, then READY=1; the Cloud may still be away."""
         from hublink.control import ControlServer
         from hublink.credentials import CredentialStore
-        from hublink.handlers import Dispatcher
+        from hublink.link.dispatch import Dispatcher
+        from hublink.link.notices import StateStore
+        from hublink.link.outbox import AsyncOutbox
         from hublink.logs import bind_fields
-        from hublink.outbox import AsyncOutbox
-        from hublink.store import StateStore
         from hublink.systemd import Notifier
 
         settings = self.settings
         self.creds = CredentialStore(settings.state_dir).load()
         self._creds_signature = _signature(settings.credentials_path)
         bind_fields(hub_id=str(self.creds.hub_id))
-        self._lock_fd = _lock_state_dir(settings.state_dir)
+        self._lock_fd = statedir.hold_daemon_lock(settings.state_dir)
         # From here a signal only sets the stop event, even while starting up.
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -231,7 +228,7 @@ class Daemon:
                     task.cancel()
 
     async def _run_link(self, creds: Credentials) -> None:
-        from hublink.link import Link
+        from hublink.link.connection import Link
 
         assert self._outbox is not None and self._dispatcher is not None
         tls = None
@@ -242,7 +239,7 @@ class Daemon:
         await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
-        from hublink.tunnel import TunnelSupervisor
+        from hublink.tunnel.supervisor import TunnelSupervisor
 
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
         await TunnelSupervisor(self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE).run()
@@ -251,8 +248,8 @@ class Daemon:
         """The dispatcher's BackupRunner: back up, upload, answer (never raises)."""
         # Imported at the first request: zstd, age and the REST client stay out of an
         # idle daemon's memory.
-        from hublink.backup_service import BackupService
-        from hublink.cloud import make_session
+        from hublink.backup.service import BackupService
+        from hublink.cloud.client import make_session
 
         if self._backups is None:
             self._session = make_session(self.settings)
@@ -365,31 +362,3 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def _lock_state_dir(state_dir: Path) -> int:
-    """Hold an exclusive lock on the state dir for the daemon's lifetime.
-
-    Raises:
-        DaemonLockedError: another daemon holds it.
-    """
-    path = state_dir / LOCK_FILENAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as err:
-        raise HublinkError(
-            f"cannot create {path}: {err.strerror or err}",
-            hint="run hublink as the user that owns the state directory (usually hublink)",
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DaemonLockedError(
-            f"another hublink daemon is running on {state_dir}",
-            hint="stop it first (systemctl stop hublink); two daemons must not run at once",
-        ) from None
-    # The holder's pid, for `hublink status` when the daemon does not answer.
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd

@@ -17,8 +17,8 @@ import aiohttp
 import structlog
 from pydantic import SecretStr
 
-from hublink.backup_keys import NO_OWNER_RECIPIENT_REMINDER, ensure_identity, has_owner_recipient
-from hublink.cloud import (
+from hublink.backup.keys import NO_OWNER_RECIPIENT_REMINDER, ensure_identity, has_owner_recipient
+from hublink.cloud.client import (
     CloudClient,
     Registration,
     describe_clock_skew,

@@ -5,6 +5,7 @@ into one.
 
     HublinkError                     1  failure not covered below
      ├── UsageError                  2  wrong usage
+     │    └── InvalidEvent           2  an event to queue does not validate
      ├── ConfigError                78  invalid config
      │    ├── NotRegisteredError    78  no credentials yet
      │    ├── AlreadyRegisteredError 78 credentials exist; register needs --force
@@ -14,10 +15,18 @@ into one.
      │    ├── CloudAuthError        77  wrong password, hub credential rejected
      │    │    └── SessionExpiredError 77  the owner's refresh token was refused
      │    └── CloudResponseError     1  an answer hublink cannot use
+     ├── LockHeldError               1  another process holds a lock of the state dir
+     ├── DaemonLockedError           1  another daemon runs on the same state dir
+     ├── DaemonRunningError          1  another daemon answers on the control socket
      ├── TunnelError                 1  frpc missing or failing
      ├── BackupError                 1  a backup or restore failed
+     │    └── BackupCancelled        1  stopped from outside (the daemon shuts down)
      └── OutboxError                 1  the outbox refused an event
           └── OutboxFullError        1  outbox.max_pending reached
+
+Two errors are not a user's: ``hublink.link.messages.BadFrame`` (a dropped
+inbound frame, a ``ValueError``: the link logs it and goes on) and its
+``UnknownMessageType``; they never leave the link.
 
 Every message says what went wrong and, through ``hint``, what to do next.
 """
@@ -54,6 +63,14 @@ class UsageError(HublinkError):
     """The command line was wrong."""
 
     exit_code = EXIT_USAGE
+
+
+class InvalidEvent(UsageError):
+    """An event the Hub application asked to queue does not validate; ``problems`` names each."""
+
+    def __init__(self, message: str, *, problems: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
 
 
 class ConfigError(HublinkError):
@@ -102,12 +119,28 @@ class CloudResponseError(CloudError):
     """The Cloud's answer was an error or did not validate."""
 
 
+class LockHeldError(HublinkError):
+    """Another process holds a lock of the state dir."""
+
+
+class DaemonLockedError(HublinkError):
+    """Another daemon holds the state dir."""
+
+
+class DaemonRunningError(HublinkError):
+    """Another daemon already answers on the control socket."""
+
+
 class TunnelError(HublinkError):
     """The frp tunnel cannot run."""
 
 
 class BackupError(HublinkError):
     """A backup or restore failed."""
+
+
+class BackupCancelled(BackupError):
+    """The backup was stopped from outside (the daemon is shutting down)."""
 
 
 class OutboxError(HublinkError):

@@ -15,6 +15,7 @@ and honoured as a minimum wait.
 
 from __future__ import annotations
 
+import enum
 import errno
 import math
 import random
@@ -23,7 +24,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -140,16 +141,64 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None)
     return max(0.0, when.timestamp() - current)
 
 
+class Jitter(enum.Enum):
+    """Where in ``[floor, ceiling]`` a :class:`Backoff` draws each delay."""
+
+    #: Uniform over the whole window (AWS's "full jitter"): a fleet coming back
+    #: after an outage spreads over the window instead of arriving in waves.
+    FULL = "full"
+    #: Uniform over the upper half ("equal jitter"): never much faster than the
+    #: ceiling, still out of step with the neighbours.
+    EQUAL = "equal"
+    #: Exactly the ceiling: a local retry no one else competes with.
+    NONE = "none"
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff: the ceiling doubles from ``low`` up to ``high`` at every attempt.
+
+    The one backoff of hublink; the link, the tunnel, task restarts, hook
+    retries and REST retries differ only in their parameters:
+
+    * ``jitter`` (:class:`Jitter`) picks the delay inside ``[floor, ceiling]``;
+    * ``floor`` is the smallest delay, ``low`` unless given (REST uses 0).
+
+    Delays are in seconds. ``rand`` returns floats in ``[0, 1)`` (tests pin it).
+    """
+
+    low: float
+    high: float
+    jitter: Jitter = Jitter.FULL
+    floor: float | None = None
+    rand: Callable[[], float] = field(default=random.random, repr=False)
+    failures: int = 0
+
+    def delay(self, attempt: int) -> float:
+        """The delay before retry number ``attempt`` (1-based), without changing the state."""
+        ceiling = min(self.high, self.low * 2.0 ** min(max(attempt - 1, 0), 32))
+        floor = min(self.low if self.floor is None else self.floor, ceiling)
+        if self.jitter is Jitter.NONE:
+            return ceiling
+        if self.jitter is Jitter.EQUAL:
+            return max(floor, ceiling * (0.5 + self.rand() / 2))
+        return floor + (ceiling - floor) * self.rand()
+
+    def next(self) -> float:
+        """The delay after one more failure; each call widens the window until ``high``."""
+        self.failures += 1
+        return self.delay(self.failures)
+
+    def reset(self) -> None:
+        """Back to the shortest delays, after an attempt that held."""
+        self.failures = 0
+
+
 def full_jitter(
     attempt: int, *, base: float, cap: float, rng: Callable[[], float] = random.random
 ) -> float:
-    """A delay drawn uniformly from [0, min(cap, base * 2**(attempt-1))] ("full jitter").
-
-    Full jitter spreads thousands of hubs coming back after an outage over
-    the whole window instead of letting them arrive in waves.
-    """
-    ceiling = min(cap, base * 2.0 ** max(attempt - 1, 0))
-    return ceiling * rng()
+    """A delay drawn uniformly from [0, min(cap, base * 2**(attempt-1))] (REST retries)."""
+    return Backoff(base, cap, Jitter.FULL, floor=0.0, rand=rng).delay(attempt)
 
 
 @dataclass(frozen=True)
@@ -185,7 +234,7 @@ class RetryPolicy:
 DEFAULT_POLICY = RetryPolicy()
 
 
-class _WaitBackoffOrRetryAfter:
+class _WaitAtLeastRetryAfter:
     """tenacity wait: full-jitter backoff, but never shorter than the server's ``Retry-After``."""
 
     def __init__(self, policy: RetryPolicy) -> None:
@@ -225,7 +274,7 @@ def rest_retrying(policy: RetryPolicy = DEFAULT_POLICY) -> tenacity.AsyncRetryin
         stop = stop | tenacity.stop_before_delay(policy.deadline)
     return tenacity.AsyncRetrying(
         stop=stop,
-        wait=_WaitBackoffOrRetryAfter(policy),
+        wait=_WaitAtLeastRetryAfter(policy),
         retry=tenacity.retry_if_exception(is_transient),
         before_sleep=_log_retry,
         reraise=True,

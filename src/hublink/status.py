@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hublink import __version__
+from hublink import __version__, statedir
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from hublink.config import Settings
     from hublink.credentials import Credentials
-    from hublink.state import LiveState
+    from hublink.live import LiveState
 
 #: The contract's ``websocket`` object when no daemon runs.
 OFFLINE_WEBSOCKET = {
@@ -84,7 +82,7 @@ def offline_status(settings: Settings) -> dict[str, Any]:
         pending=_pending_on_disk(settings),
         snapshot=_snapshot_on_disk(settings),
     )
-    holder = daemon_holding_lock(settings.state_dir)
+    holder = statedir.daemon_lock_holder(settings.state_dir)
     if holder is not None:
         # A daemon holds the state dir but did not answer on the control socket:
         # it is running (hung, starting or stopping), its live state unknown.
@@ -92,33 +90,11 @@ def offline_status(settings: Settings) -> dict[str, Any]:
     return status
 
 
-def daemon_holding_lock(state_dir: Path) -> int | None:
-    """The pid of a daemon holding ``state_dir`` (0 if unreadable), or None when none does."""
-    import fcntl
-    import os
-
-    from hublink.daemon import LOCK_FILENAME
-
-    try:
-        fd = os.open(state_dir / LOCK_FILENAME, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.read(fd, 32).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else 0
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
 def _pending_on_disk(settings: Settings) -> int:
-    from hublink.outbox import FILENAME, Outbox
+    from hublink.link.outbox import Outbox
+    from hublink.statedir import OUTBOX
 
-    if not (settings.state_dir / FILENAME).exists():
+    if not (settings.state_dir / OUTBOX).exists():
         # Reading status must not create the outbox (or the state dir) as a side effect.
         return 0
     outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
@@ -129,7 +105,7 @@ def _pending_on_disk(settings: Settings) -> int:
 
 
 def _snapshot_on_disk(settings: Settings) -> dict[str, Any]:
-    from hublink.store import StateStore
+    from hublink.link.notices import StateStore
 
     store = StateStore.load(settings.state_dir)
     try:
@@ -177,7 +153,7 @@ def _backup_lines(status: dict[str, Any]) -> list[str]:
     backup = status.get("backup") or {}
     if backup.get("database") and not backup.get("owner_recipients"):
         # Imported only when needed: the backup keys bring the age library along.
-        from hublink.backup_keys import NO_OWNER_RECIPIENT_REMINDER
+        from hublink.backup.keys import NO_OWNER_RECIPIENT_REMINDER
 
         lines.append(f"reminder: {NO_OWNER_RECIPIENT_REMINDER}")
     return lines

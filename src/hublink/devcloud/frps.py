@@ -24,7 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hublink.fsutil import atomic_write
-from hublink.tunnel import die_with_parent, parse_line
+from hublink.tunnel.supervisor import die_with_parent, parse_line
 
 if TYPE_CHECKING:
     from hublink.devcloud.cloud import DevCloud

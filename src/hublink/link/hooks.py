@@ -1,0 +1,196 @@
+"""Hooks (contract section 6): an operator's command run for a Cloud→Hub message.
+
+The command is an argv list (never a shell); it reads the message as JSON on
+stdin and finds its type in ``HUBLINK_MESSAGE_TYPE``. Each attempt runs in
+its own process group with ``hooks_timeout``; on timeout the whole group is
+killed (a hook's own children included) and reaped. A non-zero exit or a
+timeout is logged with the hook's stderr and retried up to
+:data:`MAX_RETRIES` times (contract section 6), :data:`MAX_ATTEMPTS` runs in
+all. A command that cannot be started at all (missing, not executable) is
+logged once and not retried: retrying cannot fix it.
+
+Hooks run as tasks of the dispatcher, at most :data:`DEFAULT_CONCURRENCY` at
+a time, so a hook that hangs never delays the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from hublink.config import Settings
+from hublink.logs import mask_text
+from hublink.retry import Backoff, Jitter
+
+log = structlog.get_logger(__name__)
+
+MAX_RETRIES = 3
+MAX_ATTEMPTS = 1 + MAX_RETRIES
+DEFAULT_CONCURRENCY = 4
+#: How much of a hook's stderr a log line shows.
+STDERR_CHARS = 2000
+#: The longest pause between attempts; shorter when hooks_timeout is short (tests).
+MAX_RETRY_DELAY = 1.0
+#: How long to wait for the pipes to close once the process group was killed.
+REAP_TIMEOUT = 5.0
+#: systemd variables meant for hublink only: a hook must not ping our watchdog.
+_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+#: HUBLINK_* settings whose names say they hold a secret (tunnel.server_token).
+_SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET")
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one run of a hook ended."""
+
+    returncode: int | None
+    timed_out: bool
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Exit status 0 within the timeout."""
+        return not self.timed_out and self.returncode == 0
+
+
+class HookRunner:
+    """Runs the configured hooks with a timeout, retries and a concurrency limit."""
+
+    def __init__(self, settings: Settings, *, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        self._hooks: Mapping[str, Sequence[str]] = settings.hooks
+        self.timeout = settings.hooks_timeout
+        # Pauses scale with the timeout so tests with tiny timeouts stay fast.
+        self.retry_delay = min(MAX_RETRY_DELAY, settings.hooks_timeout / 10)
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def command_for(self, message_type: str) -> Sequence[str] | None:
+        """The argv configured for ``message_type``, if any."""
+        return self._hooks.get(message_type)
+
+    async def run(self, message_type: str, payload: bytes) -> bool:
+        """Run the hook of ``message_type`` with ``payload`` on stdin; whether it succeeded.
+
+        Never raises for the hook's own failures (they are logged); only
+        cancellation propagates, after the hook's processes are killed.
+        """
+        argv = self.command_for(message_type)
+        if not argv:
+            return True
+        hook_log = log.bind(hook=argv[0], message_type=message_type)
+        # No jitter: the retries are the box's own business.
+        backoff = Backoff(self.retry_delay, MAX_RETRY_DELAY * 4, Jitter.NONE)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            async with self._slots:
+                try:
+                    outcome = await self._attempt(argv, message_type, payload)
+                except OSError as err:
+                    hook_log.error(
+                        "hook cannot be started; not retrying",
+                        error=mask_text(err.strerror or str(err)),
+                        hint="check the [hooks] command: an absolute path to an executable",
+                    )
+                    return False
+            if outcome.ok:
+                hook_log.info("hook succeeded", attempt=attempt, seconds=round(outcome.seconds, 3))
+                return True
+            self._log_failure(hook_log, outcome, attempt)
+            if attempt < MAX_ATTEMPTS:
+                await asyncio.sleep(backoff.next())
+        hook_log.error("hook failed; giving up", attempts=MAX_ATTEMPTS)
+        return False
+
+    def _log_failure(self, hook_log: Any, outcome: Attempt, attempt: int) -> None:
+        what = (
+            f"hook timed out after {self.timeout:g} s and was killed"
+            if outcome.timed_out
+            else f"hook exited with status {outcome.returncode}"
+        )
+        hook_log.warning(
+            what,
+            attempt=attempt,
+            of=MAX_ATTEMPTS,
+            returncode=outcome.returncode,
+            timed_out=outcome.timed_out,
+            stderr=outcome.stderr,
+        )
+
+    async def _attempt(self, argv: Sequence[str], message_type: str, payload: bytes) -> Attempt:
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=hook_environment(message_type),
+            # Its own process group, so a timeout kills the hook's children too.
+            start_new_session=True,
+        )
+        talk = asyncio.ensure_future(proc.communicate(payload))
+        try:
+            done, _ = await asyncio.wait({talk}, timeout=self.timeout)
+            timed_out = not done
+            if timed_out:
+                _kill_group(proc.pid)
+                # The pipes close once the group is dead; a grandchild that
+                # left the group could hold them, hence the bound.
+                await asyncio.wait({talk}, timeout=REAP_TIMEOUT)
+            stderr = b""
+            if talk.done():
+                _, stderr = talk.result()
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                # Cancelled (the daemon stops): no hook outlives hublink.
+                _kill_group(proc.pid)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(proc.wait())
+            if not talk.done():
+                talk.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await talk
+        return Attempt(
+            returncode=proc.returncode,
+            timed_out=timed_out,
+            stderr=_excerpt(stderr),
+            seconds=time.monotonic() - started,
+        )
+
+
+def hook_environment(message_type: str) -> dict[str, str]:
+    """hublink's environment minus systemd's and secret variables, plus ``HUBLINK_MESSAGE_TYPE``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in _PRIVATE_ENV and not _is_secret_setting(key)
+    }
+    env["HUBLINK_MESSAGE_TYPE"] = message_type
+    return env
+
+
+def _is_secret_setting(name: str) -> bool:
+    # HUBLINK_TUNNEL__SERVER_TOKEN would be readable in the hook's /proc/PID/environ.
+    # The other HUBLINK_* stay: a hook may run `hublink send` with the daemon's settings.
+    upper = name.upper()
+    return upper.startswith("HUBLINK_") and any(word in upper for word in _SECRET_WORDS)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _excerpt(stderr: bytes) -> str:
+    text = stderr.decode("utf-8", errors="replace").strip()
+    if len(text) > STDERR_CHARS:
+        # The end of stderr usually says what went wrong.
+        text = "…" + text[-STDERR_CHARS:]
+    return mask_text(text)

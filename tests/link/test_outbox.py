@@ -1,0 +1,255 @@
+"""The durable outbox: order, acknowledgement, bound, durability, several processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from hublink.errors import OutboxError, OutboxFullError
+from hublink.link.messages import PluginInstalled, UserSync, validate_event
+from hublink.link.outbox import AsyncOutbox, Outbox
+
+
+def plugin_event(n: int) -> PluginInstalled:
+    return PluginInstalled.model_validate(
+        {"plugin_id": f"p{n}", "version": "1.0", "installed_at": "2025-01-01T00:00:00Z"}
+    )
+
+
+def test_events_leave_in_queue_order(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path, max_pending=100)
+    ids = [outbox.put(plugin_event(n)) for n in range(5)]
+    items = outbox.peek(10)
+    assert [item.id for item in items] == ids
+    assert [json.loads(item.frame)["plugin_id"] for item in items] == [f"p{n}" for n in range(5)]
+    assert [item.seq for item in items] == sorted(item.seq for item in items)
+    assert outbox.peek(2, after_seq=items[1].seq) == items[2:4]
+    outbox.close()
+
+
+def test_ack_deletes_up_to_and_including_seq(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path)
+    for n in range(5):
+        outbox.put(plugin_event(n))
+    items = outbox.peek(10)
+    outbox.ack(items[2].seq)
+    assert outbox.pending() == 2
+    assert outbox.peek(10) == items[3:]
+    outbox.ack(items[2].seq)  # acknowledging twice changes nothing
+    assert outbox.pending() == 2
+    outbox.close()
+
+
+def test_seq_is_never_reused_after_ack(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path)
+    outbox.put(plugin_event(1))
+    first = outbox.peek(1)[0]
+    outbox.ack(first.seq)
+    outbox.put(plugin_event(2))
+    assert outbox.peek(1, after_seq=0)[0].seq > first.seq
+    outbox.close()
+
+
+def test_putting_the_same_id_twice_queues_it_once(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path)
+    event = plugin_event(1)
+    assert outbox.put(event) == outbox.put(event) == str(event.id)
+    assert outbox.pending() == 1
+    outbox.close()
+
+
+def test_bound_refuses_with_a_clear_error(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path, max_pending=3)
+    for n in range(3):
+        outbox.put(plugin_event(n))
+    with pytest.raises(OutboxFullError) as caught:
+        outbox.put(plugin_event(99))
+    message = str(caught.value)
+    assert "already holds 3 events" in message
+    assert "max_pending = 3" in message
+    assert "NOT queued" in message
+    assert caught.value.hint
+    assert outbox.pending() == 3
+    outbox.ack(outbox.peek(1)[0].seq)
+    outbox.put(plugin_event(99))
+    assert outbox.pending() == 3
+    outbox.close()
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    outbox = Outbox.open(state_dir)
+    outbox.put(plugin_event(1))
+    files = sorted(state_dir.iterdir())
+    assert {f.name for f in files} >= {"outbox.sqlite3", "outbox.sqlite3-wal", "outbox.sqlite3-shm"}
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    outbox.close()
+
+
+def test_loose_existing_file_is_tightened(tmp_path: Path) -> None:
+    Outbox.open(tmp_path).close()
+    (tmp_path / "outbox.sqlite3").chmod(0o644)
+    Outbox.open(tmp_path).close()
+    assert stat.S_IMODE((tmp_path / "outbox.sqlite3").stat().st_mode) == 0o600
+
+
+def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    expected = r"cannot open the outbox .*file/sub/outbox\.sqlite3: not a directory"
+    with pytest.raises(OutboxError, match=expected):
+        Outbox.open(blocker / "sub")
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "outbox.sqlite3").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(OutboxError, match=r"outbox\.sqlite3: file is not a database"):
+        Outbox.open(tmp_path)
+
+
+def _python(code: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code), *args]
+
+
+PUT_FOREVER = """
+    import sys
+    from pathlib import Path
+    from hublink.link.messages import PluginInstalled
+    from hublink.link.outbox import Outbox
+    outbox = Outbox.open(Path(sys.argv[1]))
+    n = 0
+    while True:
+        event = PluginInstalled(plugin_id=f"p{n}", version="1", installed_at="2025-01-01T00:00:00Z")
+        print(outbox.put(event), flush=True)
+        n += 1
+"""
+
+
+def test_put_survives_sigkill_right_after_it_returns(tmp_path: Path) -> None:
+    with subprocess.Popen(
+        _python(PUT_FOREVER, str(tmp_path)), stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        confirmed = [proc.stdout.readline().strip() for _ in range(25)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    outbox = Outbox.open(tmp_path)
+    stored = [item.id for item in outbox.peek(1000)]
+    # Everything it reported is there, in order; a put cut short leaves nothing half-written.
+    assert stored[: len(confirmed)] == confirmed
+    assert len(stored) - len(confirmed) <= 1
+    outbox.close()
+
+
+WRITER = """
+    import sys
+    from pathlib import Path
+    from hublink.link.messages import PluginInstalled
+    from hublink.link.outbox import Outbox
+    outbox = Outbox.open(Path(sys.argv[1]))
+    for n in range(int(sys.argv[3])):
+        outbox.put(PluginInstalled(plugin_id=f"{sys.argv[2]}-{n}", version="1",
+                                   installed_at="2025-01-01T00:00:00Z"))
+    outbox.close()
+"""
+
+
+def test_two_processes_write_at_once(tmp_path: Path) -> None:
+    Outbox.open(tmp_path).close()
+    count = 150
+    procs = [
+        subprocess.Popen(_python(WRITER, str(tmp_path), name, str(count))) for name in ("a", "b")
+    ]
+    # This process drains meanwhile, as the daemon would.
+    outbox = Outbox.open(tmp_path)
+    seen: list[str] = []
+    deadline = time.monotonic() + 45
+    while len(seen) < 2 * count and time.monotonic() < deadline:
+        items = outbox.peek(50)
+        seen += [json.loads(item.frame)["plugin_id"] for item in items]
+        if items:
+            outbox.ack(items[-1].seq)
+    assert [proc.wait(timeout=30) for proc in procs] == [0, 0]
+    assert len(seen) == 2 * count
+    for name in ("a", "b"):
+        assert [s for s in seen if s.startswith(name)] == [f"{name}-{n}" for n in range(count)]
+    assert outbox.pending() == 0
+    outbox.close()
+
+
+def test_peek_and_ack_drain_10000_quickly(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path)
+    # Fill in one transaction: this test is about draining, not about put's fsync.
+    with outbox._write() as conn:
+        conn.executemany(
+            "INSERT INTO events (id, type, frame, queued_at) VALUES (?, 'user_sync', ?, 0)",
+            ((str(n), plugin_event(n).to_frame()) for n in range(10_000)),
+        )
+    started = time.perf_counter()
+    last, total = 0, 0
+    while items := outbox.peek(500, after_seq=last):
+        total += len(items)
+        last = items[-1].seq
+        outbox.ack(last)
+    elapsed = time.perf_counter() - started
+    assert total == 10_000
+    assert outbox.pending() == 0
+    assert elapsed < 1.0, f"draining 10000 events took {elapsed:.2f}s"
+    outbox.close()
+
+
+async def test_async_outbox_wakes_the_link(tmp_path: Path) -> None:
+    outbox = await AsyncOutbox.open(tmp_path, max_pending=10)
+    seen: list[str] = []
+    outbox.add_put_listener(lambda event: seen.append(event.type))
+    assert not outbox.wakeup.is_set()
+    event = validate_event("user_sync", {"users": []})
+    assert isinstance(event, UserSync)
+    event_id = await outbox.put(event)
+    assert outbox.wakeup.is_set()
+    assert seen == ["user_sync"]
+    assert await outbox.pending() == 1
+    items = await outbox.peek(10)
+    assert [item.id for item in items] == [event_id]
+    await outbox.ack(items[0].seq)
+    assert await outbox.pending() == 0
+    outbox.wakeup.clear()
+    outbox.poke()
+    assert outbox.wakeup.is_set()
+    await outbox.close()
+    await outbox.close()  # idempotent: the daemon may close after a partial startup
+
+
+async def test_async_outbox_does_not_block_the_loop(tmp_path: Path) -> None:
+    outbox = await AsyncOutbox.open(tmp_path)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    try:
+        await asyncio.gather(*(outbox.put(plugin_event(n)) for n in range(20)))
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert ticks > 20
+    assert await outbox.pending() == 20
+    await outbox.close()
