@@ -43,7 +43,8 @@ $(FRP_DIR)/bin/frpc: requirements-frp.txt | $(STAMP)
 	rm -rf $(FRP_DIR)/dl
 	$(FRP_DIR)/bin/frpc --version
 
-# age, zstd, sqlite3 and systemd-analyze come from Debian's packages.
+# age, zstd, sqlite3, systemd-analyze, systemd-nspawn, chromium, promtool and
+# faketime come from Debian's packages (scripts/install-tools says why).
 tools:
 	@scripts/install-tools
 
