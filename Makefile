@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 FRP_DIR := .cache/frp
 export HUBLINK_FRP_BIN := $(abspath $(FRP_DIR)/bin)
 
-.PHONY: demo test check lint typecheck pytest frp tools bench clean
+.PHONY: demo test check lint typecheck pytest frp tools bench dist clean
 
 demo: $(STAMP) frp
 	PATH="$(HUBLINK_FRP_BIN):$$PATH" $(BIN)/hublink demo
@@ -50,6 +50,12 @@ tools:
 
 bench: $(STAMP) frp tools
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The wheel and the sdist that the README's install steps copy to a Hub box.
+# The wheel is built from the sdist, so a file missing from MANIFEST.in shows.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV) .cache build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
