@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 FRP_DIR := .cache/frp
 export HUBLINK_FRP_BIN := $(abspath $(FRP_DIR)/bin)
 
-.PHONY: demo test check lint typecheck pytest frp tools bench clean
+.PHONY: demo test check lint typecheck pytest frp tools bench dist clean
 
 demo: $(STAMP) frp
 	PATH="$(HUBLINK_FRP_BIN):$$PATH" $(BIN)/hublink demo
@@ -43,12 +43,19 @@ $(FRP_DIR)/bin/frpc: requirements-frp.txt | $(STAMP)
 	rm -rf $(FRP_DIR)/dl
 	$(FRP_DIR)/bin/frpc --version
 
-# age, zstd, sqlite3 and systemd-analyze come from Debian's packages.
+# age, zstd, sqlite3, systemd-analyze, systemd-nspawn, chromium, promtool and
+# faketime come from Debian's packages (scripts/install-tools says why).
 tools:
 	@scripts/install-tools
 
 bench: $(STAMP) frp tools
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The wheel and the sdist that the README's install steps copy to a Hub box.
+# The wheel is built from the sdist, so a file missing from MANIFEST.in shows.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 clean:
 	rm -rf $(VENV) .cache build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

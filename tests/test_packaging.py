@@ -23,8 +23,17 @@ SHIPPED = [
     "src",
     "systemd",
     "scripts",
+    "contrib",
 ]
 SYSTEMD_FILES = ["hublink.service", "hublink.sysusers", "hublink.tmpfiles"]
+# One file of each kind the local page ships, put into the copy of the tree
+# that is built: the wheel must carry whatever lands in these folders later,
+# without anyone remembering to list it.
+PAGE_FILES = [
+    "web/templates/_packaging_probe.html",
+    "web/static/_packaging_probe.css",
+    "web/locale/de/LC_MESSAGES/_packaging_probe.mo",
+]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -40,6 +49,10 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(path, source / name, ignore=ignore)
         else:
             shutil.copy2(path, source / name)
+    for name in PAGE_FILES:
+        probe = source / "src" / "hublink" / name
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_text(f"{name}\n")
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(out), str(source)],
@@ -65,12 +78,15 @@ def test_sdist_carries_the_docs_and_the_systemd_files(dist: Path) -> None:
         "hublink.example.toml",
         "src/hublink/__init__.py",
         "src/hublink/devcloud/__init__.py",
+        "contrib/prometheus/hublink-alerts.yml",
+        "contrib/prometheus/hublink-alerts.test.yml",
         *(f"systemd/{name}" for name in SYSTEMD_FILES),
+        *(f"src/hublink/{name}" for name in PAGE_FILES),
     }
     assert expected <= names
 
 
-def test_wheel_carries_the_package_and_the_systemd_files(dist: Path) -> None:
+def test_wheel_carries_the_package_its_page_files_and_the_systemd_files(dist: Path) -> None:
     wheel = only(dist, f"hublink-{__version__}-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -81,6 +97,7 @@ def test_wheel_carries_the_package_and_the_systemd_files(dist: Path) -> None:
         "hublink/devcloud/__init__.py",
         f"{data}/hublink.example.toml",
         *(f"{data}/systemd/{name}" for name in SYSTEMD_FILES),
+        *(f"hublink/{name}" for name in PAGE_FILES),
     }
     assert expected <= names
 
@@ -123,4 +140,19 @@ def test_wheel_installs_into_a_clean_venv_and_runs(dist: Path, tmp_path: Path) -
         check=True,
     )
     assert where.stdout.startswith(str(venv))
+    # The local page finds its files through the installed package.
+    page = subprocess.run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import sys; from importlib.resources import files;"
+            " sys.stdout.write(''.join((files('hublink') / n).read_text() for n in sys.argv[1:]))",
+            *PAGE_FILES,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert page.stdout.splitlines() == PAGE_FILES
     print(f"venv + install of the wheel with its dependencies: {installed:.1f} s")

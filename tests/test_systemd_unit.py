@@ -121,6 +121,7 @@ def test_unit_has_the_operational_settings() -> None:
         "RuntimeDirectory": "hublink",
         "RuntimeDirectoryMode": "0750",
         "ConfigurationDirectory": "hublink",
+        "ConfigurationDirectoryMode": "0750",
         "SyslogIdentifier": "hublink",
         "SyslogLevelPrefix": "yes",
         "ProtectSystem": "strict",
@@ -133,6 +134,49 @@ def test_unit_has_the_operational_settings() -> None:
     assert "@system-service" in found["SystemCallFilter"]
     # The daemon must be able to reach a Cloud anywhere.
     assert "IPAddressDeny" not in found
+
+
+# Where systemd puts each *Directory= of a system unit, and its default mode.
+UNIT_FOLDERS = {
+    "RuntimeDirectory": "/run",
+    "StateDirectory": "/var/lib",
+    "CacheDirectory": "/var/cache",
+    "LogsDirectory": "/var/log",
+    "ConfigurationDirectory": "/etc",
+}
+DEFAULT_FOLDER_MODE = "0755"
+
+
+def test_unit_and_tmpfiles_agree_on_every_folder_they_both_make() -> None:
+    """Else systemd logs "already exists but the mode is different" at every start,
+    and chowns a folder whose owner differs, which tmpfiles changes back at boot."""
+    unit = directives(UNIT.read_text())
+    owner = (unit["User"][0], unit["Group"][0])
+    from_unit: dict[str, tuple[str, tuple[str, str] | None]] = {}
+    for key, parent in UNIT_FOLDERS.items():
+        mode = unit.get(f"{key}Mode", [DEFAULT_FOLDER_MODE])[-1]
+        # systemd gives every folder to User=/Group= except the configuration
+        # one, which it leaves to root and whose group only tmpfiles can set.
+        enforced = None if key == "ConfigurationDirectory" else owner
+        for name in " ".join(unit.get(key, [])).split():
+            from_unit[f"{parent}/{name}"] = (mode, enforced)
+    from_tmpfiles = {
+        path: (mode, (user, group))
+        for kind, path, mode, user, group, *_ in (
+            line.split()
+            for line in TMPFILES.read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+        if kind == "d"
+    }
+
+    both = from_unit.keys() & from_tmpfiles.keys()
+    assert both == {"/etc/hublink", "/var/lib/hublink"}
+    for path in sorted(both):
+        unit_mode, enforced = from_unit[path]
+        tmpfiles_mode, tmpfiles_owner = from_tmpfiles[path]
+        assert tmpfiles_mode == unit_mode, path
+        assert tmpfiles_owner == (enforced or ("root", owner[1])), path
 
 
 def test_sysusers_and_tmpfiles_create_the_user_and_folders(tmp_path: Path) -> None:
