@@ -25,11 +25,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from hublink.clock import parse_http_date
 from hublink.errors import CloudError, CloudUnreachableError
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 #: Close codes with which the Cloud rejects a hub's credentials (contract §2).
 AUTH_CLOSE_CODES = frozenset({4001, 4003})
+#: HTTP answers with which the Cloud refuses a hub's credentials at the handshake.
+AUTH_REFUSED_STATUSES = frozenset({401, 403})
 
 #: How long a REST call may take, waits included, before the Cloud counts as
 #: unreachable. The contract promises exit 69 within 30 s; the rest of the
@@ -131,12 +133,9 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None)
         pass
     else:
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    when = parse_http_date(raw)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        return None  # an HTTP date is always GMT; a zone-less one is not one
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
 
@@ -292,6 +291,25 @@ def describe_transient(exc: BaseException) -> str:
     if isinstance(exc, socket.gaierror):
         return "the host name does not resolve"
     return _aiohttp_description(exc) or str(exc) or type(exc).__name__
+
+
+def describe_tls_failure(exc: BaseException) -> str | None:
+    """Why a TLS handshake failed (a certificate's verify message), or None if it did not."""
+    certificate = certificate_failure(exc)
+    if certificate is not None:
+        return getattr(certificate, "verify_message", "") or str(certificate)
+    aio = _loaded("aiohttp")
+    if isinstance(exc, ssl.SSLError) or (aio is not None and isinstance(exc, aio.ClientSSLError)):
+        return str(exc)
+    return None
+
+
+def certificate_failure(exc: BaseException) -> BaseException | None:
+    """The certificate check that failed behind ``exc`` (aiohttp wraps it), or None."""
+    aio = _loaded("aiohttp")
+    if aio is not None and isinstance(exc, aio.ClientConnectorCertificateError):
+        return exc.certificate_error  # type: ignore[no-any-return]
+    return exc if isinstance(exc, ssl.SSLCertVerificationError) else None
 
 
 # --- libraries, looked at only when they are already imported ----------------
