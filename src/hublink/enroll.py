@@ -18,7 +18,7 @@ import structlog
 from pydantic import SecretStr
 
 from hublink.backup.keys import NO_OWNER_RECIPIENT_REMINDER, ensure_identity, has_owner_recipient
-from hublink.cloud.client import (
+from hublink.cloud import (
     CloudClient,
     Registration,
     describe_clock_skew,

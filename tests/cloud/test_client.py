@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from hublink import __version__
-from hublink.cloud.client import (
+from hublink.cloud import (
     LOGIN_PATH,
     PUBLIC_KEY_PATH,
     REFRESH_PATH,
@@ -27,7 +27,6 @@ from hublink.cloud.client import (
     describe_clock_skew,
     describe_error_body,
     make_session,
-    ssl_context,
     verify_access_token,
 )
 from hublink.config import Settings
@@ -42,6 +41,7 @@ from hublink.errors import (
     SessionExpiredError,
 )
 from hublink.retry import RetryPolicy
+from hublink.tls import ssl_context
 from support.scripted_cloud import Canned, ScriptedCloud, Signer, registration, shared_signer
 
 #: Retries that finish in well under a second.

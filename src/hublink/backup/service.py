@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from hublink.backup import pipeline
 from hublink.backup.keys import ensure_identity, owner_recipients
 from hublink.backup.snapshot import DEFAULT_LOCK_TIMEOUT, Abort, database_path
-from hublink.cloud.client import CloudClient, make_session, parse_reply
+from hublink.cloud import CloudClient, make_session, parse_reply
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
 from hublink.errors import BackupError, CloudAuthError, HublinkError, NotRegisteredError

@@ -447,7 +447,7 @@ def _public_key_problem(body: bytes) -> str | None:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
     from pydantic import ValidationError
 
-    from hublink.cloud.client import PublicKey
+    from hublink.cloud import PublicKey
 
     try:
         key = PublicKey.model_validate_json(body)
