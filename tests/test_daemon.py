@@ -241,6 +241,31 @@ async def test_new_credentials_restart_the_link_as_the_new_hub(
     assert token not in daemon.log_text()
 
 
+async def test_every_line_after_a_re_registration_carries_the_new_hub_id(
+    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    cloud = hub_settings.cloud
+    daemon = await spawn()
+    await wait_until(lambda: beats(hub_settings), what="first heartbeat")
+    again = make_hub_env(cloud, tmp_path / "again", name="Re-registered")
+    store = CredentialStore(hub_settings.settings.state_dir)
+    with store.locked():
+        store.save(again.creds)
+    await wait_until(lambda: cloud.heartbeats(again.hub_id), what="heartbeats as the new hub")
+    # Lines from tasks that started before the change: the link's and the dispatcher's.
+    reason = "left"
+    await cloud.push(
+        again.hub_id, {"type": "user_revoked", "user_id": "u-9", "email": "a@b.c", "reason": reason}
+    )
+    await daemon.wait_status(lambda s: any(u["user_id"] == "u-9" for u in s["revoked_users"]))
+    events = daemon.log_events()
+    changed = next(i for i, e in enumerate(events) if e.get("event") == "credentials.toml changed")
+    after = [e for e in events[changed:] if "hub_id" in e]
+    assert after, "no log line after the change names a hub"
+    assert {e["hub_id"] for e in after} == {str(again.hub_id)}
+    assert any(e.get("user_id") == "u-9" or "u-9" in str(e) for e in after)
+
+
 def _queue(settings: Settings, count: int, start: int = 0) -> list[str]:
     outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
     try:

@@ -242,7 +242,8 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     """
     import json
 
-    from hublink.link.messages import validate_event
+    from hublink.link.events import queue_event
+    from hublink.link.notices import StateStore
     from hublink.link.outbox import Outbox
 
     try:
@@ -254,27 +255,16 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
         ) from None
     if not isinstance(data, dict):
         raise UsageError(f"--data must be a JSON object, not {type(data).__name__}")
-    event = validate_event(args.type, data)
     outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
+    notices = StateStore.load(settings.state_dir)
     try:
-        event_id = outbox.put(event)
+        event_id = queue_event(outbox, notices, args.type, data)
     finally:
+        notices.close()
         outbox.close()
-    _note_sent(settings, event)
     _poke_daemon(settings)
     _out(event_id)
     return EXIT_OK
-
-
-def _note_sent(settings: Settings, event: Any) -> None:
-    # A queued plugin_installed clears the matching pending update in the state store.
-    from hublink.link.notices import StateStore
-
-    store = StateStore.load(settings.state_dir)
-    try:
-        store.record_outbound(event)
-    finally:
-        store.close()
 
 
 def _poke_daemon(settings: Settings) -> None:

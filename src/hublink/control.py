@@ -24,7 +24,7 @@ import socket
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -34,7 +34,9 @@ from hublink.fsutil import make_dirs
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from hublink.link.messages import OutboundEvent
+    from hublink.link.notices import StateStore
+    from hublink.link.outbox import AsyncOutbox
+    from hublink.status import StatusReport
 
 log = structlog.get_logger(__name__)
 
@@ -46,24 +48,19 @@ CLIENT_TIMEOUT = 2.0
 MAX_BODY = 4 * 1024 * 1024
 
 
-class ControlOutbox(Protocol):
-    """What the control API needs of the outbox (``hublink.link.outbox.AsyncOutbox``)."""
-
-    async def put(self, event: OutboundEvent) -> str: ...
-
-    def poke(self) -> None: ...
-
-
-StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+StatusProvider = Callable[[], Awaitable["StatusReport"]]
 
 
 class ControlServer:
     """The daemon's side of the control socket."""
 
-    def __init__(self, path: Path, status: StatusProvider, outbox: ControlOutbox) -> None:
+    def __init__(
+        self, path: Path, status: StatusProvider, outbox: AsyncOutbox, notices: StateStore
+    ) -> None:
         self.path = path
         self._status = status
         self._outbox = outbox
+        self._notices = notices
         self._runner: web.AppRunner | None = None
         self._inode: int | None = None
 
@@ -119,8 +116,6 @@ class ControlServer:
     async def _post_event(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        from hublink.link.messages import validate_event
-
         try:
             body = await request.json()
         except ValueError:
@@ -135,11 +130,9 @@ class ControlServer:
         if not isinstance(data, dict):
             return _error(422, '"data" must be an object', ["data: expected an object"])
         try:
-            event = validate_event(body["type"], data)
+            event_id = await self._outbox.queue(self._notices, body["type"], data)
         except InvalidEvent as err:
             return _error(422, err.message, err.problems)
-        try:
-            event_id = await self._outbox.put(event)
         except OutboxError as err:
             # Full or unwritable: the caller must know it was not queued.
             return _error(503, str(err))
@@ -259,15 +252,16 @@ def request(
         return response.status, None
 
 
-def status_now(path: Path) -> dict[str, Any] | None:
+def status_now(path: Path) -> StatusReport | None:
     """The running daemon's status object, or None when no daemon answers."""
     answer = request(path, "GET", "/v1/status")
     if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
         return None
-    return answer[1]
+    # Our own daemon's answer (the socket is 0660, group hublink): trusted shape.
+    return cast("StatusReport", answer[1])
 
 
-async def fetch_status(path: Path) -> dict[str, Any] | None:
+async def fetch_status(path: Path) -> StatusReport | None:
     """:func:`status_now` for async callers."""
     return await asyncio.to_thread(status_now, path)
 

@@ -26,22 +26,28 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from hublink import statedir
+from hublink.cloud.client import make_session
+from hublink.control import ControlServer
+from hublink.credentials import Credentials, CredentialStore
 from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, NotRegisteredError
+from hublink.link.connection import Link
+from hublink.link.dispatch import Dispatcher
+from hublink.link.notices import StateStore
+from hublink.link.outbox import AsyncOutbox
+from hublink.live import LiveState
+from hublink.logs import set_hub_id
 from hublink.retry import Backoff, Jitter
+from hublink.status import StatusReport, build_status
+from hublink.systemd import Notifier
+from hublink.tls import ssl_context
+from hublink.tunnel.supervisor import TunnelSupervisor
 
 if TYPE_CHECKING:
     import aiohttp
 
     from hublink.backup.service import BackupService
     from hublink.config import Settings
-    from hublink.control import ControlServer
-    from hublink.credentials import Credentials
-    from hublink.link.dispatch import Dispatcher
     from hublink.link.messages import BackupCompleted, BackupFailed
-    from hublink.link.notices import StateStore
-    from hublink.link.outbox import AsyncOutbox
-    from hublink.live import LiveState
-    from hublink.systemd import Notifier
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +123,6 @@ class Daemon:
     """One run of ``hublink run``: what it holds and the order it is built and torn down in."""
 
     def __init__(self, settings: Settings) -> None:
-        from hublink.live import LiveState
 
         self.settings = settings
         self.live: LiveState = LiveState()
@@ -143,18 +148,11 @@ class Daemon:
 
     async def startup(self) -> None:
         """Everything a Hub needs locally, then READY=1; the Cloud may still be away."""
-        from hublink.control import ControlServer
-        from hublink.credentials import CredentialStore
-        from hublink.link.dispatch import Dispatcher
-        from hublink.link.notices import StateStore
-        from hublink.link.outbox import AsyncOutbox
-        from hublink.logs import bind_fields
-        from hublink.systemd import Notifier
 
         settings = self.settings
         self.creds = CredentialStore(settings.state_dir).load()
         self._creds_signature = _signature(settings.credentials_path)
-        bind_fields(hub_id=str(self.creds.hub_id))
+        set_hub_id(str(self.creds.hub_id))
         self._lock_fd = statedir.hold_daemon_lock(settings.state_dir)
         # From here a signal only sets the stop event, even while starting up.
         loop = asyncio.get_running_loop()
@@ -166,7 +164,9 @@ class Daemon:
             self._dispatcher = Dispatcher(
                 settings, self._store, self._outbox, backup=self._run_backup
             )
-            self._control = ControlServer(settings.control_socket, self.status, self._outbox)
+            self._control = ControlServer(
+                settings.control_socket, self.status, self._outbox, self._store
+            )
             await self._control.start()
         except BaseException:
             await self.shutdown()
@@ -228,18 +228,14 @@ class Daemon:
                     task.cancel()
 
     async def _run_link(self, creds: Credentials) -> None:
-        from hublink.link.connection import Link
 
         assert self._outbox is not None and self._dispatcher is not None
         tls = None
         if self.settings.cloud_scheme == "https":
-            from hublink.tls import ssl_context
-
             tls = ssl_context(self.settings)
         await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
-        from hublink.tunnel.supervisor import TunnelSupervisor
 
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
         await TunnelSupervisor(self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE).run()
@@ -249,7 +245,6 @@ class Daemon:
         # Imported at the first request: zstd, age and the REST client stay out of an
         # idle daemon's memory.
         from hublink.backup.service import BackupService
-        from hublink.cloud.client import make_session
 
         if self._backups is None:
             self._session = make_session(self.settings)
@@ -260,7 +255,6 @@ class Daemon:
 
     async def _watch_credentials(self) -> None:
         """Poll credentials.toml; a re-registration restarts link and tunnel with the new ones."""
-        from hublink.credentials import CredentialStore
 
         store = CredentialStore(self.settings.state_dir)
         while True:
@@ -281,6 +275,7 @@ class Daemon:
                 continue
             if creds == self.creds:
                 continue
+            set_hub_id(str(creds.hub_id))
             log.info("credentials.toml changed", slug=creds.slug)
             self.creds = creds
             self._creds_changed.set()
@@ -315,9 +310,8 @@ class Daemon:
             self._last_status_line = line
             self._notifier.status(line)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> StatusReport:
         """The contract's status object for ``GET /v1/status``."""
-        from hublink.status import build_status
 
         assert self._outbox is not None and self._store is not None
         return build_status(

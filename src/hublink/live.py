@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from hublink.status import LinkReport, TunnelReport
 
 LinkStateName = Literal["connecting", "connected", "backoff", "unauthorized", "stopped"]
 TunnelStateName = Literal["disabled", "starting", "running", "backoff", "failed", "stopped"]
@@ -23,7 +27,7 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@dataclass
+@dataclass(slots=True)
 class LinkStatus:
     """The WebSocket link as ``hublink status`` shows it."""
 
@@ -35,7 +39,7 @@ class LinkStatus:
     connected_since: datetime | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class TunnelStatus:
     """The frpc child as ``hublink status`` shows it."""
 
@@ -64,17 +68,21 @@ class LiveState:
             listener()
 
     def set_link(self, state: LinkStateName, **fields: Any) -> None:
-        """Update the link's state and any of its other fields, then notify."""
-        self.link.state = state
-        for key, value in fields.items():
-            setattr(self.link, key, value)
+        """Update the link's state and any of its other fields, then notify.
+
+        Raises:
+            TypeError: a field :class:`LinkStatus` does not have (a typo must not pass).
+        """
+        self.link = dataclasses.replace(self.link, state=state, **fields)
         self.changed()
 
     def set_tunnel(self, state: TunnelStateName, **fields: Any) -> None:
-        """Update the tunnel's state and any of its other fields, then notify."""
-        self.tunnel.state = state
-        for key, value in fields.items():
-            setattr(self.tunnel, key, value)
+        """Update the tunnel's state and any of its other fields, then notify.
+
+        Raises:
+            TypeError: a field :class:`TunnelStatus` does not have.
+        """
+        self.tunnel = dataclasses.replace(self.tunnel, state=state, **fields)
         self.changed()
 
     def summary(self) -> str:
@@ -84,14 +92,23 @@ class LiveState:
             text += f" ({self.link.last_error})"
         return text
 
-    def link_json(self) -> dict[str, Any]:
+    def link_report(self) -> LinkReport:
         """The contract's ``websocket`` object."""
-        data = asdict(self.link)
-        data.pop("connected_since")
-        for key in ("last_heartbeat_at", "next_attempt_at"):
-            data[key] = iso(data[key])
-        return data
+        link = self.link
+        return {
+            "state": link.state,
+            "last_heartbeat_at": iso(link.last_heartbeat_at),
+            "reconnects": link.reconnects,
+            "last_error": link.last_error,
+            "next_attempt_at": iso(link.next_attempt_at),
+        }
 
-    def tunnel_json(self) -> dict[str, Any]:
+    def tunnel_report(self) -> TunnelReport:
         """The contract's ``tunnel`` object."""
-        return asdict(self.tunnel)
+        tunnel = self.tunnel
+        return {
+            "state": tunnel.state,
+            "pid": tunnel.pid,
+            "restarts": tunnel.restarts,
+            "last_error": tunnel.last_error,
+        }

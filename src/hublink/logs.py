@@ -152,6 +152,30 @@ def pick_format(requested: str, stream: TextIO) -> str:
     return "json"
 
 
+class _HubField:
+    """The ``hub_id`` every log line carries, from the credentials in force now.
+
+    One process-wide value rather than a bound context variable: tasks copy
+    their context when they start, so a value bound before a re-registration
+    would stay on every line of the tasks already running.
+    """
+
+    hub_id: str | None = None
+
+    def __call__(self, logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        if self.hub_id is not None:
+            event.setdefault("hub_id", self.hub_id)
+        return event
+
+
+_hub_field = _HubField()
+
+
+def set_hub_id(hub_id: str | None) -> None:
+    """Make every later log line of this process carry ``hub_id`` (None: no hub)."""
+    _hub_field.hub_id = hub_id
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> str:
     """Set up structlog and route the standard library's loggers through it.
 
@@ -161,6 +185,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     chosen = pick_format(fmt, stream)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _hub_field,
         structlog.processors.add_log_level,
     ]
     if chosen != "journal":
@@ -209,11 +234,6 @@ def _route_stdlib(level: str) -> None:
     root.addHandler(_ToStructlog())
     # Libraries chatter at info; only their warnings matter to an operator.
     root.setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
-
-
-def bind_fields(**fields: Any) -> None:
-    """Attach ``fields`` to every later event of this task (hub_id, task, …)."""
-    structlog.contextvars.bind_contextvars(**fields)
 
 
 def secrets_in(values: Iterable[str], text: str) -> list[str]:

@@ -9,25 +9,96 @@ index them the same way whether a daemon runs or not.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from hublink import __version__, statedir
 
 if TYPE_CHECKING:
     from hublink.config import Settings
     from hublink.credentials import Credentials
+    from hublink.link.notices import LastBackup, Notices, PluginUpdate, RevokedUser
     from hublink.live import LiveState
 
-#: The contract's ``websocket`` object when no daemon runs.
-OFFLINE_WEBSOCKET = {
-    "state": None,
-    "last_heartbeat_at": None,
-    "reconnects": None,
-    "last_error": None,
-    "next_attempt_at": None,
-}
-#: The contract's ``tunnel`` object when no daemon runs.
-OFFLINE_TUNNEL = {"state": None, "pid": None, "restarts": None, "last_error": None}
+
+class DaemonReport(TypedDict):
+    """``daemon``: whether ``hublink run`` holds the state dir, and its pid."""
+
+    running: bool
+    pid: int | None
+    #: Present (False) only when a daemon holds the state dir but does not answer.
+    answering: NotRequired[bool]
+
+
+class LinkReport(TypedDict):
+    """``websocket``: the link's live state; every value null when no daemon runs."""
+
+    state: str | None
+    last_heartbeat_at: str | None
+    reconnects: int | None
+    last_error: str | None
+    next_attempt_at: str | None
+
+
+class TunnelReport(TypedDict):
+    """``tunnel``: the frpc child's live state; every value null when no daemon runs."""
+
+    state: str | None
+    pid: int | None
+    restarts: int | None
+    last_error: str | None
+
+
+class OutboxReport(TypedDict):
+    """``outbox``: events waiting to be sent."""
+
+    pending: int | None
+
+
+class BackupReport(TypedDict):
+    """``backup``: what a backup would read and whom it would encrypt to."""
+
+    database: str | None
+    owner_recipients: int
+
+
+class StatusReport(TypedDict):
+    """The object of ``hublink status --json`` and ``GET /v1/status`` (contract section 5).
+
+    A TypedDict rather than a model: it is JSON on both sides of the control
+    socket, and readers (the CLI, doctor, the page, the Hub application) index it
+    the same way whether it was built here or parsed from a daemon's answer.
+    """
+
+    registered: bool
+    hub_id: str | None
+    slug: str | None
+    cloud_url: str
+    daemon: DaemonReport
+    websocket: LinkReport
+    tunnel: TunnelReport
+    outbox: OutboxReport
+    plugin_updates: list[PluginUpdate]
+    revoked_users: list[RevokedUser]
+    last_backup: LastBackup | None
+    backup: BackupReport
+    version: str
+    state_dir: str
+
+
+def offline_link() -> LinkReport:
+    """The contract's ``websocket`` object when no daemon runs."""
+    return {
+        "state": None,
+        "last_heartbeat_at": None,
+        "reconnects": None,
+        "last_error": None,
+        "next_attempt_at": None,
+    }
+
+
+def offline_tunnel() -> TunnelReport:
+    """The contract's ``tunnel`` object when no daemon runs."""
+    return {"state": None, "pid": None, "restarts": None, "last_error": None}
 
 
 def build_status(
@@ -37,8 +108,8 @@ def build_status(
     live: LiveState | None,
     pid: int | None,
     pending: int | None,
-    snapshot: dict[str, Any],
-) -> dict[str, Any]:
+    snapshot: Notices,
+) -> StatusReport:
     """The status object; ``live`` and ``pid`` are None when no daemon runs."""
     return {
         "registered": creds is not None,
@@ -46,12 +117,12 @@ def build_status(
         "slug": creds.slug if creds else None,
         "cloud_url": creds.cloud_url if creds else settings.cloud_url,
         "daemon": {"running": live is not None, "pid": pid if live is not None else None},
-        "websocket": live.link_json() if live is not None else dict(OFFLINE_WEBSOCKET),
-        "tunnel": live.tunnel_json() if live is not None else dict(OFFLINE_TUNNEL),
+        "websocket": live.link_report() if live is not None else offline_link(),
+        "tunnel": live.tunnel_report() if live is not None else offline_tunnel(),
         "outbox": {"pending": pending},
-        "plugin_updates": list(snapshot.get("plugin_updates", [])),
-        "revoked_users": list(snapshot.get("revoked_users", [])),
-        "last_backup": snapshot.get("last_backup"),
+        "plugin_updates": list(snapshot["plugin_updates"]),
+        "revoked_users": list(snapshot["revoked_users"]),
+        "last_backup": snapshot["last_backup"],
         "backup": {
             "database": str(settings.backup.database) if settings.backup.database else None,
             "owner_recipients": len(settings.backup.recipients),
@@ -61,7 +132,7 @@ def build_status(
     }
 
 
-def offline_status(settings: Settings) -> dict[str, Any]:
+def offline_status(settings: Settings) -> StatusReport:
     """The status object from the files alone, for when no daemon answers.
 
     Raises:
@@ -104,7 +175,7 @@ def _pending_on_disk(settings: Settings) -> int:
         outbox.close()
 
 
-def _snapshot_on_disk(settings: Settings) -> dict[str, Any]:
+def _snapshot_on_disk(settings: Settings) -> Notices:
     from hublink.link.notices import StateStore
 
     store = StateStore.load(settings.state_dir)
@@ -114,7 +185,7 @@ def _snapshot_on_disk(settings: Settings) -> dict[str, Any]:
         store.close()
 
 
-def summary_lines(status: dict[str, Any]) -> list[str]:
+def summary_lines(status: StatusReport) -> list[str]:
     """A short human summary of ``status`` for the terminal."""
     if not status["registered"]:
         lines = ["registered: no (run `hublink register`)"]
@@ -144,7 +215,7 @@ def summary_lines(status: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _backup_lines(status: dict[str, Any]) -> list[str]:
+def _backup_lines(status: StatusReport) -> list[str]:
     last = status.get("last_backup")
     lines = []
     if last:
@@ -159,7 +230,7 @@ def _backup_lines(status: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _describe_link(ws: dict[str, Any]) -> str:
+def _describe_link(ws: LinkReport) -> str:
     text = str(ws["state"])
     if ws["state"] == "connected" and ws["last_heartbeat_at"]:
         text += f", last heartbeat {ws['last_heartbeat_at']}"
@@ -172,7 +243,7 @@ def _describe_link(ws: dict[str, Any]) -> str:
     return text
 
 
-def _describe_tunnel(tunnel: dict[str, Any]) -> str:
+def _describe_tunnel(tunnel: TunnelReport) -> str:
     text = str(tunnel["state"])
     if tunnel["pid"]:
         text += f" (frpc pid {tunnel['pid']})"

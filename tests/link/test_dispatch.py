@@ -20,7 +20,6 @@ from hublink.link.dispatch import HANDLERS, NO_BACKUP_RUNNER, BackupRunner, Disp
 from hublink.link.messages import (
     BackupCompleted,
     BackupFailed,
-    PluginInstalled,
     parse_inbound,
 )
 from hublink.link.notices import StateStore
@@ -248,10 +247,10 @@ async def test_plugin_installed_through_the_daemon_outbox_clears_the_update(
 ) -> None:
     dispatcher = await harness.start()
     dispatcher.dispatch(parse_inbound(UPDATE))
-    await harness.outbox.put(
-        PluginInstalled.model_validate(
-            {"plugin_id": "inventory", "version": "1.1", "installed_at": "2025-01-01T00:00:00Z"}
-        )
+    await harness.outbox.queue(
+        harness.store,
+        "plugin_installed",
+        {"plugin_id": "inventory", "version": "1.1", "installed_at": "2025-01-01T00:00:00Z"},
     )
     assert harness.store.snapshot()["plugin_updates"] == []
 

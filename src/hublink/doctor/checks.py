@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
     from hublink.config import Settings
     from hublink.credentials import Credentials
+    from hublink.status import StatusReport
 
 log = structlog.get_logger(__name__)
 
@@ -538,13 +539,12 @@ def _duration(seconds: float) -> str:
 async def _websocket_check(
     settings: Settings,
     creds: Credentials | None,
-    daemon_status: dict[str, Any] | None,
+    daemon_status: StatusReport | None,
     patience: float,
 ) -> Check:
     if creds is None:
         return Check("websocket", "skip", "needs the hub's credentials")
-    link = (daemon_status or {}).get("websocket") or {}
-    if link.get("state") == "connected":
+    if daemon_status is not None and daemon_status["websocket"]["state"] == "connected":
         # A second handshake would replace the daemon's own link on the Cloud.
         return Check("websocket", "pass", "the running daemon's link is connected")
     from websockets.asyncio.client import connect
@@ -711,13 +711,13 @@ async def _tcp_connect(host: str, port: int, patience: float) -> str | None:
 # --- the daemon ---------------------------------------------------------------------
 
 
-async def _fetch_daemon(settings: Settings) -> dict[str, Any] | None:
+async def _fetch_daemon(settings: Settings) -> StatusReport | None:
     from hublink.control import fetch_status
 
     return await fetch_status(settings.control_socket)
 
 
-def _daemon_check(settings: Settings, status: dict[str, Any] | None) -> Check:
+def _daemon_check(settings: Settings, status: StatusReport | None) -> Check:
     socket_path = settings.control_socket
     if not isinstance(status, dict):
         if socket_path.exists() and not os.access(socket_path, os.R_OK | os.W_OK):

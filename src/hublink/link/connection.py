@@ -26,10 +26,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
 from hublink import __version__
+from hublink.clock import utc_now
 from hublink.link.messages import BadFrame, UnknownMessageType, heartbeat_frame, parse_inbound
-from hublink.live import LinkStateName, LiveState, utc_now
+from hublink.live import LinkStateName, LiveState
 from hublink.logs import mask_text, register_secret
-from hublink.retry import Backoff, is_transient, retry_after_of
+from hublink.retry import (
+    AUTH_CLOSE_CODES,
+    AUTH_REFUSED_STATUSES,
+    Backoff,
+    is_transient,
+    retry_after_of,
+)
 
 if TYPE_CHECKING:
     from hublink.config import Settings
@@ -39,10 +46,6 @@ log = structlog.get_logger(__name__)
 
 #: A link that stayed up this long resets the backoff (contract: "a minute").
 STABLE_AFTER = 60.0
-#: Close codes from the Cloud meaning "credentials no longer accepted" (as hublink.retry's).
-AUTH_CLOSE_CODES = frozenset({4001, 4003})
-#: HTTP answers to the handshake with the same meaning.
-AUTH_HTTP_STATUSES = frozenset({401, 403})
 #: Close codes after which the whole fleet reconnects at once unless spread out:
 #: going away, service restart, try again later, and a TCP drop without close frame.
 SPREAD_CLOSE_CODES = frozenset({1001, 1012, 1013, 1006})
@@ -92,6 +95,34 @@ def ws_url(settings: Settings, creds: Credentials) -> str:
     return f"{scheme}://{netloc}/ws/hub/{creds.hub_id}/?token={token}"
 
 
+def open_handshake(
+    settings: Settings,
+    creds: Credentials,
+    *,
+    ssl: ssl_module.SSLContext | None,
+    open_timeout: float | None = None,
+) -> connect:
+    """The link's WebSocket connection to the Cloud, not yet opened: await it or ``async with`` it.
+
+    The one place that knows the link's URL, TLS, proxy (websockets reads
+    ``HTTPS_PROXY``) and keepalive options; ``doctor`` opens its trial
+    handshake here too. ``open_timeout`` (seconds) defaults to the ping timeout.
+    """
+    ws_cfg = settings.websocket
+    return connect(
+        ws_url(settings, creds),
+        ssl=ssl if settings.cloud_scheme == "https" else None,
+        user_agent_header=f"hublink/{__version__}",
+        open_timeout=ws_cfg.ping_timeout if open_timeout is None else open_timeout,
+        ping_interval=ws_cfg.ping_interval,
+        ping_timeout=ws_cfg.ping_timeout,
+        close_timeout=CLOSE_TIMEOUT,
+        max_size=ws_cfg.max_message_size,
+        # Frames are small JSON: deflate would cost CPU and a zlib context per link.
+        compression=None,
+    )
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How one connection attempt ended, as the reconnect policy needs it."""
@@ -131,7 +162,6 @@ class Link:
         self._backoff = Backoff(
             settings.websocket.reconnect_min, settings.websocket.reconnect_max, rand=rand
         )
-        self._log = log.bind(hub_id=str(creds.hub_id))
         register_secret(creds.tunnel_token.get_secret_value())
 
     async def run(self) -> None:
@@ -156,20 +186,8 @@ class Link:
     # --- one connection -----------------------------------------------------
 
     async def _connect_once(self) -> Outcome:
-        ws_cfg = self._ws_settings
         try:
-            ws = await connect(
-                ws_url(self._settings, self._creds),
-                ssl=self._ssl if self._settings.cloud_scheme == "https" else None,
-                user_agent_header=f"hublink/{__version__}",
-                open_timeout=ws_cfg.ping_timeout,
-                ping_interval=ws_cfg.ping_interval,
-                ping_timeout=ws_cfg.ping_timeout,
-                close_timeout=CLOSE_TIMEOUT,
-                max_size=ws_cfg.max_message_size,
-                # Frames are small JSON: deflate would cost CPU and a zlib context per link.
-                compression=None,
-            )
+            ws = await open_handshake(self._settings, self._creds, ssl=self._ssl)
         except InvalidStatus as err:
             return self._refused(err)
         except asyncio.CancelledError:
@@ -185,7 +203,7 @@ class Link:
     def _refused(self, err: InvalidStatus) -> Outcome:
 
         status = err.response.status_code
-        if status in AUTH_HTTP_STATUSES:
+        if status in AUTH_REFUSED_STATUSES:
             return Outcome(
                 error=f"the Cloud refused the hub's credentials (HTTP {status})", unauthorized=True
             )
@@ -202,7 +220,7 @@ class Link:
         self._live.set_link(
             "connected", last_error=None, next_attempt_at=None, connected_since=utc_now()
         )
-        self._log.info("link connected", reconnects=self._live.link.reconnects)
+        log.info("link connected", reconnects=self._live.link.reconnects)
         try:
             async with asyncio.TaskGroup() as group:
                 beats = group.create_task(self._heartbeats(ws))
@@ -272,7 +290,7 @@ class Link:
                 pong = await ws.ping()
                 await pong
                 await outbox.ack(last_sent)
-                self._log.debug("outbox events delivered", count=len(items), up_to=last_sent)
+                log.debug("outbox events delivered", count=len(items), up_to=last_sent)
 
     async def _receive(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -280,18 +298,16 @@ class Link:
                 try:
                     message = parse_inbound(frame)
                 except UnknownMessageType as err:
-                    self._log.warning("ignored a message of unknown type", reason=str(err))
+                    log.warning("ignored a message of unknown type", reason=str(err))
                     continue
                 except BadFrame as err:
-                    self._log.warning(
-                        "dropped a malformed frame", reason=str(err)[:LOGGED_FRAME_CHARS]
-                    )
+                    log.warning("dropped a malformed frame", reason=str(err)[:LOGGED_FRAME_CHARS])
                     continue
                 try:
                     self._dispatcher.dispatch(message)
                 except Exception:
                     # A handler bug must not take the link down; it is logged with its traceback.
-                    self._log.exception("dispatching a message failed")
+                    log.exception("dispatching a message failed")
 
     # --- between connections ------------------------------------------------
 
@@ -303,7 +319,7 @@ class Link:
         if outcome.unauthorized:
             delay = cfg.unauthorized_retry
             state = "unauthorized"
-            self._log.error(
+            log.error(
                 "the Cloud no longer accepts this hub's credentials; re-register it with "
                 "`hublink register --force`",
                 reason=outcome.error,
@@ -320,7 +336,7 @@ class Link:
                 delay = self._backoff.next()
             if outcome.retry_after is not None:
                 delay = max(delay, outcome.retry_after)
-            report = self._log.error if outcome.permanent else self._log.warning
+            report = log.error if outcome.permanent else log.warning
             report("link lost; reconnecting", reason=outcome.error, retry_in=round(delay, 3))
         self._live.set_link(
             state,

@@ -80,9 +80,6 @@ class Dispatcher:
         self.outbox = outbox
         self.backup = backup
         self.hooks = HookRunner(settings)
-        # Events queued through the daemon's outbox (POST /v1/events) update the
-        # store too: a plugin_installed clears the matching pending update.
-        outbox.add_put_listener(store.record_outbound)
         self._group: asyncio.TaskGroup | None = None
         self._backlog: list[tuple[str, Job]] = []
         self._active = 0

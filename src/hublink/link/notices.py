@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, cast
 
 import structlog
 
@@ -46,6 +46,46 @@ from hublink.link.messages import (
 from hublink.statedir import NOTICES
 
 log = structlog.get_logger(__name__)
+
+
+class PluginUpdate(TypedDict):
+    """A ``plugin_update_available`` the Cloud sent and the Hub has not installed yet."""
+
+    plugin_id: str
+    current_version: str
+    new_version: str
+    download_url: str
+    received_at: str
+
+
+class RevokedUser(TypedDict):
+    """A ``user_revoked`` the Cloud sent."""
+
+    user_id: str
+    email: str
+    reason: str
+    received_at: str
+
+
+class LastBackup(TypedDict):
+    """How the last backup went (``result`` is ``completed`` or ``failed``)."""
+
+    at: str
+    result: str
+    size: int | None
+    backup_id: str | None
+    filename: str | None
+    error: str | None
+    requested_by: str | None
+
+
+class Notices(TypedDict):
+    """What the Cloud told us, as ``hublink status`` shows it."""
+
+    plugin_updates: list[PluginUpdate]
+    revoked_users: list[RevokedUser]
+    last_backup: LastBackup | None
+
 
 BUSY_TIMEOUT_MS = 15_000
 
@@ -206,7 +246,7 @@ class StateStore:
 
     # --- reading --------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Notices:
         """``plugin_updates``, ``revoked_users`` and ``last_backup`` for ``hublink status``.
 
         Reads a small local table: fast, but it is file I/O; from the event
@@ -222,7 +262,7 @@ class StateStore:
             op.apply(rows)
         return _render(rows)
 
-    async def asnapshot(self) -> dict[str, Any]:
+    async def asnapshot(self) -> Notices:
         """:meth:`snapshot` in a thread, for the event loop."""
         import asyncio
 
@@ -402,15 +442,20 @@ def _has_table(conn: sqlite3.Connection) -> bool:
     return found is not None
 
 
-def _render(rows: Rows) -> dict[str, Any]:
+def _render(rows: Rows) -> Notices:
+    # The rows were written by record_* above from validated messages; a row of
+    # an older version that lacks a key still renders (readers use .get for extras).
     updates = [v for (kind, _), v in rows.items() if kind == "plugin_update"]
     revoked = [v for (kind, _), v in rows.items() if kind == "revoked_user"]
     return {
-        "plugin_updates": sorted(updates, key=lambda v: str(v.get("plugin_id"))),
-        "revoked_users": sorted(
-            revoked, key=lambda v: (str(v.get("received_at")), str(v.get("user_id")))
+        "plugin_updates": cast(
+            list[PluginUpdate], sorted(updates, key=lambda v: str(v.get("plugin_id")))
         ),
-        "last_backup": rows.get(("last_backup", "last")),
+        "revoked_users": cast(
+            list[RevokedUser],
+            sorted(revoked, key=lambda v: (str(v.get("received_at")), str(v.get("user_id")))),
+        ),
+        "last_backup": cast("LastBackup | None", rows.get(("last_backup", "last"))),
     }
 
 

@@ -23,15 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 
 from hublink.config import DEFAULT_OUTBOX_MAX_PENDING
 from hublink.errors import OutboxError, OutboxFullError
 from hublink.fsutil import PRIVATE_FILE, create_private_file
+from hublink.link.events import queue_event
 from hublink.link.messages import OutboundEvent
 from hublink.statedir import OUTBOX
+
+if TYPE_CHECKING:
+    from hublink.link.notices import StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +218,6 @@ class AsyncOutbox:
         self.wakeup = asyncio.Event()
         # One thread: calls run in submission order and never contend for the lock.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._put_listeners: list[Callable[[OutboundEvent], None]] = []
         self._closed = False
 
     @classmethod
@@ -225,20 +228,15 @@ class AsyncOutbox:
         outbox = await asyncio.to_thread(Outbox.open, state_dir, max_pending)
         return cls(outbox)
 
-    def add_put_listener(self, listener: Callable[[OutboundEvent], None]) -> None:
-        """Call ``listener(event)`` (synchronously, cheaply) after every successful put."""
-        self._put_listeners.append(listener)
-
     async def put(self, event: OutboundEvent) -> str:
         """Queue ``event`` durably, wake the link, return the id (see :meth:`Outbox.put`)."""
         event_id = await self._run(self.sync.put, event)
-        for listener in self._put_listeners:
-            try:
-                listener(event)
-            except Exception:
-                # The event is queued already; a listener's slip must not make
-                # the caller believe otherwise (and retry, queueing it twice).
-                log.exception("outbox put listener failed", event_type=event.type)
+        self.wakeup.set()
+        return event_id
+
+    async def queue(self, notices: StateStore, event_type: str, data: object) -> str:
+        """:func:`hublink.link.events.queue_event` on the worker thread, then wake the link."""
+        event_id = await self._run(queue_event, self.sync, notices, event_type, data)
         self.wakeup.set()
         return event_id
 

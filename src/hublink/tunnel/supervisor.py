@@ -200,7 +200,6 @@ class TunnelSupervisor:
         self._running_since: float | None = None
         self._last_complaint: str | None = None
         self._last_error_line: str | None = None
-        self._log = log.bind(hub_id=str(creds.hub_id))
         logs.register_secret(creds.tunnel_token.get_secret_value())
         if settings.tunnel.server_token is not None:
             logs.register_secret(settings.tunnel.server_token.get_secret_value())
@@ -251,7 +250,7 @@ class TunnelSupervisor:
 
     def _failed(self, problem: str, hint: str = INSTALL_HINT) -> float:
         message = f"{problem}; {hint}"
-        self._log.error("tunnel failed", error=message, retry_in=self.settings.tunnel.restart_max)
+        log.error("tunnel failed", error=message, retry_in=self.settings.tunnel.restart_max)
         self._set("failed", pid=None, last_error=message)
         return self.settings.tunnel.restart_max
 
@@ -278,7 +277,7 @@ class TunnelSupervisor:
         fields: dict[str, Any] = {"pid": proc.pid}
         if restarted:
             fields["restarts"] = self.live.tunnel.restarts + 1
-        self._log.info("frpc started", pid=proc.pid, frpc=frpc, config=str(path))
+        log.info("frpc started", pid=proc.pid, frpc=frpc, config=str(path))
         self._set("starting", **fields)
         return proc
 
@@ -306,7 +305,7 @@ class TunnelSupervisor:
         last = self._last_complaint or self._last_error_line
         if last:
             problem += f"; last error: {last}"
-        self._log.warning("frpc died", pid=pid, returncode=code, restart_in=round(delay, 3))
+        log.warning("frpc died", pid=pid, returncode=code, restart_in=round(delay, 3))
         self._set("backoff", pid=None, last_error=logs.mask_text(problem))
         return delay
 
@@ -319,13 +318,13 @@ class TunnelSupervisor:
         try:
             async with asyncio.timeout(self.grace):
                 code = await proc.wait()
-            self._log.info("frpc stopped", pid=proc.pid, returncode=code)
+            log.info("frpc stopped", pid=proc.pid, returncode=code)
         except TimeoutError:
-            self._log.warning("frpc ignored SIGTERM; killing it", pid=proc.pid, grace=self.grace)
+            log.warning("frpc ignored SIGTERM; killing it", pid=proc.pid, grace=self.grace)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             code = await proc.wait()
-            self._log.info("frpc killed", pid=proc.pid, returncode=code)
+            log.info("frpc killed", pid=proc.pid, returncode=code)
 
     async def _relay(self, stream: asyncio.StreamReader, pid: int) -> None:
         """Re-log each of frpc's lines through structlog, and learn its errors from them."""
@@ -333,7 +332,7 @@ class TunnelSupervisor:
             try:
                 raw = await stream.readline()
             except ValueError:
-                self._log.warning("frpc wrote an overlong line; dropped", pid=pid)
+                log.warning("frpc wrote an overlong line; dropped", pid=pid)
                 continue
             if not raw:
                 return
@@ -346,7 +345,7 @@ class TunnelSupervisor:
         # Our own health checks would fill the log at info level every second.
         if line.source is not None and line.source.startswith("client/admin_api.go"):
             level = "debug"
-        getattr(self._log, level)(logs.mask_text(line.message), frpc_pid=pid, **line.fields())
+        getattr(log, level)(logs.mask_text(line.message), frpc_pid=pid, **line.fields())
         login = _LOGIN_FAILED.search(line.message)
         if login:
             where = f"{self.settings.frps_addr}:{self.settings.tunnel.server_port}"
@@ -401,7 +400,7 @@ class TunnelSupervisor:
             if state != "running":
                 self._running_since = asyncio.get_running_loop().time()
                 self._last_complaint = None
-                self._log.info("tunnel running", pid=pid, remote=proxy.get("remote_addr"))
+                log.info("tunnel running", pid=pid, remote=proxy.get("remote_addr"))
                 self._set("running", last_error=None)
             return
         if proxy is not None and proxy.get("err"):
@@ -409,7 +408,7 @@ class TunnelSupervisor:
         if state == "running":
             # An empty answer: frpc lost frps and is logging in again by itself.
             self._running_since = None
-            self._log.warning("tunnel lost; frpc is reconnecting to frps", pid=pid)
+            log.warning("tunnel lost; frpc is reconnecting to frps", pid=pid)
             self._set("starting")
 
     def _set(self, state: TunnelStateName, **fields: Any) -> None:
