@@ -18,6 +18,7 @@ import re
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import overload
 
 #: The most the hub's clock may differ from the Cloud's (contract section 1):
 #: the Cloud's JWT leeway; beyond it TLS and login tokens break.
@@ -32,11 +33,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def iso_z(moment: datetime, *, precise: bool = False) -> str:
-    """``moment`` in UTC as ``YYYY-MM-DDTHH:MM:SSZ``; ``precise`` keeps microseconds.
+@overload
+def iso_z(moment: datetime, *, precise: bool = False) -> str: ...
+
+
+@overload
+def iso_z(moment: None, *, precise: bool = False) -> None: ...
+
+
+def iso_z(moment: datetime | None, *, precise: bool = False) -> str | None:
+    """``moment`` in UTC as ``YYYY-MM-DDTHH:MM:SSZ``, None as None; ``precise`` keeps microseconds.
 
     A naive ``moment`` is taken as local time, as :meth:`datetime.astimezone` does.
     """
+    if moment is None:
+        return None
     utc = moment.astimezone(UTC)
     if precise:
         # The status object and the notices keep sub-second order (microseconds

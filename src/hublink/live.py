@@ -5,26 +5,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
+
+from hublink.clock import iso_z, utc_now
 
 if TYPE_CHECKING:
     from hublink.status import LinkReport, TunnelReport
 
 LinkStateName = Literal["connecting", "connected", "backoff", "unauthorized", "stopped"]
 TunnelStateName = Literal["disabled", "starting", "running", "backoff", "failed", "stopped"]
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime | None) -> str | None:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` or None."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -97,10 +87,10 @@ class LiveState:
         link = self.link
         return {
             "state": link.state,
-            "last_heartbeat_at": iso(link.last_heartbeat_at),
+            "last_heartbeat_at": iso_z(link.last_heartbeat_at, precise=True),
             "reconnects": link.reconnects,
             "last_error": link.last_error,
-            "next_attempt_at": iso(link.next_attempt_at),
+            "next_attempt_at": iso_z(link.next_attempt_at, precise=True),
         }
 
     def tunnel_report(self) -> TunnelReport:

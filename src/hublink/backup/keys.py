@@ -9,13 +9,14 @@ says whether they did.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import structlog
 from pyrage import IdentityError, RecipientError, ssh, x25519
 
+from hublink.clock import iso_z, utc_now
 from hublink.config import Settings
 from hublink.errors import BackupError, ConfigError
 from hublink.fsutil import atomic_write, loose_permissions
@@ -69,12 +70,8 @@ def ensure_identity(state_dir: Path) -> x25519.Identity:
 
 def identity_file_text(identity: x25519.Identity, *, now: datetime | None = None) -> str:
     """The identity in ``age-keygen``'s format: two comment lines, then the secret key."""
-    created = (now or datetime.now(UTC)).astimezone(UTC)
-    return (
-        f"# created: {created:%Y-%m-%dT%H:%M:%SZ}\n"
-        f"# public key: {identity.to_public()}\n"
-        f"{identity}\n"
-    )
+    created = iso_z(now or utc_now())
+    return f"# created: {created}\n# public key: {identity.to_public()}\n{identity}\n"
 
 
 def _load_hub_identity(path: Path) -> x25519.Identity:

@@ -16,7 +16,7 @@ application is checked only as far as the Cloud needs it to be.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
@@ -32,6 +32,7 @@ from pydantic import (
     ValidationError,
 )
 
+from hublink.clock import iso_z, utc_now
 from hublink.errors import InvalidEvent
 from hublink.logs import mask_text
 
@@ -180,9 +181,8 @@ _APP_EVENTS: dict[str, type[UserSync | PluginInstalled]] = {
 
 def heartbeat_frame(now: datetime | None = None) -> str:
     """The JSON text of a heartbeat: ``{"type":"heartbeat","timestamp":"…Z"}`` in UTC."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
     # Built by hand: it is sent forever, every 30 s, and needs no validation.
-    return f'{{"type":"heartbeat","timestamp":"{moment:%Y-%m-%dT%H:%M:%SZ}"}}'
+    return f'{{"type":"heartbeat","timestamp":"{iso_z(now or utc_now())}"}}'
 
 
 def validate_event(event_type: str, data: dict[str, Any]) -> UserSync | PluginInstalled:

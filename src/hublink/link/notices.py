@@ -34,6 +34,7 @@ from typing import Any, Literal, TypedDict, cast
 
 import structlog
 
+from hublink.clock import iso_z, utc_now
 from hublink.fsutil import create_private_file
 from hublink.link.messages import (
     BackupCompleted,
@@ -103,7 +104,8 @@ CREATE TABLE IF NOT EXISTS records (
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    # Microseconds kept: revocations are listed in the order they arrived.
+    return iso_z(utc_now(), precise=True)
 
 
 @dataclass(frozen=True, slots=True)
