@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hublink import __version__, statedir
@@ -33,6 +33,26 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise UsageError(f"{message}\n{self.format_usage().strip()}")
+
+
+class _EventTypes:
+    """argparse ``choices`` read from the message models when ``send`` parses its TYPE.
+
+    Not a literal list: the types are the models' (hublink.link.messages), and
+    the parser must not load pydantic for ``--version`` or ``--help``.
+    """
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._types()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types())
+
+    @staticmethod
+    def _types() -> tuple[str, ...]:
+        from hublink.link.messages import APP_EVENT_TYPES  # cold start: see above
+
+        return APP_EVENT_TYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("send", help="queue an event for the Cloud")
-    p.add_argument("type", metavar="TYPE", choices=("user_sync", "plugin_installed"))
+    p.add_argument("type", metavar="TYPE", choices=_EventTypes())
     p.add_argument("--data", required=True, metavar="JSON", help="the event's fields")
     p.set_defaults(func=cmd_send)
 

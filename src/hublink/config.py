@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hublink.errors import ConfigError
+from hublink.link.messages import INBOUND_TYPES
 
 DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
 DEFAULT_CLOUD_URL = "https://erplora.com"
@@ -48,8 +49,10 @@ DEFAULT_ZSTD_LEVEL = 3
 DEFAULT_OUTBOX_MAX_PENDING = 100_000
 DEFAULT_HOOKS_TIMEOUT = 30.0
 
-#: Cloud→Hub message types a hook may be attached to.
-HOOKABLE_TYPES = frozenset({"plugin_update_available", "user_revoked", "backup_request"})
+#: The hook a person triggers to install a recorded plugin update (contract section 6).
+INSTALL_PLUGIN_UPDATE = "install_plugin_update"
+#: The keys of ``[hooks]``: every Cloud→Hub message type, plus the install hook.
+HOOKABLE_TYPES = INBOUND_TYPES | {INSTALL_PLUGIN_UPDATE}
 
 _SECRET_KEYS = ("server_token", "tunnel_token", "password")
 

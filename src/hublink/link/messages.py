@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -39,8 +39,6 @@ from hublink.logs import mask_text
 #: How much of an offending payload a log line may show.
 EXCERPT_CHARS = 200
 
-#: Types the Hub application may queue (``hublink send``, ``POST /v1/events``).
-APP_EVENT_TYPES = ("user_sync", "plugin_installed")
 #: The ``backup_failed`` error of a request refused because another backup runs.
 BACKUP_ALREADY_RUNNING = "a backup is already running"
 
@@ -173,10 +171,18 @@ class BackupFailed(_Event):
 #: An event that waits in the outbox.
 OutboundEvent = UserSync | PluginInstalled | BackupCompleted | BackupFailed
 
+
+def message_type(model: type[BaseModel]) -> str:
+    """The wire ``type`` of a message model: the value of its ``type`` Literal."""
+    (value,) = get_args(model.model_fields["type"].annotation)
+    return str(value)
+
+
 _APP_EVENTS: dict[str, type[UserSync | PluginInstalled]] = {
-    "user_sync": UserSync,
-    "plugin_installed": PluginInstalled,
+    message_type(model): model for model in (UserSync, PluginInstalled)
 }
+#: Types the Hub application may queue (``hublink send``, ``POST /v1/events``).
+APP_EVENT_TYPES = tuple(_APP_EVENTS)
 
 
 def heartbeat_frame(now: datetime | None = None) -> str:
@@ -327,7 +333,10 @@ InboundMessage = Annotated[
 _INBOUND: TypeAdapter[PluginUpdateAvailable | UserRevoked | BackupRequest] = TypeAdapter(
     InboundMessage
 )
-INBOUND_TYPES = frozenset({"plugin_update_available", "user_revoked", "backup_request"})
+#: Cloud→Hub types hublink handles (contract section 2); the rest are logged and ignored.
+INBOUND_TYPES = frozenset(
+    message_type(model) for model in (PluginUpdateAvailable, UserRevoked, BackupRequest)
+)
 
 
 def parse_inbound(frame: str | bytes) -> PluginUpdateAvailable | UserRevoked | BackupRequest:
