@@ -92,15 +92,18 @@ def offline_status(settings: Settings) -> dict[str, Any]:
     return status
 
 
+#: ``daemon.LOCK_FILENAME``, named again here (a test keeps the two equal):
+#: importing the daemon module would double what ``hublink status`` loads.
+DAEMON_LOCK_FILENAME = ".daemon.lock"
+
+
 def daemon_holding_lock(state_dir: Path) -> int | None:
     """The pid of a daemon holding ``state_dir`` (0 if unreadable), or None when none does."""
     import fcntl
     import os
 
-    from hublink.daemon import LOCK_FILENAME
-
     try:
-        fd = os.open(state_dir / LOCK_FILENAME, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(state_dir / DAEMON_LOCK_FILENAME, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
