@@ -47,8 +47,10 @@ $(FRP_DIR)/bin/frpc: requirements-frp.txt | $(STAMP)
 tools:
 	@scripts/install-tools
 
+# Writes BENCHMARKS.md (never edit it by hand); BENCH_ROUNDS and the knobs in
+# each bench's docstring make the runs bigger.
 bench: $(STAMP) frp tools
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .cache build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
