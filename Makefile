@@ -48,8 +48,10 @@ $(FRP_DIR)/bin/frpc: requirements-frp.txt | $(STAMP)
 tools:
 	@scripts/install-tools
 
+# Writes BENCHMARKS.md (never edit it by hand); BENCH_ROUNDS and the knobs in
+# each bench's docstring make the runs bigger.
 bench: $(STAMP) frp tools
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	$(BIN)/python bench/report.py
 
 # The wheel and the sdist that the README's install steps copy to a Hub box.
 # The wheel is built from the sdist, so a file missing from MANIFEST.in shows.

@@ -8,6 +8,11 @@ Run with ``.venv/bin/python bench/bench_cli.py`` (or ``make bench``). Prints:
 * the peak RSS (``wait4`` rusage of that one child) of ``python -c pass``,
   ``hublink --version`` and a full ``hublink register`` against the
   reference Cloud on a random loopback port.
+
+:func:`rows` (for ``make bench``) times what users type, through the
+``hublink`` script: ``hublink status`` while a connected daemon runs, and
+``hublink send user_sync`` to it, each beside ``python -c pass``;
+``BENCH_CLI_RUNS`` (default 5) runs per round, ``BENCH_ROUNDS`` rounds.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench_idle import daemon_env, make_hub
+from report import Row, interleaved
+
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
 
 RUNS = 20
@@ -32,6 +40,7 @@ PY = sys.executable
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(extra)
     return env
 
@@ -104,6 +113,56 @@ def running_devcloud(data_dir: Path) -> Iterator[DevCloud]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def median_ms(argv: list[str], env: dict[str, str], runs: int) -> float:
+    """Median wall time of ``runs`` runs of ``argv``, in ms."""
+    return statistics.median(wall_times(argv, env, runs)) * 1000
+
+
+def rows() -> list[Row]:
+    """``hublink status`` and ``send`` with a connected daemon, beside ``python -c pass``."""
+    runs = int(os.environ.get("BENCH_CLI_RUNS", "5"))
+    script = str(Path(PY).with_name("hublink"))
+    data = '{"users": [{"cloud_user_id": 1, "email": "a@b.c", "last_activity": null}]}'
+    with tempfile.TemporaryDirectory(prefix="hublink-bench-") as tmp:
+        base = Path(tmp)
+        with running_devcloud(base / "devcloud") as cloud:
+            _, state_dir = make_hub(cloud, base, "hub")
+            env = daemon_env(cloud.url, state_dir)
+            daemon = subprocess.Popen(
+                [PY, "-m", "hublink", "run"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stderr=(base / "daemon.log").open("ab"),
+            )
+            try:
+                deadline = time.monotonic() + 30
+                while (
+                    b'"connected"'
+                    not in subprocess.run(
+                        [script, "status", "--json"], env=env, capture_output=True, check=False
+                    ).stdout
+                ):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("bench: the daemon never connected")
+                    time.sleep(0.1)
+                floor = [PY, "-c", "pass"]
+                status = interleaved(
+                    lambda: median_ms([script, "status"], env, runs),
+                    lambda: median_ms(floor, env, runs),
+                )
+                send = interleaved(
+                    lambda: median_ms([script, "send", "user_sync", "--data", data], env, runs),
+                    lambda: median_ms(floor, env, runs),
+                )
+            finally:
+                daemon.terminate()
+                daemon.wait(30)
+    return [
+        Row("`hublink status`, daemon running", "ms", *status, "`python -c pass`", "<= 5x"),
+        Row("`hublink send user_sync`, daemon running", "ms", *send, "`python -c pass`", "<= 5x"),
+    ]
 
 
 def main() -> int:

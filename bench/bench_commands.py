@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench_idle import make_hub, start_daemon, wait_for
+from report import Row
 
 from hublink.devcloud import DevCloud
 
@@ -166,8 +167,8 @@ def median_of(runs: list[dict[str, tuple[float, ...]]]) -> dict[str, tuple[float
     return out
 
 
-async def main(count: int, rounds: int) -> None:
-    """Run every client ``rounds`` times, interleaved (the machine is shared); print medians."""
+async def collect(count: int, rounds: int) -> dict[str, list[dict[str, tuple[float, ...]]]]:
+    """Every client's results, ``rounds`` times, interleaved (the machine is shared)."""
     collected: dict[str, list[dict[str, tuple[float, ...]]]] = {
         "deflate": [],
         "none": [],
@@ -184,6 +185,51 @@ async def main(count: int, rounds: int) -> None:
                 collected["hub"].append(await run_hublink(cloud, base / f"r{r}", count))
         finally:
             await cloud.stop()
+    return collected
+
+
+def rows() -> list[Row]:
+    """The flood rate and the paced p99 of hublink at ``info``, beside the bare loops."""
+    from report import rounds
+
+    count = int(os.environ.get("BENCH_COMMANDS_N", "5000"))
+    got = asyncio.run(collect(count, rounds()))
+
+    def runs(client: str, kind: str, field: int) -> list[float]:
+        return [r[kind][field] for r in got[client]]
+
+    flood = f"Cloud→Hub flood of {count:,}, `info`, journal format"
+    return [
+        Row(
+            flood,
+            "msg/s",
+            runs("hub", "flood", 0),
+            runs("none", "flood", 0),
+            "bare websockets loop, no compression",
+            ">= 0.5x",
+        ),
+        Row(
+            flood,
+            "msg/s",
+            runs("hub", "flood", 0),
+            runs("deflate", "flood", 0),
+            "bare websockets loop, deflate (seed)",
+            ">= 0.5x",
+        ),
+        Row(
+            "Cloud→Hub paced 1 per 2 ms, p99 latency",
+            "ms",
+            runs("hub", "paced", 2),
+            runs("none", "paced", 2),
+            "bare loop, no compression",
+            "< 5 ms",
+        ),
+    ]
+
+
+async def main(count: int, rounds: int) -> None:
+    """Run every client ``rounds`` times, interleaved (the machine is shared); print medians."""
+    collected = await collect(count, rounds)
     bare, bare_plain, hub = (median_of(collected[k]) for k in ("deflate", "none", "hub"))
     print(
         f"Cloud→Hub plugin_update_available, no hooks; flood {count}, paced 2000 at 1 per 2 ms; "

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from report import Row, rounds
+
 from hublink.credentials import Credentials
 from hublink.devcloud import DevCloud
 
@@ -60,11 +62,16 @@ def make_hub(cloud: DevCloud, base: Path, name: str) -> tuple[Credentials, Path]
     return cloud.enroll_into(state_dir, name=name), state_dir
 
 
-async def start_daemon(
+def daemon_env(
     cloud_url: str, state_dir: Path, heartbeat: float = 30.0, **env: str
-) -> asyncio.subprocess.Process:
-    """``python -m hublink run`` for the hub in ``state_dir``, logging warnings only."""
+) -> dict[str, str]:
+    """The environment of ``hublink run`` for the hub in ``state_dir``, logging as the unit does.
+
+    Default log level (``info``, or ``BENCH_LOG_LEVEL``) in the journal format.
+    """
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
+    # Users' installs keep their .pyc files; a bench run must not recompile each time.
+    child_env.pop("PYTHONDONTWRITEBYTECODE", None)
     config = state_dir.parent / "hublink.toml"
     config.write_text("")
     child_env.update(
@@ -74,13 +81,29 @@ async def start_daemon(
         HUBLINK_RUNTIME_DIR=str(state_dir.parent / "run"),
         HUBLINK_TUNNEL__ENABLED="false",
         HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL=str(heartbeat),
-        HUBLINK_LOG__LEVEL="warning",
-        HUBLINK_LOG__FORMAT="json",
+        HUBLINK_LOG__LEVEL=os.environ.get("BENCH_LOG_LEVEL", "info"),
+        HUBLINK_LOG__FORMAT="journal",
         **env,
     )
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hublink", "run", env=child_env, stdin=asyncio.subprocess.DEVNULL
-    )
+    return child_env
+
+
+async def start_daemon(
+    cloud_url: str, state_dir: Path, heartbeat: float = 30.0, **env: str
+) -> asyncio.subprocess.Process:
+    """``python -m hublink run`` (see :func:`daemon_env`); its lines go to ``daemon.log``
+    beside the state dir, as journald would take them."""
+    child_env = daemon_env(cloud_url, state_dir, heartbeat, **env)
+    with (state_dir.parent / "daemon.log").open("ab") as log_file:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hublink",
+            "run",
+            env=child_env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stderr=log_file,
+        )
 
 
 def proc_rss(pid: int) -> int:
@@ -106,8 +129,53 @@ async def wait_for(predicate: Any, limit: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def rows() -> list[Row]:
+    """Idle RSS and CPU of the connected daemon beside the seed client (tunnel off)."""
+    seconds = float(os.environ.get("BENCH_IDLE_SECONDS", "20"))
+    rss: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds()):
+        (_, hub_rss, _, _, hub_cpu), (_, seed_rss, _, _, seed_cpu) = asyncio.run(measure(seconds))
+        rss[0].append(hub_rss / 2**20)
+        rss[1].append(seed_rss / 2**20)
+        cpu[0].append(hub_cpu)
+        cpu[1].append(seed_cpu)
+    return [
+        Row(
+            f"idle RSS, connected, tunnel off ({seconds:.0f} s)",
+            "MiB",
+            *rss,
+            "seed client",
+            "<= 1.75x",
+        ),
+        Row(
+            f"idle CPU, connected, tunnel off ({seconds:.0f} s)",
+            "%",
+            *cpu,
+            "seed client",
+            "< 0.05 %",
+        ),
+    ]
+
+
 async def main(seconds: float) -> None:
     """Run both clients for ``seconds`` and print the table."""
+    (hub, seed) = await measure(seconds)
+    print(f"idle footprint over {seconds:.0f} s, heartbeat 30 s")
+    print(f"{'process':<14}{'RSS MiB':>10}{'peak MiB':>10}{'CPU s':>9}{'CPU %':>9}")
+    for label, rss, top, cpu, pct in (hub, seed):
+        print(f"{label:<14}{rss / 2**20:>10.1f}{top / 2**20:>10.1f}{cpu:>9.2f}{pct:>9.3f}")
+    print(
+        f"RSS ratio hublink/seed: {hub[1] / seed[1]:.2f} (target <= 1.5); "
+        f"hublink CPU {hub[4]:.3f} % (target < 0.1 %)"
+    )
+
+
+Sample = tuple[str, int, int, float, float]
+
+
+async def measure(seconds: float) -> tuple[Sample, Sample]:
+    """(label, RSS, peak RSS, CPU s, CPU %) of the daemon and of the seed client."""
     with tempfile.TemporaryDirectory(prefix="hublink-bench-") as tmp:
         base = Path(tmp)
         cloud = DevCloud(base / "cloud")
@@ -135,32 +203,17 @@ async def main(seconds: float) -> None:
                 for p in procs:
                     peak[p.pid] = max(peak[p.pid], proc_rss(p.pid))
             elapsed = time.monotonic() - began
-            rows = []
+            rows: list[Sample] = []
             for label, p in (("hublink run", daemon), ("seed client", seed)):
                 cpu = proc_cpu(p.pid) - start[p.pid]
                 rows.append((label, proc_rss(p.pid), peak[p.pid], cpu, 100 * cpu / elapsed))
-            beats = (
-                len(cloud.heartbeats(hub_creds.hub_id)),
-                len(cloud.heartbeats(seed_creds.hub_id)),
-            )
         finally:
             for p in procs:
                 if p.returncode is None:
                     p.terminate()
                     await p.wait()
             await cloud.stop()
-    print(
-        f"idle footprint over {elapsed:.0f} s, heartbeat 30 s "
-        f"(heartbeats: hublink {beats[0]}, seed {beats[1]})"
-    )
-    print(f"{'process':<14}{'RSS MiB':>10}{'peak MiB':>10}{'CPU s':>9}{'CPU %':>9}")
-    for label, rss, top, cpu, pct in rows:
-        print(f"{label:<14}{rss / 2**20:>10.1f}{top / 2**20:>10.1f}{cpu:>9.2f}{pct:>9.3f}")
-    ratio = rows[0][1] / rows[1][1]
-    print(
-        f"RSS ratio hublink/seed: {ratio:.2f} (target <= 1.5); "
-        f"hublink CPU {rows[0][4]:.3f} % (target < 0.1 %)"
-    )
+    return rows[0], rows[1]
 
 
 if __name__ == "__main__":

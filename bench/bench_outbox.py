@@ -6,21 +6,29 @@ runs from the hub's first accepted handshake to the moment the Cloud has
 recorded every event, and on to the outbox being empty (acknowledged).
 N defaults to 10000 (``BENCH_OUTBOX_N`` or the first argument).
 Target (issue 3): under 2 s to deliver.
+
+:func:`rows` (for ``make bench``) times what ``hublink send`` costs per event:
+``BENCH_OUTBOX_PUTS`` (default 2000) durable puts one at a time beside plain
+SQLite insert + commit of the same frames with the same settings (WAL,
+``synchronous=FULL``), and the cost of a put with ``BENCH_OUTBOX_DEPTH``
+(default 100000) events waiting beside one with an empty queue (issue 12).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench_idle import make_hub, start_daemon, wait_for
+from report import Row, interleaved
 
 from hublink.devcloud import DevCloud
-from hublink.link.messages import validate_event
+from hublink.link.messages import OutboundEvent, validate_event
 from hublink.link.outbox import Outbox
 
 
@@ -43,6 +51,104 @@ def queue(state_dir: Path, count: int) -> float:
     finally:
         outbox.close()
     return time.monotonic() - started
+
+
+def events(count: int, prefix: str = "p") -> list[OutboundEvent]:
+    """``count`` plugin_installed events, validated before any clock starts."""
+    return [
+        validate_event(
+            "plugin_installed",
+            {
+                "plugin_id": f"{prefix}{n}",
+                "version": "1.0.0",
+                "installed_at": "2026-01-01T00:00:00Z",
+            },
+        )
+        for n in range(count)
+    ]
+
+
+def timed_puts(state_dir: Path, batch: list[OutboundEvent], depth: int = 0) -> float:
+    """Seconds for ``batch`` puts one at a time, with ``depth`` events waiting already."""
+    outbox = Outbox.open(state_dir, depth + len(batch) + 1)
+    try:
+        if depth:
+            # Filled in one transaction: the fill is not what is measured.
+            with outbox._write() as conn:
+                conn.executemany(
+                    "INSERT INTO events (id, type, frame, queued_at) VALUES (?, 't', '{}', 0)",
+                    ((f"fill-{n}",) for n in range(depth)),
+                )
+        started = time.perf_counter()
+        for event in batch:
+            outbox.put(event)
+        return time.perf_counter() - started
+    finally:
+        outbox.close()
+
+
+def timed_plain_inserts(state_dir: Path, batch: list[OutboundEvent]) -> float:
+    """Seconds for the same rows as plain SQLite insert + commit, WAL and synchronous=FULL."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(state_dir / "plain.sqlite3", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "
+            "type TEXT NOT NULL, frame TEXT NOT NULL, queued_at REAL NOT NULL)"
+        )
+        started = time.perf_counter()
+        for event in batch:
+            conn.execute("BEGIN")
+            conn.execute(
+                "INSERT INTO events (id, type, frame, queued_at) VALUES (?, ?, ?, ?)",
+                (str(event.id), event.type, event.to_frame(), time.time()),
+            )
+            conn.execute("COMMIT")
+        return time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def rows() -> list[Row]:
+    """Durable puts beside plain inserts, and a put's cost at depth beside an empty queue."""
+    puts = int(os.environ.get("BENCH_OUTBOX_PUTS", "2000"))
+    depth = int(os.environ.get("BENCH_OUTBOX_DEPTH", "100000"))
+    with tempfile.TemporaryDirectory(prefix="hublink-bench-") as tmp:
+        base = Path(tmp)
+        turn = iter(range(10**6))
+        batch = events(puts)
+
+        def fresh() -> Path:
+            return base / str(next(turn))
+
+        ours, plain = interleaved(
+            lambda: timed_puts(fresh(), batch), lambda: timed_plain_inserts(fresh(), batch)
+        )
+        small = batch[: min(500, puts)]
+        deep, empty = interleaved(
+            lambda: timed_puts(fresh(), small, depth) / len(small) * 1000,
+            lambda: timed_puts(fresh(), small) / len(small) * 1000,
+        )
+    return [
+        Row(
+            f"queue {puts:,} events, one durable `put` each",
+            "s",
+            ours,
+            plain,
+            "plain SQLite insert + commit",
+            "≤ 1.5x",
+        ),
+        Row(
+            f"one `put` with {depth:,} events waiting",
+            "ms",
+            deep,
+            empty,
+            "with an empty queue",
+            "flat (≈ 1x)",
+        ),
+    ]
 
 
 def pending(state_dir: Path) -> int:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 
-def loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+def loaded_after(
+    code: str, modules: tuple[str, ...], env: dict[str, str] | None = None
+) -> list[str]:
     probe = f"{code}\nimport sys\nprint('loaded:', *(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+        env=env,
     ).stdout
     return out.splitlines()[-1].split()[1:]
 
@@ -31,3 +40,64 @@ def test_the_rest_client_loads_jwt_only_to_verify_a_token() -> None:
     # (about 8 MiB) are for checking the owner's token at registration only.
     code = "import hublink.cloud.client"
     assert loaded_after(code, ("jwt", "cryptography")) == []
+
+
+#: What ``hublink status`` and ``hublink send`` must not load: the link's and
+#: the daemon's libraries (aiohttp alone builds two SSL contexts at import),
+#: and the enrollment and backup ones.
+NOT_FOR_THE_QUICK_COMMANDS = (
+    "aiohttp",
+    "websockets",
+    "jwt",
+    "cryptography",
+    "pyrage",
+    "zstandard",
+    "hublink.daemon",
+    "hublink.link.connection",
+    "hublink.tunnel.supervisor",
+)
+
+
+def quick_command_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "hublink.toml").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBLINK_", "PYDANTIC_"))}
+    env.update(
+        HUBLINK_CONFIG=str(tmp_path / "hublink.toml"),
+        HUBLINK_STATE_DIR=str(tmp_path / "state"),
+        HUBLINK_RUNTIME_DIR=str(tmp_path / "run"),
+    )
+    return env
+
+
+def run_cli(argv: list[str]) -> str:
+    # The probe's own output goes last; the command's goes to a null stream.
+    return (
+        "import contextlib, io\nfrom hublink.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    main({argv!r})"
+    )
+
+
+def test_status_loads_no_daemon_link_or_backup_library(tmp_path: Path) -> None:
+    code = run_cli(["status"])
+    assert loaded_after(code, NOT_FOR_THE_QUICK_COMMANDS, quick_command_env(tmp_path)) == []
+
+
+def test_send_loads_no_daemon_link_or_backup_library(tmp_path: Path) -> None:
+    code = run_cli(["send", "user_sync", "--data", '{"users": []}'])
+    assert loaded_after(code, NOT_FOR_THE_QUICK_COMMANDS, quick_command_env(tmp_path)) == []
+
+
+def test_the_cli_skips_pydantics_plugin_scan(tmp_path: Path) -> None:
+    # The scan reads every installed distribution's metadata; hublink has no plugin.
+    code = run_cli(["status"]) + (
+        "\nfrom pydantic.plugin import _loader\nprint('scanned:', _loader._plugins is not None)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+        env=quick_command_env(tmp_path),
+    ).stdout
+    assert out.splitlines()[-1] == "scanned: False"

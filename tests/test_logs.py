@@ -95,6 +95,28 @@ def test_secrets_inside_json_or_toml_text_are_masked() -> None:
     assert "pw-in-json" not in got["json_body"] and "a@b.c" in got["json_body"]
 
 
+def test_basic_credentials_in_free_text_are_masked() -> None:
+    got = mask(event="request", detail="sent basic dXNlcjpwYXNz to the proxy")
+    assert got["detail"] == "sent basic *** to the proxy"
+
+
+def test_overlapping_secret_shapes_are_all_masked() -> None:
+    # The token's value runs on after the JWT ends: both are masked, as when
+    # each pattern was applied to the whole text in turn.
+    got = mask(event="x", detail="eyJhbGciOi.eyJzdWIiOi.sigtoken=leftover-value")
+    assert got["detail"] == "***=***"
+
+
+def test_plain_values_are_left_as_they_are() -> None:
+    got = mask(event="plugin update available", plugin_id="p-1", new_version="1.0.1", n=3)
+    assert got == {
+        "event": "plugin update available",
+        "plugin_id": "p-1",
+        "new_version": "1.0.1",
+        "n": 3,
+    }
+
+
 # --- renderers ------------------------------------------------------------------------------
 
 

@@ -140,6 +140,10 @@ def main(argv: Sequence[str]) -> int:
         if getattr(args, "no_settings", False):
             _configure_logging("info", "auto")
             return int(args.func(args, None))
+        # hublink uses no pydantic plugin; looking for one reads the metadata of
+        # every installed distribution, the largest cost of loading the settings
+        # after pydantic itself. PYDANTIC_DISABLE_PLUGINS is pydantic's own switch.
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
         from hublink.config import load_settings
 
         settings = load_settings(args.config)

@@ -53,7 +53,39 @@ _PATTERNS = (
     ),
 )
 
-_known_secrets: set[str] = set()
+_ANCHORS = r"[=:]|eyJ|(?i:bearer|basic)"
+
+
+class _Secrets:
+    """The registered secret values, and one scan that finds what masking might change.
+
+    Each pattern above needs a ``=`` or ``:``, an ``eyJ``, or the word Bearer or
+    Basic, and a registered secret needs itself. Most log values (ids, versions,
+    event names) hold none of these, and the scan is all they cost; a value with
+    a hit goes through the full, ordered masking of :func:`mask_text`, so what is
+    masked is exactly what the step-by-step substitutions mask.
+    """
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+        self.suspect = re.compile(_ANCHORS)
+
+    def add(self, value: str) -> None:
+        if value not in self.values:
+            self.values.add(value)
+            self._rebuild()
+
+    def discard(self, value: str) -> None:
+        if value in self.values:
+            self.values.discard(value)
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        alternatives = [_ANCHORS, *(re.escape(value) for value in self.values)]
+        self.suspect = re.compile("|".join(alternatives))
+
+
+_secrets = _Secrets()
 
 SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
@@ -61,12 +93,12 @@ SYSLOG_PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 
 def register_secret(value: str | None) -> None:
     """Mask every later occurrence of ``value`` in any log event."""
     if value and len(value) >= 6:
-        _known_secrets.add(value)
+        _secrets.add(value)
 
 
 def forget_secret(value: str | None) -> None:
     """Stop masking ``value``: a one-time secret (frpc's admin password) that is gone."""
-    _known_secrets.discard(value or "")
+    _secrets.discard(value or "")
 
 
 def register_secret_str(value: SecretStr | None) -> None:
@@ -77,7 +109,9 @@ def register_secret_str(value: SecretStr | None) -> None:
 
 def mask_text(text: str) -> str:
     """``text`` with known secrets and secret-shaped substrings replaced by ``***``."""
-    for secret in _known_secrets:
+    if _secrets.suspect.search(text) is None:
+        return text
+    for secret in _secrets.values:
         if secret in text:
             text = text.replace(secret, MASK)
     for pattern, replacement in _PATTERNS:
@@ -103,8 +137,15 @@ def mask_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: mask secrets anywhere in the event."""
-    for key in list(event_dict):
-        event_dict[key] = _mask_value(key if key != "event" else None, event_dict[key])
+    for key, value in event_dict.items():
+        if type(value) is str:
+            # The common case, inlined: a plain text under an ordinary key.
+            if key != "event" and key.lower() in SECRET_KEYS:
+                event_dict[key] = MASK
+            elif _secrets.suspect.search(value) is not None:
+                event_dict[key] = mask_text(value)
+            continue
+        event_dict[key] = _mask_value(key if key != "event" else None, value)
     return event_dict
 
 
@@ -122,9 +163,12 @@ def journal_renderer(_logger: Any, method: str, event_dict: MutableMapping[str, 
     return line
 
 
+_NEEDS_QUOTES = re.compile('[ "=\n]')
+
+
 def _kv(value: Any) -> str:
     text = str(value)
-    if not text or any(ch in text for ch in ' "=\n'):
+    if not text or _NEEDS_QUOTES.search(text):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return text
 
@@ -183,14 +227,17 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     """
     stream = stream or sys.stderr
     chosen = pick_format(fmt, stream)
+    # The level and the time are added after the masking: they are the
+    # pipeline's own values (overwriting any a caller passed), not worth a scan.
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _hub_field,
+        structlog.processors.format_exc_info,
+        mask_secrets,
         structlog.processors.add_log_level,
     ]
     if chosen != "journal":
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
-    processors += [structlog.processors.format_exc_info, mask_secrets]
     processors.append(_renderer(chosen))
     structlog.configure(
         processors=processors,

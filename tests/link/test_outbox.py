@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -83,6 +84,40 @@ def test_bound_refuses_with_a_clear_error(tmp_path: Path) -> None:
     outbox.ack(outbox.peek(1)[0].seq)
     outbox.put(plugin_event(99))
     assert outbox.pending() == 3
+    outbox.close()
+
+
+def test_the_bound_counts_an_outbox_made_before_the_pending_counter(tmp_path: Path) -> None:
+    # An older hublink kept no counter row: the first open counts what is there.
+    conn = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    conn.executescript(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "
+        "type TEXT NOT NULL, frame TEXT NOT NULL, queued_at REAL NOT NULL);"
+        "INSERT INTO events (id, type, frame, queued_at) VALUES ('a', 't', '{}', 0), "
+        "('b', 't', '{}', 0);"
+    )
+    conn.close()
+    outbox = Outbox.open(tmp_path, max_pending=3)
+    assert outbox.pending() == 2
+    outbox.put(plugin_event(1))
+    with pytest.raises(OutboxFullError, match="already holds 3 events"):
+        outbox.put(plugin_event(2))
+    outbox.close()
+    assert Outbox.open(tmp_path, max_pending=3).pending() == 3
+
+
+def test_the_bound_follows_rows_removed_by_hand(tmp_path: Path) -> None:
+    # An operator clearing the queue with the sqlite3 shell frees room at once.
+    outbox = Outbox.open(tmp_path, max_pending=2)
+    outbox.put(plugin_event(1))
+    outbox.put(plugin_event(2))
+    conn = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    with conn:
+        conn.execute("DELETE FROM events")
+    conn.close()
+    assert outbox.pending() == 0
+    outbox.put(plugin_event(3))
+    assert outbox.pending() == 1
     outbox.close()
 
 

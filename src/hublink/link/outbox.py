@@ -51,6 +51,21 @@ CREATE TABLE IF NOT EXISTS events (
     queued_at REAL    NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_id ON events (id);
+CREATE TABLE IF NOT EXISTS pending (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    n   INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_pending_in AFTER INSERT ON events
+BEGIN UPDATE pending SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS events_pending_out AFTER DELETE ON events
+BEGIN UPDATE pending SET n = n - 1; END;
+"""
+
+#: The count starts from the rows already there (an outbox made by an older
+#: hublink); the subquery runs only while the counter row is missing.
+_SEED_PENDING = """
+INSERT INTO pending (one, n)
+SELECT 1, (SELECT count(*) FROM events) WHERE NOT EXISTS (SELECT 1 FROM pending)
 """
 
 T = TypeVar("T")
@@ -113,7 +128,9 @@ class Outbox:
         with self._write() as conn:
             if conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone():
                 return event_id
-            (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+            # The counter row, kept by triggers in the same transaction as
+            # every insert and delete: a count(*) would cost O(queue depth).
+            (count,) = conn.execute("SELECT n FROM pending").fetchone()
             if count >= self.max_pending:
                 raise OutboxFullError(
                     f"the outbox already holds {count} events (outbox.max_pending = "
@@ -144,7 +161,7 @@ class Outbox:
     def pending(self) -> int:
         """How many events wait to be sent."""
         with self._lock:
-            (count,) = self._conn.execute("SELECT count(*) FROM events").fetchone()
+            (count,) = self._conn.execute("SELECT n FROM pending").fetchone()
         return int(count)
 
     @contextlib.contextmanager
@@ -182,7 +199,8 @@ def _connect(path: Path) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode = WAL")
         # FULL: the WAL is fsynced at every commit, so put() is durable when it returns.
         conn.execute("PRAGMA synchronous = FULL")
-        conn.executescript(_SCHEMA)
+        # One transaction: the triggers and the seeded count see the same rows.
+        conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {_SEED_PENDING}; COMMIT;")
     except BaseException:
         conn.close()
         raise
