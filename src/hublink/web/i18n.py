@@ -1,0 +1,68 @@
+"""English and Spanish through gettext catalogs compiled by Babel.
+
+The catalogs are ``locale/{en,es}/LC_MESSAGES/hublink.po``, extracted with
+``pybabel extract`` (``make catalogs`` runs the whole cycle) and compiled to
+``.mo`` by ``make catalogs``, which ``make .venv/.installed`` runs too.
+"""
+
+from __future__ import annotations
+
+import functools
+import gettext
+import re
+from pathlib import Path
+
+import structlog
+from babel.core import negotiate_locale
+from babel.support import NullTranslations, Translations
+
+log = structlog.get_logger(__name__)
+
+#: Where the catalogs live.
+LOCALE_DIR = Path(__file__).parent / "locale"
+#: The gettext domain.
+DOMAIN = "hublink"
+#: The page's languages, the first being the fallback.
+LANGUAGES = ("en", "es")
+#: Entries of Accept-Language read at most: the header is the visitor's to make long.
+MAX_PREFERENCES = 16
+_QUALITY = re.compile(r"^q=([01](?:\.\d{0,3})?)$")
+
+
+def N_(message: str) -> str:
+    """Mark ``message`` for extraction; it is translated where it is shown."""
+    return message
+
+
+@functools.cache
+def translations(language: str) -> gettext.NullTranslations:
+    """The compiled catalog of ``language``; untranslated (English) when it is missing."""
+    found = Translations.load(str(LOCALE_DIR), [language], DOMAIN)
+    if language != LANGUAGES[0] and type(found) is NullTranslations:
+        log.warning("page catalog missing; run `make catalogs`", language=language)
+    return found
+
+
+def choose_language(accept_language: str | None, forced: str | None = None) -> str:
+    """The page's language: ``forced`` when it is one we have, else the browser's choice."""
+    if forced:
+        chosen = negotiate_locale([forced], list(LANGUAGES), sep="-")
+        if chosen:
+            return chosen
+    preferred = _preferences(accept_language or "")
+    return negotiate_locale(preferred, list(LANGUAGES), sep="-") or LANGUAGES[0]
+
+
+def _preferences(header: str) -> list[str]:
+    """Accept-Language's tags, best first (RFC 9110 section 12.5.4)."""
+    weighted: list[tuple[float, int, str]] = []
+    for index, item in enumerate(header.split(",")[:MAX_PREFERENCES]):
+        tag, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            match = _QUALITY.match(param.lower().replace(" ", ""))
+            if match:
+                quality = float(match.group(1))
+        if tag and tag != "*" and quality > 0:
+            weighted.append((-quality, index, tag))
+    return [tag for _, _, tag in sorted(weighted)]
