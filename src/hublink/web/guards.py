@@ -18,7 +18,7 @@ from yarl import URL
 
 from hublink.web.forms import FormError, read_form
 from hublink.web.i18n import N_
-from hublink.web.keys import HOSTS_KEY, RENDERER_KEY, SESSIONS_KEY
+from hublink.web.keys import FORM_KEY, HOSTS_KEY, RENDERER_KEY, SESSION_KEY, SESSIONS_KEY
 from hublink.web.sessions import COOKIE, Session
 
 log = structlog.get_logger(__name__)
@@ -95,9 +95,9 @@ async def attach_session(request: web.Request, handler: Handler) -> web.StreamRe
     fresh = session is None
     if session is None:
         session = sessions.new_locked()
-    request["session"] = session
+    request[SESSION_KEY] = session
     response = await handler(request)
-    current: Session = request["session"]
+    current: Session = request[SESSION_KEY]
     if fresh or current is not session:
         set_cookie(response, current)
     return response
@@ -111,7 +111,7 @@ def set_cookie(response: web.StreamResponse, session: Session) -> None:
 @web.middleware
 async def require_unlock(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Until the code is entered, serve the code form and nothing else."""
-    session: Session = request["session"]
+    session: Session = request[SESSION_KEY]
     if session.unlocked or request.path.startswith(STATIC_PREFIX):
         return await handler(request)
     if request.path in OPEN_PATHS:
@@ -130,11 +130,11 @@ async def check_post(request: web.Request, handler: Handler) -> web.StreamRespon
     if not same_origin(request):
         return renderer.message(request, FOREIGN_ORIGIN, status=403)
     try:
-        request["form"] = await read_form(request)
+        request[FORM_KEY] = await read_form(request)
     except FormError as err:
         return renderer.message(request, err.message, status=err.status)
-    session: Session = request["session"]
-    if not session.csrf_ok(request["form"].get(CSRF_FIELD)):
+    session: Session = request[SESSION_KEY]
+    if not session.csrf_ok(request[FORM_KEY].get(CSRF_FIELD)):
         return renderer.message(request, STALE_FORM, status=403)
     return await handler(request)
 

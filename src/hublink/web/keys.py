@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from hublink.web.actions import PageActions
     from hublink.web.ratelimit import RateLimiter
     from hublink.web.render import Renderer
-    from hublink.web.sessions import SessionStore
+    from hublink.web.sessions import Session, SessionStore
 
 ACTIONS_KEY: web.AppKey[PageActions] = web.AppKey("actions")
 SESSIONS_KEY: web.AppKey[SessionStore] = web.AppKey("sessions")
@@ -20,3 +20,10 @@ CODE_KEY: web.AppKey[str] = web.AppKey("code")
 #: Wrong setup codes and wrong passwords are counted apart.
 CODE_LIMITER_KEY: web.AppKey[RateLimiter] = web.AppKey("code_limiter")
 PASSWORD_LIMITER_KEY: web.AppKey[RateLimiter] = web.AppKey("password_limiter")
+
+#: The visitor's session, set by the session middleware on every request.
+SESSION_KEY: web.RequestKey[Session] = web.RequestKey("session")
+#: A POST's fields, read once by the CSRF middleware.
+FORM_KEY: web.RequestKey[dict[str, str]] = web.RequestKey("form")
+#: The request's language, chosen once.
+LANGUAGE_KEY: web.RequestKey[str] = web.RequestKey("language")

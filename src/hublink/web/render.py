@@ -8,6 +8,7 @@ from aiohttp import web
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from hublink.web.i18n import LANGUAGES, choose_language, translations
+from hublink.web.keys import LANGUAGE_KEY, SESSION_KEY
 from hublink.web.sessions import Session
 
 
@@ -35,11 +36,11 @@ class Renderer:
 
     def language(self, request: web.Request) -> str:
         """The request's language: ``web.language`` if set, else ``Accept-Language``."""
-        if "language" not in request:
-            request["language"] = choose_language(
+        if LANGUAGE_KEY not in request:
+            request[LANGUAGE_KEY] = choose_language(
                 request.headers.get("Accept-Language"), self.forced_language
             )
-        language: str = request["language"]
+        language: str = request[LANGUAGE_KEY]
         return language
 
     def gettext(self, request: web.Request, message: str, **params: Any) -> str:
@@ -52,7 +53,7 @@ class Renderer:
     ) -> web.Response:
         """The page ``template`` as an HTML response."""
         language = self.language(request)
-        session: Session = request["session"]
+        session: Session = request[SESSION_KEY]
         html = (
             self._envs[language]
             .get_template(template)

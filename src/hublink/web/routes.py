@@ -23,8 +23,10 @@ from hublink.web.keys import (
     ACTIONS_KEY,
     CODE_KEY,
     CODE_LIMITER_KEY,
+    FORM_KEY,
     PASSWORD_LIMITER_KEY,
     RENDERER_KEY,
+    SESSION_KEY,
     SESSIONS_KEY,
 )
 from hublink.web.render import wants_json
@@ -56,7 +58,7 @@ async def index(request: web.Request) -> web.StreamResponse:
     code = request.query.get("code")
     if code is not None:
         return _try_code(request, code)
-    session: Session = request["session"]
+    session: Session = request[SESSION_KEY]
     if not session.unlocked:
         return request.app[RENDERER_KEY].code_form(request)
     status = safe_status(await request.app[ACTIONS_KEY].status())
@@ -67,7 +69,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def unlock(request: web.Request) -> web.StreamResponse:
     """``POST /unlock``: the code form."""
-    return _try_code(request, request["form"].get("code", ""))
+    return _try_code(request, request[FORM_KEY].get("code", ""))
 
 
 def _try_code(request: web.Request, code: str) -> web.StreamResponse:
@@ -84,7 +86,7 @@ def _try_code(request: web.Request, code: str) -> web.StreamResponse:
         limiter.failed(client)
         log.warning("wrong setup code entered on the page", client=client)
         return renderer.code_form(request, status=401, error=renderer.gettext(request, WRONG_CODE))
-    request["session"] = request.app[SESSIONS_KEY].unlock(request["session"])
+    request[SESSION_KEY] = request.app[SESSIONS_KEY].unlock(request[SESSION_KEY])
     log.info("page unlocked", client=client)
     # Redirected so the code leaves the address bar and the history.
     return see_other()
@@ -94,7 +96,7 @@ async def setup(request: web.Request) -> web.StreamResponse:
     """``POST /setup``: register the hub, or the form again with what went wrong."""
     limiter = request.app[PASSWORD_LIMITER_KEY]
     client = request.remote or "unknown"
-    form = setup_form(request["form"])
+    form = setup_form(request[FORM_KEY])
     renderer = request.app[RENDERER_KEY]
     wait = limiter.retry_after(client)
     if wait:
@@ -111,7 +113,7 @@ async def setup(request: web.Request) -> web.StreamResponse:
             limiter.failed(client)
         return _refused(request, form, err)
     log.info("hub registered from the page", client=client)
-    request["session"].notice = renderer.gettext(request, REGISTERED)
+    request[SESSION_KEY].notice = renderer.gettext(request, REGISTERED)
     return see_other()
 
 
@@ -182,7 +184,7 @@ async def checks(request: web.Request) -> web.StreamResponse:
         return _answer(request, DAEMON_FAILED, ok=False, status=502, error=repair(err.message))
     if wants_json(request):
         return web.json_response(report)
-    request["session"].doctor = report
+    request[SESSION_KEY].doctor = report
     return see_other()
 
 
@@ -198,7 +200,7 @@ def _answer(
     text = request.app[RENDERER_KEY].gettext(request, message, **params)
     if wants_json(request):
         return web.json_response({"ok": ok, "message": text}, status=status)
-    session: Session = request["session"]
+    session: Session = request[SESSION_KEY]
     session.notice, session.notice_error = text, not ok
     return see_other()
 
@@ -217,7 +219,7 @@ def _setup_page(
 
 
 def _status_page(request: web.Request, status: dict[str, Any]) -> web.Response:
-    session: Session = request["session"]
+    session: Session = request[SESSION_KEY]
     notice, notice_error = session.notice, session.notice_error
     doctor, session.notice, session.doctor = session.doctor, None, None
     return request.app[RENDERER_KEY].render(

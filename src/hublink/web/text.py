@@ -16,12 +16,17 @@ from typing import Any
 REPLACEMENT = "\ufffd"
 #: Lone surrogates, C0/C1 controls (not tab/newline), bidi overrides and isolates.
 _UNSHOWABLE = re.compile("[\ud800-\udfff\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: A string longer than this is cut: the page shows summaries, not dumps.
 MAX_TEXT = 2000
 
 
 def repair(text: str) -> str:
     """``text`` with unshowable characters replaced and its length bounded."""
+    if _SURROGATE.search(text):
+        # A pair split in two code points (as a UTF-16 source leaves it) is one
+        # character; through UTF-16 it joins again, and only lone halves remain.
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
     if len(text) > MAX_TEXT:
         text = text[:MAX_TEXT] + "…"
     return _UNSHOWABLE.sub(REPLACEMENT, text)
