@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from hublink.errors import HublinkError
+from hublink.errors import CloudAuthError, HublinkError
 from hublink.web import PageActions, Registered, Registration
 
 CONNECTED: dict[str, Any] = {
@@ -43,6 +43,8 @@ class FakeDaemon:
 
     status_doc: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(UNREGISTERED))
     register_error: HublinkError | None = None
+    #: When set, any other password is refused as the Cloud would (CloudAuthError).
+    accepted_password: str | None = None
     backup_running: bool = False
     install_hook: bool = True
     doctor_doc: dict[str, Any] = field(
@@ -65,6 +67,8 @@ class FakeDaemon:
         self.registrations.append(registration)
         if self.register_error is not None:
             raise self.register_error
+        if self.accepted_password not in (None, registration.password.get_secret_value()):
+            raise CloudAuthError("wrong email or password", status=401)
         self.status_doc = {**copy.deepcopy(CONNECTED), "name": registration.name}
         return Registered(hub_id=CONNECTED["hub_id"], slug=CONNECTED["slug"])
 

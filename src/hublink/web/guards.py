@@ -162,9 +162,9 @@ async def add_headers(request: web.Request, response: web.StreamResponse) -> Non
     headers["Content-Security-Policy"] = CSP
     headers["X-Frame-Options"] = "DENY"
     headers["X-Content-Type-Options"] = "nosniff"
-    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null"
-    # on the page's own POSTs, and the Origin check would refuse them. Other sites
-    # still get nothing, and the code never sits in a URL long enough to leak.
+    # same-origin, not no-referrer: under no-referrer chromium sends "Origin: null"
+    # (and no Referer) with the page's own plain form posts, which the Origin check
+    # must refuse. Other sites still get nothing, and the code never stays in a URL.
     headers["Referrer-Policy"] = "same-origin"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
     headers["Cross-Origin-Resource-Policy"] = "same-origin"
