@@ -302,3 +302,35 @@ async def test_web_language_forces_one(daemon: FakeDaemon, tmp_path: Path) -> No
     async with unlocked_client(daemon, tmp_path, WebSettings(language="es")) as client:
         response = await client.get("/", headers={"Accept-Language": "en"})
         assert "Configurar este hub" in await response.text()
+
+
+def test_a_missing_mo_is_compiled_from_its_po(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import shutil
+
+    from hublink.web import i18n
+
+    source = i18n.LOCALE_DIR / "es" / "LC_MESSAGES" / "hublink.po"
+    target = tmp_path / "es" / "LC_MESSAGES"
+    target.mkdir(parents=True)
+    shutil.copy(source, target / "hublink.po")
+    monkeypatch.setattr(i18n, "LOCALE_DIR", tmp_path)
+    i18n.translations.cache_clear()
+    try:
+        assert i18n.translations("es").gettext("Back up now") == "Hacer copia ahora"
+    finally:
+        i18n.translations.cache_clear()
+
+
+def test_the_spanish_catalog_translates_every_text() -> None:
+    from babel.messages.pofile import read_po
+
+    from hublink.web.i18n import LOCALE_DIR
+
+    with (LOCALE_DIR / "hublink.pot").open("rb") as source:
+        template = {m.id for m in read_po(source) if m.id}
+    with (LOCALE_DIR / "es" / "LC_MESSAGES" / "hublink.po").open("rb") as source:
+        spanish = {m.id: m for m in read_po(source) if m.id}
+    assert set(spanish) == template
+    assert [m.id for m in spanish.values() if not m.string or m.fuzzy] == []

@@ -2,18 +2,22 @@
 
 The catalogs are ``locale/{en,es}/LC_MESSAGES/hublink.po``, extracted with
 ``pybabel extract`` (``make catalogs`` runs the whole cycle) and compiled to
-``.mo`` by ``make catalogs``, which ``make .venv/.installed`` runs too.
+``.mo`` by ``make catalogs``, which ``make .venv/.installed`` runs too; a
+missing ``.mo`` is compiled in memory from its ``.po``.
 """
 
 from __future__ import annotations
 
 import functools
 import gettext
+import io
 import re
 from pathlib import Path
 
 import structlog
 from babel.core import negotiate_locale
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
 log = structlog.get_logger(__name__)
@@ -36,11 +40,24 @@ def N_(message: str) -> str:
 
 @functools.cache
 def translations(language: str) -> gettext.NullTranslations:
-    """The compiled catalog of ``language``; untranslated (English) when it is missing."""
+    """The compiled catalog of ``language``; compiled from its ``.po`` if the ``.mo`` is missing.
+
+    A wheel built without ``make catalogs`` carries only the ``.po`` files; the
+    page still speaks Spanish then, at the cost of compiling once at start.
+    """
     found = Translations.load(str(LOCALE_DIR), [language], DOMAIN)
-    if language != LANGUAGES[0] and type(found) is NullTranslations:
-        log.warning("page catalog missing; run `make catalogs`", language=language)
-    return found
+    if type(found) is not NullTranslations:
+        return found
+    po = LOCALE_DIR / language / "LC_MESSAGES" / f"{DOMAIN}.po"
+    if not po.exists():
+        return found
+    log.info("page catalog not compiled; compiling it in memory", language=language)
+    with po.open("rb") as source:
+        catalog = read_po(source, locale=language)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return Translations(compiled, domain=DOMAIN)
 
 
 def choose_language(accept_language: str | None, forced: str | None = None) -> str:
