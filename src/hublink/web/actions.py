@@ -36,7 +36,9 @@ class PageActions:
     """The daemon's services the page calls; each mirrors a control API call (contract 8).
 
     Attributes:
-        status: the ``status --json`` object of contract section 5 (``GET /v1/status``).
+        status: the ``status --json`` object of contract section 5 (``GET /v1/status``),
+            with ``last_backup``; the page also shows ``name`` (the hub's name) and
+            ``next_backup_at`` when present. The JWT must not be in it.
         register: the ``POST /v1/register`` flow without ``force``. Raises
             ``AlreadyRegisteredError``, ``CloudAuthError`` (wrong password),
             ``CloudUnreachableError``, ``CloudError``, ``UsageError`` or
