@@ -32,6 +32,11 @@ def test_iso_z_is_the_contracts_format_in_utc() -> None:
     assert iso_z(plus_two) == "2026-01-02T03:04:05Z"
 
 
+def test_iso_z_keeps_none() -> None:
+    assert iso_z(None) is None
+    assert iso_z(None, precise=True) is None
+
+
 def test_iso_z_round_trips_through_fromisoformat() -> None:
     text = iso_z(MOMENT)
     assert datetime.fromisoformat(text) == MOMENT.replace(microsecond=0)
@@ -100,6 +105,8 @@ def test_skew_says_which_way_the_clock_is_off() -> None:
         (0.4, "0 s"),
         (59.0, "59 s"),
         (61.4, "1 min 1 s"),
+        (119.4, "1 min 59 s"),
+        (419.6, "7 min"),
         (420.0, "7 min"),
         (2 * 3600 + 1, "2 h"),
         (2 * 3600 + 90, "2 h 2 min"),

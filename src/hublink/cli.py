@@ -338,8 +338,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
     import asyncio
     import json
 
+    from hublink import doctor
     from hublink.config import config_path, load_settings
-    from hublink.doctor import checks as doctor
     from hublink.errors import EXIT_CONFIG, ConfigError
 
     path, _ = config_path(args.config)

@@ -89,8 +89,8 @@ def describe_skew(skew: float) -> str:
 
 def describe_duration(seconds: float) -> str:
     """A span of ``seconds`` (>= 0) in at most two units: ``"3 d 1 h"``, ``"1 min 1 s"``."""
-    # A Date header has a one-second resolution: "2 h 1 s" would be noise.
-    grain = 3600 if seconds >= 86400 else 60 if seconds >= 3600 else 1
+    # A Date header has a one-second resolution: "2 h 1 s" or "6 min 59 s" would be noise.
+    grain = 3600 if seconds >= 86400 else 60 if seconds >= 120 else 1
     whole = round(seconds / grain) * grain
     parts = []
     for name, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):

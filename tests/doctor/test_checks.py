@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from hublink.config import BackupSettings, HubSettings, Settings, TlsSettings, TunnelSettings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DevCloud
-from hublink.doctor.checks import Check, Report, run_checks
+from hublink.doctor import Check, Report, run_checks
 from support.devcloud import HubEnv
 
 PATIENCE = 5.0

@@ -38,7 +38,7 @@ from hublink.errors import BackupError, CloudAuthError, HublinkError, NotRegiste
 from hublink.link.messages import BACKUP_ALREADY_RUNNING, BackupCompleted, BackupFailed, Ident
 from hublink.link.notices import StateStore
 from hublink.logs import mask_text, register_secret_str
-from hublink.retry import RetryPolicy
+from hublink.retry import AUTH_REFUSED_STATUSES, RetryPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -281,7 +281,7 @@ async def upload_backup(
     finally:
         for handle in opened:
             handle.close()
-    if reply.status in (401, 403):
+    if reply.status in AUTH_REFUSED_STATUSES:
         raise CloudAuthError(
             f"the Cloud rejected this hub's credential (HTTP {reply.status}"
             + (f": {reply.error_message()})" if reply.error_message() else ")"),

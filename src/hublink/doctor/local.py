@@ -25,6 +25,7 @@ def config_check(settings: Settings, path: Path | None) -> Check:
     where = f"{path}" if path is not None and path.exists() else "defaults and environment"
     return Check("config", "pass", f"loaded from {where}; cloud_url = {settings.cloud_url}")
 
+
 def credentials_check(settings: Settings) -> tuple[Credentials | None, Check]:
     """``credentials``: present, parseable, mode 0600, owned by the running user."""
     store = CredentialStore(settings.state_dir)
@@ -122,6 +123,7 @@ def disk_space_check(path: Path) -> Check:
     if free < WARN_FREE_BYTES:
         return Check("disk_space", "warn", shown, hint)
     return Check("disk_space", "pass", shown)
+
 
 def database_check(settings: Settings) -> Check:
     """Open ``backup.database`` the way a backup does (read-only, one read transaction)."""
