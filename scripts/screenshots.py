@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "web"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from page_support import CONNECTED, FakeDaemon  # noqa: E402
 from playwright.async_api import Page, async_playwright  # noqa: E402
 
 from hublink.web import PageServer, WebSettings, build_app, read_or_create_code  # noqa: E402
+from support.page import CONNECTED, FakeDaemon  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}

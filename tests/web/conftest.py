@@ -10,10 +10,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from page_support import FakeDaemon
 
 from hublink.web import WebSettings, build_app, read_or_create_code
 from hublink.web.i18n import LOCALE_DIR, translations
+from support.page import FakeDaemon
 
 
 @pytest.fixture(scope="session", autouse=True)

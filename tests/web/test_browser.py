@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from page_support import FakeDaemon
 
 from hublink.web import PageServer, WebSettings, build_app, read_or_create_code
+from support.page import FakeDaemon
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is not installed")

@@ -13,11 +13,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from page_support import CONNECTED, FakeDaemon, origin, page_token
 from structlog.testing import capture_logs
 
 from hublink.errors import CloudAuthError, CloudResponseError, CloudUnreachableError
 from hublink.web import WebSettings, build_app, read_or_create_code
+from support.page import CONNECTED, FakeDaemon, origin, page_token
 
 Client = TestClient[Any, Any]
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

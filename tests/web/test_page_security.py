@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from page_support import CONNECTED, FakeDaemon, csrf_of, origin, page_token, post
 from structlog.testing import capture_logs
 
 from hublink.errors import CloudAuthError
 from hublink.web import read_or_create_code
 from hublink.web.code import CODE_FILE, MIN_LENGTH
+from support.page import CONNECTED, FakeDaemon, csrf_of, origin, page_token, post
 
 Client = TestClient[Any, Any]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from page_support import FakeDaemon
 
 from hublink.errors import HublinkError
 from hublink.web import PageServer, WebListenError, WebSettings, build_app, parse_listen
+from support.page import FakeDaemon
 
 
 def _app(tmp_path: Path) -> aiohttp.web.Application:

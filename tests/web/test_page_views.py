@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from page_support import CONNECTED, FakeDaemon, post
 
 from hublink.errors import (
     AlreadyRegisteredError,
@@ -21,6 +20,7 @@ from hublink.errors import (
     UsageError,
 )
 from hublink.web import WebSettings, build_app, read_or_create_code
+from support.page import CONNECTED, FakeDaemon, post
 
 Client = TestClient[Any, Any]
 JSON = {"Accept": "application/json"}
