@@ -105,6 +105,16 @@ DOCS: dict[str, Doc] = {
         "`auto` (journal under systemd, console on a terminal, else json), "
         "`console`, `json` or `journal`."
     ),
+    "web.enabled": Doc("Serve the local page (setup wizard and status) on `web.listen`."),
+    "web.listen": Doc(
+        "`host:port` of the local page; it is locked by the setup code in `web-code` "
+        "whatever the address."
+    ),
+    "web.language": Doc(
+        "`en` or `es` to force the page's language.",
+        example="es",
+        default_text="unset (from the browser)",
+    ),
 }
 
 

@@ -81,7 +81,8 @@ def test_unregister_forgets_the_credentials(hub_settings: HubEnv, tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert not credentials.exists()
     assert not frpc_config.exists()  # it held the same token
-    assert hublink("run", env=env).returncode == 78
+    # A command that needs credentials now says 78 (`run` would wait: contract section 5).
+    assert hublink("tunnel-config", env=env).returncode == 78
     again = hublink("unregister", "--yes", env=env)
     assert again.returncode == 0
     assert "not registered" in again.stdout

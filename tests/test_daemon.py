@@ -102,14 +102,18 @@ async def test_a_second_signal_forces_the_exit(
         await proxy.close()
 
 
-async def test_run_without_credentials_exits_78_and_says_to_register(
+async def test_run_without_credentials_waits_and_says_how_to_register(
     devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
 ) -> None:
+    # Contract section 5: `run` on an unregistered hub waits (it used to exit 78;
+    # the contract wins). tests/test_daemon_registration.py has the rest.
     hub = make_hub_env(devcloud, tmp_path / "h")
     hub.settings.credentials_path.unlink()
     daemon = await spawn(hub)
-    assert await daemon.wait_exit() == 78
-    assert "hublink register" in daemon.log_text()
+    status = await daemon.wait_status(lambda s: s["daemon"]["running"])
+    assert status["registered"] is False
+    await wait_until(lambda: "hublink register" in daemon.log_text(), what="the hint")
+    assert await daemon.terminate() == 0
 
 
 async def test_run_with_unreadable_credentials_exits_78_naming_the_file(

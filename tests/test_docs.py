@@ -34,7 +34,7 @@ OPERATIONS = DOCS / "operations.md"
 PROTOCOL = DOCS / "protocol.md"
 GENERATOR = ROOT / "scripts" / "gen_config_docs.py"
 UNIT = ROOT / "systemd" / "hublink.service"
-CONTROL_SOURCE = ROOT / "src" / "hublink" / "control.py"
+CONTROL_SOURCE = ROOT / "src" / "hublink" / "control" / "server.py"
 
 
 def leaves(model: type[BaseModel], prefix: str = "") -> dict[str, Any]:

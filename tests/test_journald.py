@@ -32,6 +32,7 @@ async def run_daemon(hub: HubEnv, tmp_path: Path, *, journal_stream: str | None)
         "HUBLINK_RUNTIME_DIR": str(settings.runtime_dir),
         "HUBLINK_TUNNEL__ENABLED": "false",
         "HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL": "0.2",
+        "HUBLINK_WEB__LISTEN": settings.web.listen,
     }
     with stderr_path.open("wb") as stderr:
         info = os.fstat(stderr.fileno())

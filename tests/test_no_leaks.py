@@ -44,7 +44,7 @@ SERVER_TOKEN = "fleet-token-" + uuid4().hex
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
 
 #: Where the secrets may be: nowhere else.
-SECRET_FILES = {"credentials.toml", "frpc.toml", "backup-identity.txt"}
+SECRET_FILES = {"credentials.toml", "frpc.toml", "backup-identity.txt", "web-code"}
 
 HOOK = """
 import os, sys
@@ -184,6 +184,7 @@ async def _life(
         "HUBLINK_WEBSOCKET__RECONNECT_MIN": "0.05",
         "HUBLINK_WEBSOCKET__RECONNECT_MAX": "0.3",
         "HUBLINK_WEBSOCKET__RECONNECT_SPREAD": "0.1",
+        "HUBLINK_WEB__LISTEN": "127.0.0.1:0",
         "HUBLINK_HOOKS": json.dumps(
             {"user_revoked": [sys.executable, str(base / "hook.py"), str(base)]}
         ),
@@ -206,6 +207,13 @@ async def _life(
     admin_passwords, running_modes = await _run_daemon(box, cloud, hub_id, token)
 
     secrets = [token, PASSWORD, SERVER_TOKEN, *admin_passwords]
+    # The page's setup code: `hublink status` shows it to whoever can read web-code
+    # (here, the owner of the box), but no log line ever holds it.
+    code = (box.state_dir / "web-code").read_text().strip()
+    assert code.encode() not in box.seen["daemon log"]
+    for path in box.state_dir.iterdir():
+        if path.name != "web-code":
+            assert code.encode() not in path.read_bytes(), f"{path} holds the setup code"
     for where, text in box.seen.items():
         leaked = [s for s in secrets if s.encode() in text]
         assert not leaked, f"{where} holds a secret"

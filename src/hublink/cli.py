@@ -185,12 +185,11 @@ def _out(text: str = "") -> None:
 def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     """``hublink register``: one-shot enrollment; prints each step, then the hub id and slug."""
     import asyncio
-    import socket
 
     from pydantic import SecretStr
 
     from hublink.credentials import CredentialStore
-    from hublink.enroll import enroll, ensure_replaceable
+    from hublink.enroll import enroll, ensure_replaceable, hub_address, hub_name
 
     # Refuse before prompting: nobody should type a password for nothing.
     # (enroll checks again under the lock, and reports a replacement then.)
@@ -198,15 +197,13 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
         CredentialStore(settings.state_dir), force=args.force, progress=lambda _note: None
     )
     email, password = _register_login(args)
-    name = args.name or settings.hub.name or socket.gethostname()
-    address = args.address if args.address is not None else settings.hub.address
     creds = asyncio.run(
         enroll(
             settings,
             email=email,
             password=SecretStr(password),
-            name=name,
-            address=address,
+            name=hub_name(settings, args.name),
+            address=hub_address(settings, args.address),
             force=args.force,
             progress=_out,
         )
@@ -236,20 +233,29 @@ def _register_login(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink run``: the daemon in the foreground, until SIGTERM/SIGINT."""
+    """``hublink run``: the daemon in the foreground, until SIGTERM/SIGINT.
+
+    Unregistered, it waits for a registration instead of exiting (contract section 5).
+    """
+    from hublink.config import config_path
     from hublink.daemon import run
 
-    return run(settings)
+    return run(settings, config_path=config_path(args.config)[0])
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    """``hublink status``: the running daemon's view, else what the files say."""
+    """``hublink status``: the running daemon's view, else what the files say.
+
+    Run by a user who can read ``{state_dir}/web-code`` (root, hublink), it
+    also shows the local page's URL carrying the setup code (contract section 9).
+    """
     import json
 
     from hublink.control import status_now
-    from hublink.status import offline_status, summary_lines
+    from hublink.status import add_setup_url, offline_status, summary_lines
 
     status = status_now(settings.control_socket) or offline_status(settings)
+    add_setup_url(status, settings.state_dir)
     if args.json:
         _out(json.dumps(status, indent=2))
     else:

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from hublink.errors import ConfigError
+from hublink.errors import ConfigError, WebListenError
 from hublink.link.messages import INBOUND_TYPES
 
 DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
@@ -48,6 +48,10 @@ DEFAULT_RESTART_MAX = 60.0
 DEFAULT_ZSTD_LEVEL = 3
 DEFAULT_OUTBOX_MAX_PENDING = 100_000
 DEFAULT_HOOKS_TIMEOUT = 30.0
+DEFAULT_WEB_LISTEN = "127.0.0.1:8002"
+#: The local page's languages (contract section 9); the first is the fallback.
+PageLanguage = Literal["en", "es"]
+PAGE_LANGUAGES: tuple[str, ...] = get_args(PageLanguage)
 
 #: The hook a person triggers to install a recorded plugin update (contract section 6).
 INSTALL_PLUGIN_UPDATE = "install_plugin_update"
@@ -154,6 +158,72 @@ class LogSettings(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
+class WebSettings(_Section):
+    """``[web]``: the local page (contract section 9).
+
+    Attributes:
+        enabled: serve the page at all.
+        listen: ``HOST:PORT``, an IPv6 host in brackets (``[::1]:8002``); port 0
+            takes any free port (tests).
+        language: ``en`` or ``es`` to force one; None follows ``Accept-Language``.
+    """
+
+    enabled: bool = True
+    listen: str = DEFAULT_WEB_LISTEN
+    language: PageLanguage | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_shape(cls, value: str) -> str:
+        try:
+            parse_listen(value)
+        except WebListenError as err:
+            raise ValueError(f"{err.message} ({err.hint})") from None
+        return value
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language_lower(cls, value: object) -> object:
+        # "" means unset, as for any optional key given through the environment.
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a host and a port (0: any free port).
+
+    Raises:
+        WebListenError: not of that shape.
+    """
+    host, sep, port_text = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        valid_host = _is_ipv6(host)
+    else:
+        valid_host = ":" not in host and not any(c.isspace() for c in host)
+    if (
+        not sep
+        or not host
+        or not valid_host
+        or not port_text.isascii()
+        or not port_text.isdigit()
+        or int(port_text) > 65535
+    ):
+        raise WebListenError(
+            f"web.listen {listen!r} is not HOST:PORT",
+            hint="for example 127.0.0.1:8002, or [::1]:8002 for IPv6",
+        )
+    return host, int(port_text)
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
+
+
 class Settings(BaseSettings):
     """Every setting of hublink, frozen once built."""
 
@@ -178,6 +248,7 @@ class Settings(BaseSettings):
     hooks_timeout: Seconds = DEFAULT_HOOKS_TIMEOUT
     tls: TlsSettings = TlsSettings()
     log: LogSettings = LogSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -33,10 +33,13 @@ class Credentials(BaseModel):
     tunnel_token: SecretStr = Field(min_length=1)
     cloud_url: str = Field(min_length=1)
     registered_at: datetime
+    #: The name the hub was registered under (shown by the page); not in files
+    #: written before the page existed, hence optional.
+    name: str | None = None
 
     def to_toml(self) -> bytes:
         """The file's bytes, token in clear: only ever written with mode 0600."""
-        data = {
+        data: dict[str, object] = {
             "hub_id": str(self.hub_id),
             "slug": self.slug,
             "tunnel_port": self.tunnel_port,
@@ -44,6 +47,8 @@ class Credentials(BaseModel):
             "cloud_url": self.cloud_url,
             "registered_at": self.registered_at.astimezone(UTC).replace(microsecond=0),
         }
+        if self.name:
+            data["name"] = self.name
         header = "# Written by `hublink register`. Keep this file private (mode 0600).\n"
         return header.encode() + tomli_w.dumps(data).encode()
 

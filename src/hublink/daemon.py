@@ -2,13 +2,21 @@
 
 The lifecycle is a straight line::
 
-    startup()    credentials, the one-daemon lock, stores, control socket, READY=1
+    startup()    credentials (if any), the one-daemon lock, stores, control socket,
+                 the local page, READY=1
     main_loop()  one TaskGroup: uplink (link + tunnel), dispatcher, watchdog,
                  credentials watcher; each task restarted with backoff if it crashes
     shutdown()   STOPPING=1, tasks cancelled (the link says 1001, frpc is reaped),
-                 control socket removed, outbox closed
+                 page and control socket closed, outbox closed
 
 READY=1 does not wait for the Cloud: a Hub must boot while its uplink is down.
+Nor does it wait for a registration (contract section 5): an unregistered
+daemon serves the control API and the page, says "waiting for registration",
+and starts the link and tunnel the moment credentials appear, whichever way
+they came (the page, ``POST /v1/register``, ``hublink register`` in another
+shell). ``hublink unregister`` while it runs drops them again.
+A ``web.listen`` that cannot be bound is logged and shown in ``status``; the
+daemon goes on without the page (section 9).
 SIGTERM/SIGINT only set the stop event; a second one, or a shutdown that
 overruns its deadline, cancels everything at once.
 """
@@ -26,10 +34,17 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from hublink import statedir
+from hublink.actions import DaemonActions
 from hublink.cloud.client import make_session
-from hublink.control import ControlServer
+from hublink.control.server import ControlServer
 from hublink.credentials import Credentials, CredentialStore
-from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, NotRegisteredError
+from hublink.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    CredentialsError,
+    NotRegisteredError,
+    WebListenError,
+)
 from hublink.link.connection import Link
 from hublink.link.dispatch import Dispatcher
 from hublink.link.notices import StateStore
@@ -37,7 +52,7 @@ from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
 from hublink.logs import set_hub_id
 from hublink.retry import Backoff, Jitter
-from hublink.status import StatusReport, build_status
+from hublink.status import StatusReport, WebReport, build_status
 from hublink.systemd import Notifier
 from hublink.tls import ssl_context
 from hublink.tunnel.supervisor import TunnelSupervisor
@@ -48,6 +63,7 @@ if TYPE_CHECKING:
     from hublink.backup.service import BackupService
     from hublink.config import Settings
     from hublink.link.messages import BackupCompleted, BackupFailed
+    from hublink.web import PageServer
 
 log = structlog.get_logger(__name__)
 
@@ -62,21 +78,24 @@ RESTART_MAX = 30.0
 RESTART_STABLE = 60.0
 #: Seconds frpc gets between SIGTERM and SIGKILL when the daemon stops.
 TUNNEL_STOP_GRACE = 2.5
+#: systemd's STATUS= line while no credentials exist (contract section 5).
+WAITING = "waiting for registration"
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, *, config_path: Path | None = None) -> int:
     """Run the daemon until a signal stops it; the exit code."""
-    return asyncio.run(serve(settings))
+    return asyncio.run(serve(settings, config_path=config_path))
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, *, config_path: Path | None = None) -> int:
     """The daemon's whole life on the running loop; the exit code.
 
     Raises:
-        NotRegisteredError, CredentialsError: before anything starts (exit 78).
+        CredentialsError: credentials.toml exists but cannot be used (exit 78);
+            a hub without one waits for a registration instead.
         DaemonLockedError, DaemonRunningError: another daemon runs.
     """
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, config_path=config_path)
     await daemon.startup()
     try:
         await daemon.main_loop()
@@ -122,9 +141,10 @@ async def supervise(
 class Daemon:
     """One run of ``hublink run``: what it holds and the order it is built and torn down in."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, config_path: Path | None = None) -> None:
 
         self.settings = settings
+        self.config_path = config_path
         self.live: LiveState = LiveState()
         self.forced = False
         self.creds: Credentials | None = None
@@ -143,6 +163,8 @@ class Daemon:
         self._last_status_line = ""
         self._session: aiohttp.ClientSession | None = None
         self._backups: BackupService | None = None
+        self._page: PageServer | None = None
+        self._page_error: str | None = None
 
     # --- startup --------------------------------------------------------------
 
@@ -150,9 +172,12 @@ class Daemon:
         """Everything a Hub needs locally, then READY=1; the Cloud may still be away."""
 
         settings = self.settings
-        self.creds = CredentialStore(settings.state_dir).load()
+        try:
+            self.creds = CredentialStore(settings.state_dir).load()
+        except NotRegisteredError:
+            self.creds = None  # contract section 5: run waits for a registration
         self._creds_signature = _signature(settings.credentials_path)
-        set_hub_id(str(self.creds.hub_id))
+        set_hub_id(str(self.creds.hub_id) if self.creds else None)
         self._lock_fd = statedir.hold_daemon_lock(settings.state_dir)
         # From here a signal only sets the stop event, even while starting up.
         loop = asyncio.get_running_loop()
@@ -164,26 +189,83 @@ class Daemon:
             self._dispatcher = Dispatcher(
                 settings, self._store, self._outbox, backup=self._run_backup
             )
+            actions = DaemonActions(
+                settings,
+                status=self.status,
+                credentials=lambda: self.creds,
+                adopt=self.adopt,
+                dispatcher=self._dispatcher,
+                notices=self._store,
+                backup_running=lambda: self._backups is not None and self._backups.running,
+                config_path=self.config_path,
+            )
             self._control = ControlServer(
-                settings.control_socket, self.status, self._outbox, self._store
+                settings.control_socket, actions.control(), self._outbox, self._store
             )
             await self._control.start()
+            await self._start_page(actions)
         except BaseException:
             await self.shutdown()
             raise
         self._notifier = Notifier.from_env()
-        # Until the tunnel task takes over, status must not call an enabled tunnel "disabled".
-        self.live.set_tunnel("starting" if settings.tunnel.enabled else "disabled")
+        if self.creds is None:
+            self.live.reset(tunnel="stopped" if settings.tunnel.enabled else "disabled")
+        else:
+            # Until the tunnel task takes over, status must not call an enabled tunnel "disabled".
+            self.live.set_tunnel("starting" if settings.tunnel.enabled else "disabled")
         self.live.subscribe(self._publish_status)
         self._notifier.ready()
         self._publish_status()
         log.info(
             "hublink daemon started",
             cloud_url=settings.cloud_url,
-            slug=self.creds.slug,
+            slug=self.creds.slug if self.creds else None,
             pid=os.getpid(),
             control_socket=str(settings.control_socket),
         )
+        if self.creds is None:
+            log.warning(
+                "this hub is not registered; waiting for a registration",
+                hint=self._registration_hint(),
+            )
+
+    async def _start_page(self, actions: DaemonActions) -> None:
+        """Serve the local page on ``web.listen``; a failure is reported, not fatal."""
+        web = self.settings.web
+        if not web.enabled:
+            return
+        # Imported only when the page is on: aiohttp's server side is here anyway, but
+        # Jinja2 and Babel are not part of a daemon without the page (bench_page measures it).
+        from hublink.web import PageServer, build_app
+
+        try:
+            app = build_app(web, actions.page(), self.settings.state_dir)
+            page = PageServer(app, web.listen)
+            await page.start()
+        except (WebListenError, OSError) as err:
+            # The link matters more than the page: go on without it (contract section 9).
+            problem = err.message if isinstance(err, WebListenError) else str(err)
+            self._page_error = problem
+            log.error(
+                "the local page is not served; the daemon goes on without it",
+                listen=web.listen,
+                error=problem,
+                hint=getattr(err, "hint", None) or "see the error, then restart hublink",
+            )
+            return
+        self._page = page
+        # The code is a secret: the log says where it is, never what it is.
+        log.info(
+            "local page ready",
+            url=page.url,
+            hint="`hublink status` (as root or hublink) shows the URL with its setup code",
+        )
+
+    def _registration_hint(self) -> str:
+        ways = "POST /v1/register on the control socket, or `hublink register`"
+        if self._page is not None:
+            return f"open the local page {self._page.url} (see `hublink status`), {ways}"
+        return ways
 
     # --- main loop --------------------------------------------------------------
 
@@ -212,10 +294,18 @@ class Daemon:
                 deadline.cancel()
 
     async def _uplink(self) -> None:
-        """The link and the tunnel, restarted together when the credentials change."""
+        """The link and the tunnel, restarted together when the credentials change.
+
+        Without credentials nothing runs: the link and tunnel say ``stopped``
+        until a registration (or ``hublink register``) hands some over.
+        """
         while True:
-            assert self.creds is not None
             creds = self.creds
+            if creds is None:
+                self.live.reset(tunnel="stopped" if self.settings.tunnel.enabled else "disabled")
+                await self._creds_changed.wait()
+                self._creds_changed.clear()
+                continue
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(supervise("link", partial(self._run_link, creds)))]
                 if self.settings.tunnel.enabled:
@@ -223,7 +313,10 @@ class Daemon:
                     tasks.append(group.create_task(supervise("tunnel", tunnel)))
                 await self._creds_changed.wait()
                 self._creds_changed.clear()
-                log.info("credentials changed; restarting the link and the tunnel")
+                if self.creds is None:
+                    log.warning("credentials removed; the link and the tunnel stop")
+                else:
+                    log.info("credentials changed; restarting the link and the tunnel")
                 for task in tasks:
                     task.cancel()
 
@@ -265,8 +358,11 @@ class Daemon:
                 continue
             self._creds_signature = signature
             try:
-                creds = await asyncio.to_thread(store.load)
-            except (NotRegisteredError, CredentialsError) as err:
+                creds: Credentials | None = await asyncio.to_thread(store.load)
+            except NotRegisteredError:
+                # `hublink unregister`: the hub it described is no longer ours to link.
+                creds = None
+            except CredentialsError as err:
                 log.error(
                     "credentials.toml changed and cannot be used; keeping the ones loaded",
                     error=err.message,
@@ -275,10 +371,28 @@ class Daemon:
                 continue
             if creds == self.creds:
                 continue
-            set_hub_id(str(creds.hub_id))
-            log.info("credentials.toml changed", slug=creds.slug)
-            self.creds = creds
-            self._creds_changed.set()
+            # Taken first, so that the line saying so already carries the new hub_id.
+            self._take(creds)
+            if creds is None:
+                log.warning(
+                    "credentials.toml was removed; waiting for a new registration",
+                    hint=self._registration_hint(),
+                )
+            else:
+                log.info("credentials.toml changed", slug=creds.slug)
+
+    def adopt(self, creds: Credentials) -> None:
+        """Run with ``creds`` (just saved by a registration in this process) from now on."""
+        # The watcher must not report the file this process has just written.
+        self._creds_signature = _signature(self.settings.credentials_path)
+        self._take(creds)
+        log.info("registered; starting the link", slug=creds.slug)
+
+    def _take(self, creds: Credentials | None) -> None:
+        set_hub_id(str(creds.hub_id) if creds else None)
+        self.creds = creds
+        self._creds_changed.set()
+        self._publish_status()
 
     # --- signals and status -----------------------------------------------------
 
@@ -305,7 +419,7 @@ class Daemon:
                 task.cancel()
 
     def _publish_status(self) -> None:
-        line = self.live.summary()
+        line = WAITING if self.creds is None else self.live.summary()
         if line != self._last_status_line and self._notifier is not None:
             self._last_status_line = line
             self._notifier.status(line)
@@ -321,7 +435,13 @@ class Daemon:
             pid=os.getpid(),
             pending=await self._outbox.pending(),
             snapshot=await self._store.asnapshot(),
+            web=self._web_report(),
         )
+
+    def _web_report(self) -> WebReport:
+        web = self.settings.web
+        url = self._page.url if self._page is not None else None
+        return {"enabled": web.enabled, "listen": web.listen, "url": url, "error": self._page_error}
 
     # --- shutdown ---------------------------------------------------------------
 
@@ -330,6 +450,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        if self._page is not None:
+            await self._page.stop()
+            self._page = None
         if self._control is not None:
             await self._control.stop()
             self._control = None

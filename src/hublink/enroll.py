@@ -1,14 +1,19 @@
 """Enrollment: log in, verify, register, save; the owner's JWTs never leave memory.
 
-The whole flow runs under the credential store's lock, so two ``hublink
-register`` runs cannot interleave: the second one waits, then finds the
-credentials the first one saved and refuses (unless ``--force``).
+:func:`enroll` is the one registration, whichever door it comes through:
+``hublink register``, ``POST /v1/register`` on the control socket, and the
+page's setup form (both through the daemon). The whole flow runs under the
+credential store's lock, so two registrations cannot interleave, in one
+process or in two: the second one waits, then finds the credentials the
+first one saved and refuses (unless ``force``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -32,14 +37,46 @@ from hublink.errors import (
     CloudResponseError,
     CredentialsError,
     HublinkError,
+    InvalidFields,
     SessionExpiredError,
-    UsageError,
 )
 from hublink.retry import DEFAULT_POLICY, RetryPolicy
 
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[str], None]
+
+#: Each registration field's longest value, in characters. The page's form
+#: keeps within these (tests/web hold it to that).
+FIELD_LIMITS = {"email": 254, "password": 1024, "name": 100, "address": 300}
+
+
+def hub_name(settings: Settings, given: str | None) -> str:
+    """The name to register: ``given``, else ``hub.name``, else this box's host name."""
+    return (given or "").strip() or settings.hub.name.strip() or socket.gethostname()
+
+
+def hub_address(settings: Settings, given: str | None) -> str:
+    """The address to register: ``given`` (even empty), else ``hub.address``."""
+    return (given if given is not None else settings.hub.address).strip()
+
+
+def registration_problems(*, email: str, password: SecretStr, name: str, address: str) -> list[str]:
+    """What is wrong with the registration's fields, one ``"field: what"`` each; the values
+    themselves are never quoted (the password least of all)."""
+    problems = []
+    fields = {"email": email, "password": password.get_secret_value(), "name": name}
+    fields["address"] = address
+    for field, value in fields.items():
+        if field != "address" and not value.strip():
+            problems.append(f"{field}: required")
+        elif len(value) > FIELD_LIMITS[field]:
+            problems.append(f"{field}: longer than {FIELD_LIMITS[field]} characters")
+        elif any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+            # Control characters and lone surrogates: no Cloud wants them, and a
+            # lone surrogate cannot even be written to credentials.toml (UTF-8).
+            problems.append(f"{field}: contains control characters")
+    return problems
 
 
 async def enroll(
@@ -59,15 +96,25 @@ async def enroll(
     Existing credentials are refused before the Cloud is contacted unless
     ``force``; on any failure nothing is written. ``session`` is the process's
     session when the caller has one; otherwise one is made for this call.
+    ``name`` and ``address`` are used as given (see :func:`hub_name` and
+    :func:`hub_address` for the defaults); the name is kept in the credentials.
 
     Raises:
+        InvalidFields: a field is empty, too long or holds control characters.
         AlreadyRegisteredError: credentials exist and ``force`` is false.
         CredentialsError: existing credentials are unreadable (without
             ``force``), or the new ones cannot be written.
         CloudAuthError, CloudUnreachableError, CloudResponseError: from the Cloud.
     """
-    if not name.strip():
-        raise UsageError("the hub needs a name", hint="pass --name or set hub.name")
+    name, address = name.strip(), address.strip()
+    problems = registration_problems(email=email, password=password, name=name, address=address)
+    if problems:
+        raise InvalidFields(
+            "the registration cannot be sent:\n  " + "\n  ".join(problems),
+            problems=problems,
+            hint="fix those fields (hub.name and hub.address are the defaults for name "
+            "and address)",
+        )
     store = CredentialStore(settings.state_dir)
     async with _locked(store):
         ensure_replaceable(store, force=force, progress=progress)
@@ -77,8 +124,8 @@ async def enroll(
                 store,
                 email=email,
                 password=password,
-                name=name.strip(),
-                address=address.strip(),
+                name=name,
+                address=address,
                 progress=progress,
             )
     if not has_owner_recipient(settings):
@@ -133,7 +180,7 @@ async def _enroll_locked(
         registration = await client.register(tokens, name, address)
     # The owner's JWTs are done with: drop them before anything touches the disk.
     del tokens
-    creds = _credentials(registration, client)
+    creds = _credentials(registration, client, name)
     await _save(store, creds)
     progress(f"saved the credentials to {store.path}")
     log.info("hub registered", hub_id=str(creds.hub_id), slug=creds.slug)
@@ -177,7 +224,7 @@ def _warn_about_clock(client: CloudClient, progress: Progress) -> None:
         progress(f"warning: {warning}")
 
 
-def _credentials(registration: Registration, client: CloudClient) -> Credentials:
+def _credentials(registration: Registration, client: CloudClient, name: str) -> Credentials:
     # The Cloud's clock: a box without a real-time clock may think it is 1970.
     registered_at = datetime.fromtimestamp(client.server_now(), UTC)
     return Credentials(
@@ -187,6 +234,7 @@ def _credentials(registration: Registration, client: CloudClient) -> Credentials
         tunnel_token=registration.tunnel_token,
         cloud_url=client.base_url,
         registered_at=registered_at,
+        name=name,
     )
 
 

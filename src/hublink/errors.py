@@ -5,7 +5,8 @@ into one.
 
     HublinkError                     1  failure not covered below
      ├── UsageError                  2  wrong usage
-     │    └── InvalidEvent           2  an event to queue does not validate
+     │    └── InvalidFields          2  input with bad fields; ``problems`` names each
+     │         └── InvalidEvent      2  an event to queue does not validate
      ├── ConfigError                78  invalid config
      │    ├── NotRegisteredError    78  no credentials yet
      │    ├── AlreadyRegisteredError 78 credentials exist; register needs --force
@@ -19,6 +20,7 @@ into one.
      ├── DaemonLockedError           1  another daemon runs on the same state dir
      ├── DaemonRunningError          1  another daemon answers on the control socket
      ├── TunnelError                 1  frpc missing or failing
+     ├── WebListenError              1  web.listen malformed or cannot be bound (the page)
      ├── BackupError                 1  a backup or restore failed
      │    └── BackupCancelled        1  stopped from outside (the daemon shuts down)
      └── OutboxError                 1  the outbox refused an event
@@ -65,12 +67,16 @@ class UsageError(HublinkError):
     exit_code = EXIT_USAGE
 
 
-class InvalidEvent(UsageError):
-    """An event the Hub application asked to queue does not validate; ``problems`` names each."""
+class InvalidFields(UsageError):
+    """Input whose fields do not validate; ``problems`` names each (``"field: what"``)."""
 
     def __init__(self, message: str, *, problems: list[str], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.problems = problems
+
+
+class InvalidEvent(InvalidFields):
+    """An event the Hub application asked to queue does not validate; ``problems`` names each."""
 
 
 class ConfigError(HublinkError):
@@ -133,6 +139,14 @@ class DaemonRunningError(HublinkError):
 
 class TunnelError(HublinkError):
     """The frp tunnel cannot run."""
+
+
+class WebListenError(HublinkError):
+    """``web.listen`` is malformed or cannot be bound (port in use, address not on this box).
+
+    The daemon reports it (log, ``status``, ``doctor``) and keeps linking
+    without the page (contract section 9).
+    """
 
 
 class BackupError(HublinkError):

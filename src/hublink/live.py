@@ -75,6 +75,13 @@ class LiveState:
         self.tunnel = dataclasses.replace(self.tunnel, state=state, **fields)
         self.changed()
 
+    def reset(self, *, tunnel: TunnelStateName) -> None:
+        """Forget the link and the tunnel (no credentials to run them with): the link
+        ``stopped``, the tunnel ``tunnel``, counters and errors cleared; then notify."""
+        self.link = LinkStatus(state="stopped")
+        self.tunnel = TunnelStatus(state=tunnel)
+        self.changed()
+
     def summary(self) -> str:
         """One line for systemd's STATUS=."""
         text = f"link {self.link.state}, tunnel {self.tunnel.state}"

@@ -9,6 +9,7 @@ index them the same way whether a daemon runs or not.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from hublink import __version__, statedir
@@ -61,6 +62,23 @@ class BackupReport(TypedDict):
     owner_recipients: int
 
 
+class WebReport(TypedDict):
+    """``web``: the local page (contract section 9).
+
+    ``url`` is where a running daemon serves it (None when it does not: no
+    daemon, ``web.enabled = false``, or ``error``); ``error`` says why
+    ``web.listen`` could not be served. ``setup_url`` (the URL carrying the
+    setup code) is added only by ``hublink status`` run by a user who can read
+    ``{state_dir}/web-code``; the daemon never puts it here.
+    """
+
+    enabled: bool
+    listen: str
+    url: str | None
+    error: str | None
+    setup_url: NotRequired[str]
+
+
 class StatusReport(TypedDict):
     """The object of ``hublink status --json`` and ``GET /v1/status`` (contract section 5).
 
@@ -72,6 +90,7 @@ class StatusReport(TypedDict):
     registered: bool
     hub_id: str | None
     slug: str | None
+    name: str | None
     cloud_url: str
     daemon: DaemonReport
     websocket: LinkReport
@@ -83,6 +102,7 @@ class StatusReport(TypedDict):
     backup: BackupReport
     version: str
     state_dir: str
+    web: WebReport
 
 
 def offline_link() -> LinkReport:
@@ -101,6 +121,12 @@ def offline_tunnel() -> TunnelReport:
     return {"state": None, "pid": None, "restarts": None, "last_error": None}
 
 
+def offline_web(settings: Settings) -> WebReport:
+    """The ``web`` object when no daemon serves the page."""
+    web = settings.web
+    return {"enabled": web.enabled, "listen": web.listen, "url": None, "error": None}
+
+
 def build_status(
     settings: Settings,
     creds: Credentials | None,
@@ -109,12 +135,14 @@ def build_status(
     pid: int | None,
     pending: int | None,
     snapshot: Notices,
+    web: WebReport | None = None,
 ) -> StatusReport:
-    """The status object; ``live`` and ``pid`` are None when no daemon runs."""
+    """The status object; ``live``, ``pid`` and ``web`` are None when no daemon runs."""
     return {
         "registered": creds is not None,
         "hub_id": str(creds.hub_id) if creds else None,
         "slug": creds.slug if creds else None,
+        "name": (creds.name if creds else None) or settings.hub.name or None,
         "cloud_url": creds.cloud_url if creds else settings.cloud_url,
         "daemon": {"running": live is not None, "pid": pid if live is not None else None},
         "websocket": live.link_report() if live is not None else offline_link(),
@@ -129,6 +157,7 @@ def build_status(
         },
         "version": __version__,
         "state_dir": str(settings.state_dir),
+        "web": web if web is not None else offline_web(settings),
     }
 
 
@@ -185,10 +214,26 @@ def _snapshot_on_disk(settings: Settings) -> Notices:
         store.close()
 
 
+def add_setup_url(status: StatusReport, state_dir: Path) -> None:
+    """Add ``web.setup_url``, the page's URL carrying its setup code (contract section 9),
+    when a daemon serves the page and this user can read ``{state_dir}/web-code``."""
+    web = status.get("web")
+    if not web or not web.get("url"):
+        return
+    # hublink.web loads lazily: this reads a file, without aiohttp or Jinja2.
+    from hublink.web.code import read_code
+
+    code = read_code(state_dir)
+    if code is not None:
+        web["setup_url"] = f"{web['url']}?code={code}"
+
+
 def summary_lines(status: StatusReport) -> list[str]:
     """A short human summary of ``status`` for the terminal."""
     if not status["registered"]:
-        lines = ["registered: no (run `hublink register`)"]
+        page = (status.get("web") or {}).get("url")
+        way = "enroll from the page below, or" if page else "run"
+        lines = [f"registered: no ({way} `hublink register`)"]
     else:
         lines = [f"registered: yes, hub {status['slug']} ({status['hub_id']})"]
     lines.append(f"cloud:      {status['cloud_url']}")
@@ -202,6 +247,7 @@ def summary_lines(status: StatusReport) -> list[str]:
         lines.append(f"daemon:     running (pid {daemon['pid']})")
         lines.append("link:       " + _describe_link(status["websocket"]))
         lines.append("tunnel:     " + _describe_tunnel(status["tunnel"]))
+        lines += _page_lines(status)
     lines.append(f"outbox:     {status['outbox']['pending']} event(s) waiting")
     updates = status["plugin_updates"]
     if updates:
@@ -213,6 +259,26 @@ def summary_lines(status: StatusReport) -> list[str]:
         lines += [f"  {_brief(user)}" for user in revoked]
     lines += _backup_lines(status)
     return lines
+
+
+def _page_lines(status: StatusReport) -> list[str]:
+    web = status.get("web")
+    if not web:
+        return []  # a daemon from before the page
+    if not web["enabled"]:
+        return ["page:       off (web.enabled = false)"]
+    if web["error"]:
+        return [f"page:       not served: {web['error']}"]
+    if web.get("setup_url"):
+        return [f"page:       {web['setup_url']}"]
+    if web["url"]:
+        where = Path(status["state_dir"]) / statedir.WEB_CODE
+        return [
+            f"page:       {web['url']}",
+            f"            its setup code is in {where} (root or hublink: `hublink status` "
+            "shows the URL with it)",
+        ]
+    return []
 
 
 def _backup_lines(status: StatusReport) -> list[str]:

@@ -118,6 +118,7 @@ async def test_healthy_hub_passes_every_check_but_the_absent_daemon(
         "frps": "pass",
         "local_port": "pass",
         "daemon": "fail",
+        "page": "pass",  # no daemon, and web.listen (port 0) can be bound
     }
     assert "0.65.0" in checks["frpc"].detail
     assert hub_settings.hub_id in checks["credentials"].detail
@@ -467,6 +468,7 @@ async def test_with_the_daemon_running_everything_passes(
         settings,
         tunnel={"enabled": False},
         hub={"local_port": local_port},
+        web={"listen": "127.0.0.1:0"},
     )
     daemon = await asyncio.create_subprocess_exec(
         sys.executable,

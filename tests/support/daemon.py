@@ -23,12 +23,13 @@ import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from hublink.config import Settings
-from hublink.control import status_now
+from hublink.control import request, status_now
 from support.devcloud import HubEnv
 from support.polling import POLL
 
@@ -58,8 +59,21 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         env["HUBLINK_TLS__CA_FILE"] = str(settings.tls.ca_file)
     for key, value in settings.websocket.model_dump().items():
         env[f"HUBLINK_WEBSOCKET__{key.upper()}"] = str(value)
+    env["HUBLINK_WEB__ENABLED"] = str(settings.web.enabled).lower()
+    env["HUBLINK_WEB__LISTEN"] = settings.web.listen
+    if settings.web.language is not None:
+        env["HUBLINK_WEB__LANGUAGE"] = settings.web.language
     env.update(extra)
     return env
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """How a ``hublink`` command ended."""
+
+    code: int
+    stdout: str
+    stderr: str
 
 
 class HublinkProcess:
@@ -80,8 +94,8 @@ class HublinkProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self._log_file: Any = None
 
-    async def start(self, *args: str) -> HublinkProcess:
-        """Spawn the daemon (``args`` replace ``run``)."""
+    def env(self) -> dict[str, str]:
+        """The child's environment: this one without HUBLINK_* and proxies, plus the settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
         env["HUBLINK_CONFIG"] = os.environ["HUBLINK_CONFIG"]
         for key in (
@@ -95,6 +109,11 @@ class HublinkProcess:
         ):
             env.pop(key, None)
         env.update(settings_env(self.settings, **self.extra_env))
+        return env
+
+    async def start(self, *args: str) -> HublinkProcess:
+        """Spawn the daemon (``args`` replace ``run``)."""
+        env = self.env()
         self._log_file = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -107,6 +126,31 @@ class HublinkProcess:
             stderr=self._log_file,
         )
         return self
+
+    async def cli(self, *args: str, stdin: str = "", timeout: float = 60.0) -> CliRun:
+        """Run ``hublink ARGS`` beside the daemon, with its settings (another shell)."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "hublink",
+            *args,
+            env=self.env(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+        assert proc.returncode is not None
+        return CliRun(proc.returncode, out.decode(), err.decode())
+
+    async def call(
+        self, method: str, url: str, body: Any = None, timeout: float = 60.0
+    ) -> tuple[int, Any]:
+        """One request to the daemon's control API; ``(status, JSON)``."""
+        socket_path = self.settings.control_socket
+        answer = await asyncio.to_thread(request, socket_path, method, url, body, timeout=timeout)
+        assert answer is not None, f"the daemon did not answer {method} {url}"
+        return answer
 
     @property
     def pid(self) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hublink.config import Settings, TunnelSettings, WebSocketSettings
+from hublink.config import Settings, TunnelSettings, WebSettings, WebSocketSettings
 from hublink.credentials import Credentials
 from hublink.devcloud import DevCloud
 from hublink.devcloud.tokens import new_signing_key
@@ -74,6 +74,8 @@ def make_hub_env(
         "runtime_dir": runtime_dir,
         "tunnel": TunnelSettings(enabled=False),
         "websocket": WebSocketSettings(**FAST_WEBSOCKET),
+        # Any free port: daemons of parallel tests (and a real hublink) hold 8002.
+        "web": WebSettings(listen="127.0.0.1:0"),
     }
     settings = Settings(**(fields | overrides))
     return HubEnv(settings=settings, creds=creds, cloud=cloud)

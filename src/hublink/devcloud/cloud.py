@@ -247,6 +247,7 @@ class DevCloud:
             tunnel_token=SecretStr(created["tunnel_token"]),
             cloud_url=self.url,
             registered_at=datetime.now(UTC),
+            name=name,
         )
         store = CredentialStore(state_dir)
         with store.locked():

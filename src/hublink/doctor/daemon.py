@@ -1,12 +1,15 @@
-"""The check of the running daemon: does ``hublink run`` answer on its socket, and how is it."""
+"""The checks of the running daemon: does ``hublink run`` answer on its socket, and how is
+it; is its local page served (or, with no daemon, could it be)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 
-from hublink.config import Settings
+from hublink.config import Settings, parse_listen
 from hublink.control import fetch_status
-from hublink.doctor.check import Check, user_name
+from hublink.doctor.check import Check, os_reason, user_name
 from hublink.logs import mask_text
 from hublink.status import StatusReport
 
@@ -60,3 +63,50 @@ def daemon_check(settings: Settings, status: StatusReport | None) -> Check:
     if link.get("state") != "connected" or tunnel.get("state") == "backoff":
         return Check("daemon", "warn", detail, "see the checks above and journalctl -u hublink")
     return Check("daemon", "pass", detail)
+
+
+async def page_check(settings: Settings, status: StatusReport | None) -> Check:
+    """``page``: the daemon serves the local page on ``web.listen`` (contract section 9); with
+    no daemon, whether it could bind that address."""
+    web = settings.web
+    if not web.enabled:
+        return Check("page", "skip", "web.enabled = false: the local page is off")
+    if isinstance(status, dict):
+        report = status.get("web")
+        if not report:
+            return Check("page", "skip", "the running daemon does not report a page (older)")
+        if report.get("error"):
+            return Check(
+                "page",
+                "fail",
+                f"the daemon does not serve the page: {report['error']}",
+                "free that port or change web.listen, then systemctl restart hublink",
+            )
+        if report.get("url"):
+            return Check(
+                "page",
+                "pass",
+                f"served at {report['url']}; as root or hublink, `hublink status` shows "
+                "its URL with the setup code",
+            )
+    problem = await asyncio.to_thread(_bind_problem, web.listen)
+    if problem is not None:
+        return Check(
+            "page",
+            "fail",
+            f"web.listen {web.listen} cannot be bound: {problem}",
+            "another program may use the port, or the address is not on this box; "
+            "change web.listen",
+        )
+    return Check("page", "pass", f"web.listen {web.listen} is free for the daemon's page")
+
+
+def _bind_problem(listen: str) -> str | None:
+    """Why ``listen`` cannot be bound right now, or None when it can."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            return None
+    except OSError as err:
+        return os_reason(err)

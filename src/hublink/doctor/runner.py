@@ -12,6 +12,7 @@
     frps          the tunnel server's port accepts TCP
     local_port    the Hub application listens on hub.local_port
     daemon        ``hublink run`` answers on the control socket, and its state
+    page          the daemon serves the local page on web.listen (or could bind it)
 
 Network checks run concurrently with a short timeout, so a dead network costs
 seconds, not minutes. A check that cannot run because an earlier one failed is
@@ -31,7 +32,7 @@ import structlog
 from hublink.config import Settings
 from hublink.doctor.check import Check
 from hublink.doctor.cloud import cloud_checks, websocket_check
-from hublink.doctor.daemon import daemon_check, fetch_daemon
+from hublink.doctor.daemon import daemon_check, fetch_daemon, page_check
 from hublink.doctor.local import (
     config_check,
     credentials_check,
@@ -96,6 +97,7 @@ _LATER_CHECKS = (
     "frps",
     "local_port",
     "daemon",
+    "page",
 )
 
 
@@ -127,6 +129,7 @@ async def run_checks(
     report.checks.append(
         fetched if isinstance(fetched, Check) else daemon_check(settings, daemon_status)
     )
+    report.checks.append(await _guard("page", page_check(settings, daemon_status)))
     return report
 
 

@@ -1,5 +1,7 @@
 """What the page asks of the daemon: one typed object, so the page never imports it.
 
+The page's settings are ``[web]`` of the config, :class:`hublink.config.WebSettings`.
+
 The daemon builds a :class:`PageActions` from its own services and hands it
 to :func:`hublink.web.build_app`; the tests hand in a small in-memory one.
 """
@@ -58,16 +60,3 @@ class PageActions:
     install_update: Callable[[str], Awaitable[bool]]
     doctor: Callable[[], Awaitable[dict[str, Any]]]
     install_hook_configured: bool = False
-
-
-@dataclass(frozen=True)
-class WebSettings:
-    """The ``[web]`` settings the page needs (contract section 9).
-
-    Attributes:
-        listen: ``HOST:PORT``; an IPv6 host in brackets (``[::1]:8002``).
-        language: ``en`` or ``es`` to force one; None follows ``Accept-Language``.
-    """
-
-    listen: str = "127.0.0.1:8002"
-    language: str | None = None

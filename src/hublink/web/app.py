@@ -7,8 +7,9 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from hublink.config import WebSettings
 from hublink.web import routes
-from hublink.web.actions import PageActions, WebSettings
+from hublink.web.actions import PageActions
 from hublink.web.code import code_path, read_or_create_code
 from hublink.web.guards import MIDDLEWARES, add_headers, allowed_host_names
 from hublink.web.keys import (

@@ -1,8 +1,10 @@
 """The setup code that unlocks the page (contract section 9).
 
 The code lives in ``{state_dir}/web-code`` (0600). It is a secret: it never
-reaches a log line; the log names the file instead, and ``hublink status``
-reads it with :func:`read_or_create_code` to print the page's URL.
+reaches a log line; the log names the file instead. The daemon makes it
+(:func:`read_or_create_code`); ``hublink status`` only reads it
+(:func:`read_code`) to print the page's URL, so a status run as root never
+leaves a file the ``hublink`` user cannot read.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import os
 import secrets
 from pathlib import Path
 
+from hublink.statedir import WEB_CODE
+
 #: The file, relative to the state dir.
-CODE_FILE = "web-code"
+CODE_FILE = WEB_CODE
 #: Letters a person copies without confusing them (no 0/O, 1/l/I).
 ALPHABET = "abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY3479"
 #: 12 characters of a 49-letter alphabet: about 67 bits, far beyond 5 guesses a minute.
@@ -25,6 +29,14 @@ MIN_LENGTH = 8
 def code_path(state_dir: Path) -> Path:
     """Where the setup code is kept."""
     return state_dir / CODE_FILE
+
+
+def read_code(state_dir: Path) -> str | None:
+    """The setup code, or None when it is missing, unusable or not readable by this user."""
+    try:
+        return _read(code_path(state_dir))
+    except OSError:
+        return None
 
 
 def read_or_create_code(state_dir: Path) -> str:

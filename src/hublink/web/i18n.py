@@ -20,6 +20,8 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 
+from hublink.config import PAGE_LANGUAGES
+
 log = structlog.get_logger(__name__)
 
 #: Where the catalogs live.
@@ -27,7 +29,7 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 #: The gettext domain.
 DOMAIN = "hublink"
 #: The page's languages, the first being the fallback.
-LANGUAGES = ("en", "es")
+LANGUAGES = PAGE_LANGUAGES
 #: Entries of Accept-Language read at most: the header is the visitor's to make long.
 MAX_PREFERENCES = 16
 _QUALITY = re.compile(r"^q=([01](?:\.\d{0,3})?)$")

@@ -1,49 +1,23 @@
-"""Serving the page on ``web.listen``: :class:`PageServer`."""
+"""Serving the page on ``web.listen``: :class:`PageServer`.
+
+``web.listen`` is read by :func:`hublink.config.parse_listen`, the one parser
+of it (the settings check its shape when they load).
+"""
 
 from __future__ import annotations
-
-import ipaddress
 
 import structlog
 from aiohttp import web
 
-from hublink.errors import HublinkError
+from hublink.config import parse_listen
+from hublink.errors import WebListenError
 
 log = structlog.get_logger(__name__)
 
 #: Seconds given to open requests when the page stops.
 SHUTDOWN_TIMEOUT = 5.0
-
-
-class WebListenError(HublinkError):
-    """``web.listen`` is malformed or cannot be bound (port in use, address not on this box)."""
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a host and a port.
-
-    Raises:
-        WebListenError: not of that shape.
-    """
-    host, sep, port_text = listen.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        valid_v6 = _is_ipv6(host)
-    else:
-        valid_v6 = ":" not in host
-    if not sep or not host or not valid_v6 or not port_text.isdigit() or int(port_text) > 65535:
-        raise WebListenError(
-            f"web.listen {listen!r} is not HOST:PORT",
-            hint="for example 127.0.0.1:8002, or [::1]:8002 for IPv6",
-        )
-    return host, int(port_text)
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).version == 6
-    except ValueError:
-        return False
+#: What a browser on this box opens for a page listening on every address.
+_LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 
 
 class PageServer:
@@ -63,6 +37,19 @@ class PageServer:
             if isinstance(address, tuple):
                 return int(address[1])
         return None
+
+    @property
+    def url(self) -> str | None:
+        """The page's address for a browser on this box (``http://127.0.0.1:8002/``), or
+        None when stopped. A wildcard listen (``0.0.0.0``, ``::``) is shown as loopback."""
+        port = self.port
+        if port is None:
+            return None
+        host, _ = parse_listen(self.listen)
+        host = _LOOPBACK_FOR.get(host, host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
 
     async def start(self) -> None:
         """Bind and serve.
