@@ -18,7 +18,8 @@ import pytest
 
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
 from support.daemon import HublinkProcess, spawn
-from support.devcloud import HubEnv, make_hub_env
+from support.devcloud import HubEnv
+from support.hubs import connected, unregistered_hub
 from support.polling import wait_until
 from support.systemd import FakeSystemd
 from support.tunnel import alive, frp_cloud, hub_app, tunnel_hub
@@ -36,16 +37,6 @@ def systemd() -> Iterator[FakeSystemd]:
             fake.close()
 
 
-def unregistered(hub: HubEnv) -> HubEnv:
-    """``hub`` with its credentials gone, as on a box fresh from the installer."""
-    hub.settings.credentials_path.unlink()
-    return hub
-
-
-def connected(status: dict[str, Any]) -> bool:
-    return bool(status["registered"] and status["websocket"]["state"] == "connected")
-
-
 async def register_in_another_shell(daemon: HublinkProcess, *extra: str) -> str:
     """``hublink register`` run beside the daemon; the new hub's id."""
     run = await daemon.cli(
@@ -58,7 +49,7 @@ async def register_in_another_shell(daemon: HublinkProcess, *extra: str) -> str:
 async def test_an_unregistered_daemon_waits_serving_the_control_api_and_the_page(
     devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], systemd: FakeSystemd
 ) -> None:
-    hub = unregistered(make_hub_env(devcloud, tmp_path))
+    hub = unregistered_hub(devcloud, tmp_path)
     daemon = await spawn(hub, env={"NOTIFY_SOCKET": systemd.address})
 
     status = await daemon.wait_status(lambda s: s["daemon"]["running"])
@@ -83,7 +74,7 @@ async def test_an_unregistered_daemon_waits_serving_the_control_api_and_the_page
 async def test_hublink_register_in_another_shell_starts_the_link_without_a_restart(
     devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], systemd: FakeSystemd
 ) -> None:
-    hub = unregistered(make_hub_env(devcloud, tmp_path))
+    hub = unregistered_hub(devcloud, tmp_path)
     daemon = await spawn(hub, env={"NOTIFY_SOCKET": systemd.address})
     await daemon.wait_status(lambda s: s["daemon"]["running"])
     pid = daemon.pid
@@ -142,7 +133,7 @@ async def test_unregister_while_running_drops_link_and_tunnel_and_waits_for_a_re
 async def test_credentials_written_while_waiting_are_used_even_when_the_page_is_off(
     devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
 ) -> None:
-    hub = unregistered(make_hub_env(devcloud, tmp_path))
+    hub = unregistered_hub(devcloud, tmp_path)
     daemon = await spawn(hub, env={"HUBLINK_WEB__ENABLED": "false"})
     status = await daemon.wait_status(lambda s: s["daemon"]["running"])
     assert status["web"] == {
@@ -161,7 +152,7 @@ async def test_credentials_written_while_waiting_are_used_even_when_the_page_is_
 async def test_a_listen_address_in_use_is_named_and_the_daemon_links_and_registers_anyway(
     devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
 ) -> None:
-    hub = unregistered(make_hub_env(devcloud, tmp_path))
+    hub = unregistered_hub(devcloud, tmp_path)
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
