@@ -7,6 +7,7 @@ Every daemon is a real ``hublink run`` subprocess against the reference Cloud.
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -81,6 +82,9 @@ async def test_hublink_register_in_another_shell_starts_the_link_without_a_resta
 
     hub_id = await register_in_another_shell(daemon, "--name", "Back Office")
 
+    # At once, not at the watcher's next poll: the daemon re-reads the file to answer.
+    run = await daemon.cli("status", "--json")
+    assert json.loads(run.stdout)["hub_id"] == hub_id
     status = await daemon.wait_status(connected)
     assert status["hub_id"] == hub_id
     assert status["name"] == "Back Office"

@@ -234,32 +234,21 @@ class Daemon:
         web = self.settings.web
         if not web.enabled:
             return
-        # Imported only when the page is on: aiohttp's server side is here anyway, but
-        # Jinja2 and Babel are not part of a daemon without the page (bench_page measures it).
-        from hublink.web import PageServer, build_app
+        # Imported only when the page is on: Jinja2 and Babel are not part of a
+        # daemon without it (bench/bench_page.py measures the difference).
+        from hublink.web.server import serve_page
 
         try:
-            app = build_app(web, actions.page(), self.settings.state_dir)
-            page = PageServer(app, web.listen)
-            await page.start()
-        except (WebListenError, OSError) as err:
+            self._page = await serve_page(web, actions.page(), self.settings.state_dir)
+        except WebListenError as err:
             # The link matters more than the page: go on without it (contract section 9).
-            problem = err.message if isinstance(err, WebListenError) else str(err)
-            self._page_error = problem
+            self._page_error = err.message
             log.error(
                 "the local page is not served; the daemon goes on without it",
                 listen=web.listen,
-                error=problem,
-                hint=getattr(err, "hint", None) or "see the error, then restart hublink",
+                error=err.message,
+                hint=err.hint,
             )
-            return
-        self._page = page
-        # The code is a secret: the log says where it is, never what it is.
-        log.info(
-            "local page ready",
-            url=page.url,
-            hint="`hublink status` (as root or hublink) shows the URL with its setup code",
-        )
 
     def _registration_hint(self) -> str:
         ways = "POST /v1/register on the control socket, or `hublink register`"
@@ -348,38 +337,47 @@ class Daemon:
 
     async def _watch_credentials(self) -> None:
         """Poll credentials.toml; a re-registration restarts link and tunnel with the new ones."""
-
-        store = CredentialStore(self.settings.state_dir)
         while True:
             await asyncio.sleep(CREDENTIALS_POLL)
-            # One stat() of a local file: cheaper inline than a trip to a worker thread.
-            signature = _signature(self.settings.credentials_path)
-            if signature == self._creds_signature:
-                continue
-            self._creds_signature = signature
-            try:
-                creds: Credentials | None = await asyncio.to_thread(store.load)
-            except NotRegisteredError:
-                # `hublink unregister`: the hub it described is no longer ours to link.
-                creds = None
-            except CredentialsError as err:
-                log.error(
-                    "credentials.toml changed and cannot be used; keeping the ones loaded",
-                    error=err.message,
-                    hint=err.hint,
-                )
-                continue
-            if creds == self.creds:
-                continue
-            # Taken first, so that the line saying so already carries the new hub_id.
-            self._take(creds)
-            if creds is None:
-                log.warning(
-                    "credentials.toml was removed; waiting for a new registration",
-                    hint=self._registration_hint(),
-                )
-            else:
-                log.info("credentials.toml changed", slug=creds.slug)
+            await self._reread_credentials()
+
+    async def _reread_credentials(self) -> None:
+        """Take up credentials.toml if it changed: new credentials, or none (``unregister``).
+
+        Called by the watcher, and before every status answer, so that a
+        ``hublink status`` right after a ``hublink register`` in another shell
+        already sees the new hub.
+        """
+        # One stat() of a local file: cheaper inline than a trip to a worker thread.
+        signature = _signature(self.settings.credentials_path)
+        if signature == self._creds_signature:
+            return
+        self._creds_signature = signature
+        try:
+            creds: Credentials | None = await asyncio.to_thread(
+                CredentialStore(self.settings.state_dir).load
+            )
+        except NotRegisteredError:
+            # `hublink unregister`: the hub it described is no longer ours to link.
+            creds = None
+        except CredentialsError as err:
+            log.error(
+                "credentials.toml changed and cannot be used; keeping the ones loaded",
+                error=err.message,
+                hint=err.hint,
+            )
+            return
+        if creds == self.creds:
+            return
+        # Taken first, so that the line saying so already carries the new hub_id.
+        self._take(creds)
+        if creds is None:
+            log.warning(
+                "credentials.toml was removed; waiting for a new registration",
+                hint=self._registration_hint(),
+            )
+        else:
+            log.info("credentials.toml changed", slug=creds.slug)
 
     def adopt(self, creds: Credentials) -> None:
         """Run with ``creds`` (just saved by a registration in this process) from now on."""
@@ -428,6 +426,7 @@ class Daemon:
         """The contract's status object for ``GET /v1/status``."""
 
         assert self._outbox is not None and self._store is not None
+        await self._reread_credentials()
         return build_status(
             self.settings,
             self.creds,

@@ -1,9 +1,12 @@
 """``hublink demo``: the whole flow on this machine, against the reference Cloud.
 
 The Cloud (and frps, when the frp binaries are present) runs in this process;
-hublink itself runs exactly as on a Hub box: ``register``, ``run``, ``send``,
+hublink itself runs exactly as on a Hub box: ``run``, ``register``, ``send``,
 ``status`` and ``restore`` are real subprocesses of the real command line,
-configured through a TOML file in a temporary folder.
+configured through a TOML file in a temporary folder. The daemon starts first,
+unregistered, and waits; ``hublink register`` in another process then brings
+its link up without a restart. The local page's URL, with its setup code, is
+printed as ``hublink status`` shows it (``--keep`` leaves it up to open).
 """
 
 from __future__ import annotations
@@ -124,7 +127,9 @@ class Demo:
         self.local_port = free_port()
         self.daemon: asyncio.subprocess.Process | None = None
         self.daemon_log = base / "daemon.log"
+        self.web_port = free_port()
         self.hub_id = ""
+        self.page_url = ""
 
     # --- the pieces -----------------------------------------------------------
 
@@ -149,6 +154,8 @@ class Demo:
             "hooks": {"user_revoked": [sys.executable, str(hook), str(self.hook_log)]},
             "backup": {"database": str(self.database)},
             "log": {"level": "info", "format": "json"},
+            # A free port rather than 8002, which a real hublink on this box may hold.
+            "web": {"listen": f"127.0.0.1:{self.web_port}"},
         }
         if self.frp and self.cloud.frps is not None:
             config["tunnel"] = {
@@ -294,14 +301,19 @@ async def _set_up(demo: Demo, stack: AsyncExitStack) -> int:
 
 async def _enroll_and_run(demo: Demo, stack: AsyncExitStack) -> None:
     step = demo.timeline.step
+    await demo.start_daemon()
+    stack.push_async_callback(_stop_and_report, demo)
+    pid = demo.daemon.pid if demo.daemon else "?"
+    waiting = await wait_until("the daemon to wait", lambda: _page_served(demo))
+    demo.page_url = str(waiting["web"].get("setup_url") or waiting["web"]["url"])
+    step("daemon waiting", f"pid {pid}, not registered yet: serving the page and control API")
+    step("local page", demo.page_url)
     password = f"{DEMO_PASSWORD}\n".encode()
     out = await demo.must("register", "--email", DEMO_EMAIL, "--password-stdin", stdin=password)
     step("registered", out.strip().splitlines()[-1].removeprefix("registered: "))
     demo.hub_id = hub_id = str((await demo.status())["hub_id"])
-    await demo.start_daemon()
-    stack.push_async_callback(_stop_and_report, demo)
     await wait_until("the link", lambda: (h := demo.cloud.hub(hub_id)) and h.connected)
-    step("connected", f"WebSocket up, daemon pid {demo.daemon.pid if demo.daemon else '?'}")
+    step("connected", f"WebSocket up, same daemon (pid {pid}), no restart")
     await wait_until("two heartbeats", lambda: len(demo.cloud.heartbeats(hub_id)) >= 2)
     beats = demo.cloud.heartbeats(hub_id)
     step("heartbeats arriving", ", ".join(str(b.get("timestamp")) for b in beats[:2]))
@@ -361,6 +373,17 @@ async def _through_tunnel(demo: Demo) -> None:
     demo.timeline.step("tunnel request", f"GET {url} → {body.strip()!r}")
 
 
+async def _page_served(demo: Demo) -> dict[str, Any] | None:
+    try:
+        status = await demo.status()
+    except DemoError:
+        return None  # the daemon is still starting
+    web = status.get("web") or {}
+    if status["daemon"]["running"] and web.get("error"):
+        raise DemoError(f"the local page is not served: {web['error']}")
+    return status if status["daemon"]["running"] and web.get("url") else None
+
+
 async def _tunnel_running(demo: Demo) -> bool:
     status = await demo.status()
     return bool((status.get("tunnel") or {}).get("state") == "running")
@@ -390,6 +413,7 @@ async def _stop_and_report(demo: Demo) -> None:
 async def _keep_running(demo: Demo) -> None:
     print(
         f"\nLeft running (Ctrl-C to stop). Everything lives in {demo.base}.\n"
+        f"  the local page: {demo.page_url}\n"
         f"  export HUBLINK_CONFIG={demo.config}\n"
         f"  {sys.executable} -m hublink status\n"
         f"  curl -s {demo.cloud.url}/admin/hubs\n"

@@ -6,11 +6,15 @@ of it (the settings check its shape when they load).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import structlog
 from aiohttp import web
 
-from hublink.config import parse_listen
+from hublink.config import WebSettings, parse_listen
 from hublink.errors import WebListenError
+from hublink.web.actions import PageActions
+from hublink.web.app import build_app
 
 log = structlog.get_logger(__name__)
 
@@ -70,10 +74,35 @@ class PageServer:
                 "change web.listen",
             ) from err
         self._runner = runner
-        log.info("page listening", listen=self.listen, port=self.port)
+        # The code is a secret: the log says how to see it, never what it is.
+        log.info(
+            "local page listening",
+            listen=self.listen,
+            url=self.url,
+            hint="`hublink status` (as root or hublink) shows the URL with its setup code",
+        )
 
     async def stop(self) -> None:
         """Stop serving; open requests get :data:`SHUTDOWN_TIMEOUT` seconds."""
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+
+async def serve_page(settings: WebSettings, actions: PageActions, state_dir: Path) -> PageServer:
+    """The page of :func:`hublink.web.build_app`, served on ``settings.listen``.
+
+    Raises:
+        WebListenError: ``web.listen`` cannot be bound, or the setup code in
+            ``state_dir`` can be neither read nor made.
+    """
+    try:
+        app = build_app(settings, actions, state_dir)
+    except OSError as err:
+        raise WebListenError(
+            f"the page's setup code cannot be read or made in {state_dir}: {err.strerror or err}",
+            hint="the web-code file must belong to the user hublink runs as",
+        ) from err
+    server = PageServer(app, settings.listen)
+    await server.start()
+    return server
