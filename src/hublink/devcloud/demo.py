@@ -151,7 +151,11 @@ class Demo:
             "runtime_dir": str(self.base / "run"),
             "hub": {"name": "Demo Shop", "address": "Calle 123", "local_port": self.local_port},
             "websocket": {"heartbeat_interval": 1.0, "reconnect_min": 0.2, "reconnect_max": 2.0},
-            "hooks": {"user_revoked": [sys.executable, str(hook), str(self.hook_log)]},
+            "hooks": {
+                "user_revoked": [sys.executable, str(hook), str(self.hook_log)],
+                # The page's Install button (contract section 6).
+                "install_plugin_update": [sys.executable, str(hook), str(self.hook_log)],
+            },
             "backup": {"database": str(self.database)},
             "log": {"level": "info", "format": "json"},
             # A free port rather than 8002, which a real hublink on this box may hold.
