@@ -83,8 +83,10 @@ def daemon_env(
         HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL=str(heartbeat),
         HUBLINK_LOG__LEVEL=os.environ.get("BENCH_LOG_LEVEL", "info"),
         HUBLINK_LOG__FORMAT="journal",
-        **env,
+        # The page on, as by default, but on a free port: 8002 may be taken on this box.
+        HUBLINK_WEB__LISTEN="127.0.0.1:0",
     )
+    child_env.update(env)
     return child_env
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "BENCHMARKS.md"
 #: Benches that return rows, in the order of the table.
-ROW_BENCHES = ("bench_commands", "bench_cli", "bench_outbox", "bench_idle")
+ROW_BENCHES = ("bench_commands", "bench_cli", "bench_outbox", "bench_idle", "bench_page")
 #: Benches that only print (their figures are not in the table yet).
 SCRIPT_BENCHES = ("bench_tunnel.py", "bench_backup.py")
 
