@@ -283,3 +283,51 @@ def test_state_dir_is_private(tmp_path: Path) -> None:
     with store.locked():
         pass
     assert stat.S_IMODE(os.stat(tmp_path / "fresh").st_mode) == 0o700
+
+
+# --- the registration's fields, whichever door they came through ----------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from hublink.credentials import Credentials  # noqa: E402
+from hublink.enroll import FIELD_LIMITS, registration_problems  # noqa: E402
+from hublink.errors import InvalidFields  # noqa: E402
+
+
+@given(name=st.text(max_size=120), address=st.text(max_size=320), email=st.text(max_size=40))
+def test_any_name_enrollment_accepts_can_be_saved_and_read_back(
+    name: str, address: str, email: str
+) -> None:
+    problems = registration_problems(
+        email=email, password=SecretStr("pw"), name=name.strip(), address=address.strip()
+    )
+    assert all(":" in problem for problem in problems)
+    if "name: " in " ".join(problems):
+        return
+    creds = Credentials.model_validate(
+        {
+            "hub_id": "6f1c2b1e-0000-4000-8000-000000000001",
+            "slug": "s",
+            "tunnel_port": 7001,
+            "tunnel_token": "t",
+            "cloud_url": "http://127.0.0.1",
+            "registered_at": datetime.now(UTC),
+            "name": name.strip() or None,
+        }
+    )
+    saved = tomllib.loads(creds.to_toml().decode())
+    assert saved.get("name") == (name.strip() or None)
+
+
+async def test_bad_fields_are_refused_before_the_cloud_is_asked(
+    devcloud: DevCloud, tmp_path: Path
+) -> None:
+    settings = settings_for(devcloud.url, tmp_path)
+    for name in ("", "tab\there", "x" * (FIELD_LIMITS["name"] + 1), "half \udc80"):
+        with pytest.raises(InvalidFields) as caught:
+            await run_enroll(settings, name=name)
+        assert [p.split(":")[0] for p in caught.value.problems] == ["name"]
+        assert caught.value.exit_code == 2
+    assert devcloud.hubs() == []
+    assert written(settings.state_dir) == set()

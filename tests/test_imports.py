@@ -101,3 +101,23 @@ def test_the_cli_skips_pydantics_plugin_scan(tmp_path: Path) -> None:
         env=quick_command_env(tmp_path),
     ).stdout
     assert out.splitlines()[-1] == "scanned: False"
+
+
+def test_the_daemon_loads_the_pages_libraries_only_when_the_page_is_on() -> None:
+    # Jinja2 and Babel load in _start_page; the doctor's checks when asked for.
+    code = "import hublink.daemon, hublink.actions, hublink.control.server"
+    page = ("jinja2", "babel", "hublink.web.app", "hublink.doctor.runner")
+    assert loaded_after(code, page) == []
+
+
+def test_reading_the_setup_code_loads_no_web_library() -> None:
+    # `hublink status` reads web-code through hublink.web.code (a lazy package).
+    code = "from hublink.web.code import read_code"
+    assert loaded_after(code, ("aiohttp", "jinja2", "babel")) == []
+
+
+def test_the_web_package_exports_what_it_says() -> None:
+    import hublink.web
+
+    for name in hublink.web.__all__:
+        assert getattr(hublink.web, name) is not None

@@ -173,3 +173,51 @@ async def test_a_daemon_that_does_not_answer_still_counts_as_running(
     assert status["daemon"]["pid"] == daemon.pid
     assert status["websocket"]["state"] is None
     assert "not answering" in human.stdout
+
+
+async def test_status_shows_the_page_url_with_its_code_to_whoever_can_read_it(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    daemon = await spawn()
+    live = await daemon.wait_status(lambda s: s["web"]["url"] is not None)
+    code = (hub_settings.settings.state_dir / "web-code").read_text().strip()
+    setup_url = f"{live['web']['url']}?code={code}"
+    # The daemon's own answer never carries the code; the CLI adds it from the file.
+    assert "setup_url" not in live["web"] and code not in json.dumps(live)
+
+    result = await asyncio.to_thread(hublink, hub_settings.settings, "status")
+    assert f"page:       {setup_url}" in result.stdout.splitlines()
+    _, status = await asyncio.to_thread(status_json, hub_settings.settings)
+    assert status["web"]["setup_url"] == setup_url
+    assert code not in daemon.log_text()
+
+    # Without the file (another user's view of it), only where to find it.
+    (hub_settings.settings.state_dir / "web-code").unlink()
+    result = await asyncio.to_thread(hublink, hub_settings.settings, "status")
+    assert f"page:       {live['web']['url']}" in result.stdout
+    assert "its setup code is in" in result.stdout and "?code=" not in result.stdout
+
+
+def test_the_page_lines_of_the_summary() -> None:
+    from hublink.status import StatusReport, build_status, summary_lines
+
+    def lines(web: dict[str, Any]) -> list[str]:
+        status: StatusReport = build_status(
+            Settings(),
+            None,
+            live=None,
+            pid=None,
+            pending=0,
+            snapshot={"plugin_updates": [], "revoked_users": [], "last_backup": None},
+        )
+        status["daemon"] = {"running": True, "pid": 7}
+        status["web"] = {"enabled": True, "listen": "127.0.0.1:8002", "url": None, "error": None}
+        status["web"].update(web)  # type: ignore[typeddict-item]
+        return [line for line in summary_lines(status) if "page" in line]
+
+    assert lines({"enabled": False}) == ["page:       off (web.enabled = false)"]
+    assert lines({"error": "port in use"}) == ["page:       not served: port in use"]
+    assert lines({"url": "http://127.0.0.1:8002/", "setup_url": "http://x/?code=abc"}) == [
+        "registered: no (enroll from the page below, or `hublink register`)",
+        "page:       http://x/?code=abc",
+    ]

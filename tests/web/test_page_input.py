@@ -162,3 +162,11 @@ async def _post_random(body: bytes, password: str, outcome: Any, spanish: bool) 
     assert status in (303, 400, 401, 413, 502), status
     assert SECRET not in html
     assert not any(SECRET in str(entry) for entry in logs)
+
+
+def test_the_setup_form_never_lets_through_what_enrollment_refuses() -> None:
+    from hublink.enroll import FIELD_LIMITS
+    from hublink.web.forms import LIMITS
+
+    for field, limit in FIELD_LIMITS.items():
+        assert LIMITS[field] <= limit, field
