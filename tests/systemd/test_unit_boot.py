@@ -80,6 +80,9 @@ class Hub:
     #: whether `getent passwd hublink` found anything before the sysusers step
     user_before_install: bool
     revoked: bool = False
+    unregistered: bool = False
+    #: systemctl show after a start with a broken setting (made once, on first use)
+    broken_start: dict[str, str] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def tail(self, lines: int = 40) -> str:
@@ -106,8 +109,8 @@ class Hub:
 
     def ensure_connected(self) -> dict[str, str]:
         """Start hublink unless it runs, and wait until systemd's status line says connected."""
-        if self.revoked:
-            pytest.skip("the hub was revoked by an earlier test")
+        if self.revoked or self.unregistered:
+            pytest.skip("an earlier test revoked or unregistered the hub")
         if self.state()["ActiveState"] != "active":
             self.box.run(["systemctl", "start", "hublink"], check=False)
         return wait_for(
@@ -116,6 +119,30 @@ class Hub:
             "StatusText 'link connected'",
             self.tail,
         )
+
+    def start_with_broken_config(self) -> dict[str, str]:
+        """Start hublink (once) with a setting it cannot parse; its state after a few RestartSec=.
+
+        The drop-in goes away again afterwards, so later starts are normal.
+        """
+        if self.broken_start is not None:
+            return self.broken_start
+        box = self.box
+        broken = "/etc/systemd/system/hublink.service.d/zz-broken.conf"
+        box.run(["systemctl", "stop", "hublink"])
+        box.write(broken, "[Service]\nEnvironment=HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL=often\n")
+        box.run(["systemctl", "daemon-reload"])
+        try:
+            started = box.run(["systemctl", "start", "hublink"], check=False)
+            assert started.returncode != 0, f"hublink started with a broken setting\n{self.tail()}"
+            # long enough for several restarts, were they allowed
+            time.sleep(RESTART_SEC * 3)
+            self.broken_start = self.state()
+        finally:
+            box.run(["rm", "-f", broken])
+            box.run(["systemctl", "daemon-reload"])
+            box.run(["systemctl", "reset-failed", "hublink"], check=False)
+        return self.broken_start
 
     def revoke(self) -> None:
         """Revoke the hub through the admin API (once), and wait for the daemon to notice."""
@@ -351,7 +378,15 @@ def test_systemd_has_no_warning_about_the_unit(hub: Hub) -> None:
     assert not warnings, "systemd warned about hublink:\n" + "\n".join(warnings)
 
 
+def _unit_under_test() -> str:
+    shipped = ROOT / "systemd" / "hublink.service"
+    return Path(os.environ.get(UNIT_OVERRIDE_ENV) or shipped).read_text()
+
+
+# Expected to fail only while the unit has no ConfigurationDirectoryMode= line: the
+# fix then makes this an ordinary test, with no marker to remove.
 @pytest.mark.xfail(
+    "ConfigurationDirectoryMode=" not in _unit_under_test(),
     strict=True,
     reason="the unit lacks ConfigurationDirectoryMode=0750: tmpfiles makes /etc/hublink 0750, "
     "the unit's default is 0755, and systemd warns at every start",
@@ -477,6 +512,7 @@ def test_a_member_of_group_hublink_queues_events_on_the_control_socket(hub: Hub)
     assert refused.returncode != 0 and "PermissionError" in refused.stderr, refused
 
 
+# The README documents a sudoers rule for this today; the issue asks for the socket.
 @pytest.mark.xfail(
     strict=True,
     reason="`hublink send` writes the outbox in /var/lib/hublink (0700) itself rather than "
@@ -580,24 +616,43 @@ def test_a_revoked_hub_is_not_restarted_in_a_loop(hub: Hub) -> None:
 
 
 def test_a_configuration_error_exits_78_and_is_not_restarted(hub: Hub) -> None:
+    state = hub.start_with_broken_config()
+    assert (state["ActiveState"], state["ExecMainStatus"], state["NRestarts"]) == (
+        "failed",
+        "78",
+        "0",
+    ), f"{state}\n{hub.tail()}"
+
+
+# daemon.run() and cli.main() print a fatal error to stderr before logging is set
+# up; without a <3> prefix journald files it under the unit's default, info.
+@pytest.mark.xfail(
+    strict=True,
+    reason="a fatal start-up error (`hublink: error: ...` on stderr, then exit 78) reaches "
+    "journald at priority 6: it carries no <3> prefix",
+)
+def test_a_fatal_start_up_error_is_logged_at_priority_3(hub: Hub) -> None:
+    hub.start_with_broken_config()
+    entries = hub.box.journal_json("--identifier=hublink")
+    fatal = [e for e in entries if str(e["MESSAGE"]).startswith("hublink: error: invalid")]
+    assert fatal, f"no start-up error in the journal\n{hub.tail()}"
+    assert {str(e["PRIORITY"]) for e in fatal} == {"3"}, [
+        f"<{e['PRIORITY']}> {e['MESSAGE']}" for e in fatal
+    ]
+
+
+# Contract section 5: `run` on a hub that is not registered does not exit.
+@pytest.mark.xfail(
+    strict=True,
+    reason="`hublink run` on an unregistered hub exits 78 ('this hub is not registered') "
+    "instead of sending READY=1 with the status 'waiting for registration'",
+)
+def test_an_unregistered_hub_is_ready_and_waits_for_registration(hub: Hub) -> None:
     box = hub.box
     box.run(["systemctl", "stop", "hublink"])
-    box.write(
-        "/etc/systemd/system/hublink.service.d/zz-broken.conf",
-        "[Service]\nEnvironment=HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL=often\n",
-    )
-    box.run(["systemctl", "daemon-reload"])
-    try:
-        started = box.run(["systemctl", "start", "hublink"], check=False)
-        assert started.returncode != 0, f"hublink started with a broken setting\n{hub.tail()}"
-        time.sleep(RESTART_SEC * 3)
-        state = hub.state()
-        assert (state["ActiveState"], state["ExecMainStatus"], state["NRestarts"]) == (
-            "failed",
-            "78",
-            "0",
-        ), f"{state}\n{hub.tail()}"
-    finally:
-        box.run(["rm", "/etc/systemd/system/hublink.service.d/zz-broken.conf"])
-        box.run(["systemctl", "daemon-reload"])
-        box.run(["systemctl", "reset-failed", "hublink"], check=False)
+    box.run(["hublink", "unregister", "--yes"], user="hublink")
+    hub.unregistered = True
+    started = box.run(["systemctl", "start", "hublink"], check=False)
+    state = hub.state()
+    assert started.returncode == 0 and state["ActiveState"] == "active", f"{state}\n{hub.tail()}"
+    assert "waiting for registration" in state["StatusText"], state
