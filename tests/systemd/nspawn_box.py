@@ -311,13 +311,68 @@ def nspawn_command(stage_dir: Path, machine: str) -> list[str]:
     ]
 
 
+def own_cgroups(name: str) -> list[Path]:
+    """New cgroups ``name`` below this process's own, one per hierarchy systemd uses.
+
+    With ``--keep-unit`` and no machined, nspawn puts the container in its
+    caller's cgroup (under ``payload/``). Two containers booted from the same
+    cgroup, as two test runs on one box would be, then share every unit's
+    cgroup: one container's ``systemctl stop`` waits for the other's processes.
+    The cgroup v2 tree, and on a hybrid or v1 host the ``name=systemd`` one.
+    """
+    mounts: dict[str, str] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        before, _, after = line.partition(" - ")
+        fstype, _source, options = after.split()[:3]
+        if fstype == "cgroup2":
+            mounts.setdefault("", before.split()[4])
+        elif fstype == "cgroup" and "name=systemd" in options.split(","):
+            mounts.setdefault("name=systemd", before.split()[4])
+    made = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, hierarchy, path = line.split(":", 2)
+        if hierarchy in mounts:
+            folder = Path(mounts[hierarchy]) / path.lstrip("/") / name
+            folder.mkdir()
+            made.append(folder)
+    return made
+
+
+def remove_cgroups(folders: Sequence[Path]) -> None:
+    """rmdir each cgroup and what nspawn made below it (empty once the container is gone)."""
+    for top in folders:
+        for below, _dirs, _files in os.walk(top, topdown=False):
+            with contextlib.suppress(OSError):
+                Path(below).rmdir()
+
+
+# Joins the cgroups named before "--" (in their cgroup.procs), then becomes nspawn.
+JOIN_THEN_EXEC = (
+    'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 1; shift; done; shift; exec "$@"'
+)
+
+
 @contextlib.contextmanager
 def booted(stage_dir: Path, console: Path) -> Iterator[Box]:
     """Boot the container; halt it (or kill it) on the way out, whatever happened."""
     started = time.monotonic()
+    name = f"unitboot-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    cgroups = own_cgroups(name)
+    try:
+        with _booted(stage_dir, console, name, cgroups, started) as box:
+            yield box
+    finally:
+        remove_cgroups(cgroups)
+
+
+@contextlib.contextmanager
+def _booted(
+    stage_dir: Path, console: Path, name: str, cgroups: Sequence[Path], started: float
+) -> Iterator[Box]:
+    join = ["/bin/sh", "-c", JOIN_THEN_EXEC, "sh", *map(str, cgroups), "--"]
     with console.open("wb") as out:
         nspawn = subprocess.Popen(
-            nspawn_command(stage_dir, f"hublink-test-{os.getpid()}"),
+            [*join, *nspawn_command(stage_dir, name)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
