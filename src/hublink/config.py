@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from hublink.errors import ConfigError
 from hublink.link.messages import INBOUND_TYPES
+from hublink.logs import register_secret_str
 
 DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
 DEFAULT_CLOUD_URL = "https://erplora.com"
@@ -288,8 +289,6 @@ def load_settings(explicit: str | None = None) -> Settings:
             + describe_validation_error(err),
             hint=f"fix the value in {path} or the matching HUBLINK_* variable",
         ) from None
-    from hublink.logs import register_secret_str
-
     # Masked from the start, whichever code path ends up holding it.
     register_secret_str(settings.tunnel.server_token)
     return settings
