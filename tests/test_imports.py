@@ -116,8 +116,18 @@ def test_reading_the_setup_code_loads_no_web_library() -> None:
     assert loaded_after(code, ("aiohttp", "jinja2", "babel")) == []
 
 
-def test_the_web_package_exports_what_it_says() -> None:
-    import hublink.web
-
-    for name in hublink.web.__all__:
-        assert getattr(hublink.web, name) is not None
+def test_packages_resolve_every_name_they_export_and_load_it_only_when_asked() -> None:
+    code = (
+        "import importlib, sys\n"
+        "loaded = []\n"
+        "for package in ('hublink.link', 'hublink.tunnel', 'hublink.backup', 'hublink.web'):\n"
+        "    module = importlib.import_module(package)\n"
+        "    loaded += [m for m in sys.modules if m.startswith(package + '.')]\n"
+        "    for name in module.__all__:\n"
+        "        getattr(module, name)\n"
+        "print('loaded:', *loaded)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.splitlines()[-1] == "loaded:"

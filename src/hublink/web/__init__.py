@@ -1,40 +1,39 @@
 """The daemon's local page (contract section 9): setup wizard and status.
 
 The daemon builds a :class:`PageActions`, calls :func:`build_app` and serves
-the result with :class:`PageServer`; the page never imports the daemon.
+the result with :class:`PageServer` (or :func:`serve_page`, both at once); the
+page never imports the daemon.
 
-The names below load on first use: ``hublink status`` reads the setup code
-through :mod:`hublink.web.code` and must not pay for aiohttp, Jinja2 and
-Babel (tests/test_imports.py measures it).
+The page's own names load their module when first used (:mod:`hublink._lazy`):
+``hublink status`` reads the setup code through :mod:`hublink.web.code` and
+must not pay for aiohttp, Jinja2 and Babel (tests/test_imports.py measures it).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hublink._lazy import lazy_exports
+from hublink.config import WebSettings, parse_listen
+from hublink.errors import WebListenError
 
 if TYPE_CHECKING:
-    from hublink.config import WebSettings, parse_listen
-    from hublink.errors import WebListenError
     from hublink.web.actions import PageActions, Registered, Registration
     from hublink.web.app import build_app
     from hublink.web.code import code_path, read_code, read_or_create_code
-    from hublink.web.server import PageServer
+    from hublink.web.server import PageServer, serve_page
 
-_HOMES = {
-    "PageActions": "hublink.web.actions",
-    "Registered": "hublink.web.actions",
-    "Registration": "hublink.web.actions",
-    "WebSettings": "hublink.config",
-    "parse_listen": "hublink.config",
-    "WebListenError": "hublink.errors",
-    "build_app": "hublink.web.app",
-    "code_path": "hublink.web.code",
-    "read_code": "hublink.web.code",
-    "read_or_create_code": "hublink.web.code",
-    "PageServer": "hublink.web.server",
+_EXPORTS = {
+    "PageActions": "actions",
+    "Registered": "actions",
+    "Registration": "actions",
+    "build_app": "app",
+    "code_path": "code",
+    "read_code": "code",
+    "read_or_create_code": "code",
+    "PageServer": "server",
+    "serve_page": "server",
 }
-
 __all__ = [
     "PageActions",
     "PageServer",
@@ -47,12 +46,6 @@ __all__ = [
     "parse_listen",
     "read_code",
     "read_or_create_code",
+    "serve_page",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """Load an exported name from its module on first use (PEP 562)."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(home), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
