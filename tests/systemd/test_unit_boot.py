@@ -643,11 +643,6 @@ def test_a_fatal_start_up_error_is_logged_at_priority_3(hub: Hub) -> None:
 
 
 # Contract section 5: `run` on a hub that is not registered does not exit.
-@pytest.mark.xfail(
-    strict=True,
-    reason="`hublink run` on an unregistered hub exits 78 ('this hub is not registered') "
-    "instead of sending READY=1 with the status 'waiting for registration'",
-)
 def test_an_unregistered_hub_is_ready_and_waits_for_registration(hub: Hub) -> None:
     box = hub.box
     box.run(["systemctl", "stop", "hublink"])
