@@ -93,7 +93,7 @@ def test_wheel_carries_the_package_its_page_files_and_the_systemd_files(dist: Pa
     data = f"hublink-{__version__}.data/data/share/hublink"
     expected = {
         "hublink/__init__.py",
-        "hublink/cli.py",
+        "hublink/cli/__init__.py",
         "hublink/devcloud/__init__.py",
         f"{data}/hublink.example.toml",
         *(f"{data}/systemd/{name}" for name in SYSTEMD_FILES),

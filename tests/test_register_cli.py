@@ -490,3 +490,80 @@ async def test_interactive_prompts_and_never_echoes_the_password(
     assert DEMO_PASSWORD not in tty.output  # ...the password is not
     (hub,) = devcloud.hubs()
     assert hub.name == "Corner Shop"
+
+
+async def spawn_on(tty: Terminal, *args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``hublink ARGS`` with the pty as its stdin, stdout, stderr and controlling terminal."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hublink",
+        *args,
+        stdin=tty.secondary,
+        stdout=tty.secondary,
+        stderr=tty.secondary,
+        env=env,
+        preexec_fn=tty.become_controlling_tty,
+    )
+    os.close(tty.secondary)
+    return proc
+
+
+CTRL_D = "\x04"
+
+
+@pytest.mark.parametrize(
+    ("args", "typed", "named"),
+    [
+        ((), [("email: ", CTRL_D)], "no email given"),
+        ((), [("email: ", DEMO_EMAIL + "\n"), ("password: ", CTRL_D)], "no password given"),
+        (("--email", DEMO_EMAIL), [("password: ", CTRL_D)], "no password given"),
+        (("--email", DEMO_EMAIL, "--password-stdin"), [("password: ", CTRL_D)], "no password"),
+    ],
+)
+async def test_ctrl_d_at_a_prompt_ends_with_a_usage_error_and_nothing_registered(
+    devcloud: DevCloud,
+    box: Box,
+    args: tuple[str, ...],
+    typed: list[tuple[str, str]],
+    named: str,
+) -> None:
+    box.env["HUBLINK_LOG__LEVEL"] = "warning"
+    tty = Terminal()
+    proc = await spawn_on(tty, "register", *args, env=box.env)
+    try:
+        for prompt, keys in typed:
+            await tty.read_until(prompt)
+            os.write(tty.primary, keys.encode())
+        await tty.read_until(named)
+        await tty.read_until("nothing was done", timeout=5)
+        code = await asyncio.wait_for(proc.wait(), 20)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(tty.primary)
+    assert code == 2
+    assert "Traceback" not in tty.output and "EOFError" not in tty.output
+    assert devcloud.hubs() == []
+    assert not box.credentials.exists()
+
+
+async def test_password_stdin_at_a_terminal_asks_without_echo(devcloud: DevCloud, box: Box) -> None:
+    # --password-stdin typed at a terminal: the password must not show on the screen.
+    box.env["HUBLINK_LOG__LEVEL"] = "warning"
+    tty = Terminal()
+    proc = await spawn_on(tty, "register", "--email", DEMO_EMAIL, "--password-stdin", env=box.env)
+    try:
+        await tty.read_until("password: ")
+        tty.type(DEMO_PASSWORD)
+        await tty.read_until("registered: hub id")
+        await tty.read_until("\n", timeout=5)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(tty.primary)
+    assert DEMO_PASSWORD not in tty.output
+    assert len(devcloud.hubs()) == 1

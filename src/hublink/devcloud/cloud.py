@@ -57,7 +57,9 @@ class DevCloud:
     restarted Cloud (this object or a new one) still knows its hubs. What came
     through the WebSockets is kept in memory by this object. The JWT signing
     key is made here unless ``signing_key`` is given (tests share one: making
-    an RSA key costs tens of milliseconds). With ``ssl_context`` it serves
+    an RSA key costs tens of milliseconds). With ``frps_path`` it runs frps
+    beside it, listening for hubs on ``frps_port`` (a free port when None, as
+    tests want; ``hublink devcloud`` gives 7000). With ``ssl_context`` it serves
     HTTPS and WSS.
     """
 
@@ -71,6 +73,7 @@ class DevCloud:
         refresh_ttl: float = 86400,
         port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         frps_path: Path | None = None,
+        frps_port: int | None = None,
         signing_key: rsa.RSAPrivateKey | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -83,6 +86,7 @@ class DevCloud:
         self.offline_after = offline_after
         self.port_range = port_range
         self.frps_path = frps_path
+        self.frps_port = frps_port
         self.ssl_context = ssl_context
         self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl, key=signing_key)
         self.faults = Faults()

@@ -23,6 +23,7 @@ import tomli_w
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hublink.errors import TunnelError
 from hublink.fsutil import atomic_write
 from hublink.tunnel.supervisor import die_with_parent, parse_line
 
@@ -154,13 +155,29 @@ def free_port() -> int:
         return port
 
 
+def _ensure_free(port: int) -> None:
+    # Checked before frps starts: with another server on the port, the wait
+    # for frps to listen would connect to that one and call frps ready.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As frps does: connections of a previous frps in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            raise TunnelError(
+                f"frps cannot listen on 127.0.0.1:{port}: {err.strerror or err}",
+                hint="stop what uses that port, or choose another with --frps-port "
+                "(and give the hubs the same tunnel.server_port)",
+            ) from None
+
+
 class FrpsServer:
     """A real frps on loopback, its plugin pointing back at the reference Cloud."""
 
     def __init__(self, cloud: DevCloud, frps_path: Path) -> None:
         self.cloud = cloud
         self.frps_path = frps_path
-        self.bind_port = 0
+        self.bind_port = cloud.frps_port or 0
         self.vhost_http_port = 0
         self.config_path = Path(cloud.data_dir) / "frps.toml"
         self._proc: asyncio.subprocess.Process | None = None
@@ -191,9 +208,14 @@ class FrpsServer:
     async def start(self) -> None:
         """Write frps.toml, start frps and wait until its bind port accepts connections.
 
-        The ports are chosen at the first start and kept, so a restarted frps
-        is where its clients look for it.
+        The ports are chosen at the first start (the Cloud's ``frps_port``, or
+        a free one) and kept, so a restarted frps is where its clients look for it.
+
+        Raises:
+            TunnelError: the bind port is taken, or frps exits at start.
         """
+        if self.bind_port:
+            _ensure_free(self.bind_port)
         self.bind_port = self.bind_port or free_port()
         self.vhost_http_port = self.vhost_http_port or free_port()
         data = tomli_w.dumps(self.config()).encode()
@@ -222,7 +244,10 @@ class FrpsServer:
         async with asyncio.timeout(START_TIMEOUT):
             while True:
                 if self._proc.returncode is not None:
-                    raise RuntimeError(f"frps exited with code {self._proc.returncode} at start")
+                    raise TunnelError(
+                        f"frps exited with code {self._proc.returncode} at start",
+                        hint="its log lines above say why",
+                    )
                 try:
                     _, writer = await asyncio.open_connection("127.0.0.1", self.bind_port)
                 except OSError:
