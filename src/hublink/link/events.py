@@ -106,7 +106,8 @@ def unsendable(data: object) -> str | None:
     while stack:
         where, value = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
-            return f"{where}: {value} is not a JSON number"
+            name = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            return f"{where}: {name} is not a JSON number (a number too big to hold is one too)"
         if isinstance(value, str) and not _is_unicode(value):
             return f"{where}: holds a lone UTF-16 surrogate, which is not Unicode text"
         if isinstance(value, dict):
