@@ -351,3 +351,14 @@ def test_a_state_dir_of_another_user_exits_78_with_the_sudo_hint(
     assert f"hint: run it as {owner}: sudo -u {owner} hublink {argv[0]}" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "hub.db.zst.age").exists()
+
+
+def test_an_empty_backup_database_means_unset_not_the_current_folder(tmp_path: Path) -> None:
+    # Issue 10, item 14: "" used to be read as ".", "the database . is not a regular file".
+    config = tmp_path / "hublink.toml"
+    config.write_text('[backup]\ndatabase = ""\n')
+    result = hublink(
+        "backup", "--output", str(tmp_path / "b.age"), env=env_for(tmp_path / "state", config)
+    )
+    assert result.returncode == 78
+    assert "backup.database is not set" in result.stderr
