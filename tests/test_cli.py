@@ -24,6 +24,7 @@ from hublink.cli import build_parser, main
 from hublink.cli.failures import report_unexpected
 from hublink.errors import HublinkError
 from support.devcloud import HubEnv
+from support.terminal import CTRL_D, Terminal, spawn_on
 
 
 def hublink(
@@ -362,3 +363,22 @@ def test_an_empty_backup_database_means_unset_not_the_current_folder(tmp_path: P
     )
     assert result.returncode == 78
     assert "backup.database is not set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("keys", "code", "said"), [(CTRL_D, 1, "kept the credentials"), ("y\n", 0, "forgot")]
+)
+async def test_unregister_asks_on_a_terminal_and_ctrl_d_means_no(
+    hub_settings: HubEnv, tmp_path: Path, keys: str, code: int, said: str
+) -> None:
+    env = env_for(hub_settings.settings.state_dir, tmp_path / "hublink.toml")
+    tty = Terminal()
+    proc = await spawn_on(tty, "unregister", env=env)
+    try:
+        await tty.read_until("[y/N] ")
+        os.write(tty.primary, keys.encode())
+        await tty.read_until(said)
+    finally:
+        assert await tty.finish(proc) == code
+    assert "Traceback" not in tty.output
+    assert hub_settings.settings.credentials_path.exists() == (code == 1)
