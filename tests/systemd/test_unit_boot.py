@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nspawn_box import (
+
+from support.nspawn_box import (
     ROOT,
     STAGE,
     SYSTEM_PYTHON,
