@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import http.server
 import io
 import json
 import os
-import socketserver
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -23,6 +22,11 @@ from hublink.cli import main
 from hublink.link.messages import parse_inbound
 from hublink.link.notices import StateStore
 from hublink.link.outbox import Outbox
+from support.daemon import settings_env, spawn
+from support.devcloud import HubEnv
+from support.polling import wait_until
+
+__all__ = ["spawn"]  # the fixture, imported for pytest
 
 INSTALLED = {"plugin_id": "inventory", "version": "1.1", "installed_at": "2025-05-01T10:00:00Z"}
 USERS = {
@@ -153,45 +157,37 @@ def test_plugin_installed_clears_the_pending_update(dirs: tuple[Path, Path]) -> 
     assert StateStore.load(state).snapshot()["plugin_updates"] == []
 
 
-class _PokeHandler(http.server.BaseHTTPRequestHandler):
-    seen: list[str]
+async def test_a_running_daemon_queues_what_send_hands_it(
+    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    # The CLI's own state dir is unusable: only the daemon's socket can take the
+    # event, as for a user in group hublink who may not write /var/lib/hublink.
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")},
+        **settings_env(hub_settings.settings),
+        "HUBLINK_CONFIG": str(tmp_path / "none.toml"),
+        "HUBLINK_STATE_DIR": "/proc/hublink-cannot-be-here",
+    }
 
-    def do_POST(self) -> None:
-        self.seen.append(self.path)
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "hublink", "send", *args]
+        return subprocess.run(
+            command, check=False, capture_output=True, text=True, env=env, timeout=30
+        )
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def address_string(self) -> str:
-        return "unix"
-
-
-@pytest.fixture
-def daemon_socket(dirs: tuple[Path, Path]) -> Iterator[list[str]]:
-    """A unix-socket HTTP listener where the daemon's control socket would be."""
-    _, runtime = dirs
-    runtime.mkdir()
-    seen: list[str] = []
-    handler = type("Handler", (_PokeHandler,), {"seen": seen})
-    server = socketserver.UnixStreamServer(str(runtime / "control.sock"), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield seen
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def test_send_pokes_a_running_daemon(dirs: tuple[Path, Path], daemon_socket: list[str]) -> None:
-    result = send("user_sync", json.dumps(USERS))
-    assert result.returncode == 0, result.stderr
-    assert daemon_socket == ["/v1/poke"]
+    sent = await asyncio.to_thread(run, "user_sync", "--data", json.dumps(USERS))
+    assert sent.returncode == 0, sent.stderr
+    event_id = sent.stdout.strip()
+    cloud = hub_settings.cloud
+    await wait_until(
+        lambda: any(e.get("id") == event_id for e in cloud.events(hub_settings.hub_id)),
+        what="the event at the Cloud",
+    )
+    refused = await asyncio.to_thread(run, "plugin_installed", "--data", '{"plugin_id": "x"}')
+    assert refused.returncode == 2
+    assert "version" in refused.stderr and "Traceback" not in refused.stderr
 
 
 # --- data JSON cannot carry faithfully (issue 10, item 6) -------------------------------

@@ -10,11 +10,18 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hublink import statedir
 from hublink.cli import inputs
-from hublink.errors import EXIT_FAILURE, EXIT_OK, UsageError
+from hublink.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    HublinkError,
+    InvalidEvent,
+    OutboxError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -130,6 +137,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     Prints the event's id. Works without a daemon and before registration:
     the daemon sends whatever the outbox holds once it is connected.
     """
+    from hublink.control import post_event
     from hublink.link.events import loads_event_data, queue_event
     from hublink.link.notices import StateStore
     from hublink.link.outbox import Outbox
@@ -138,6 +146,12 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     data = loads_event_data(text, source=source)
     if not isinstance(data, dict):
         raise UsageError(f"{source} must be a JSON object, not {type(data).__name__}")
+    # A running daemon queues it: one writer of the outbox, and the way for a
+    # user in group hublink, who may not write the state dir, to send at all.
+    answer = post_event(settings.control_socket, args.type, data)
+    if answer is not None:
+        out(_event_id_from(answer, args.type))
+        return EXIT_OK
     outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
     try:
         notices = StateStore.load(settings.state_dir)
@@ -150,6 +164,28 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     _poke_daemon(settings)
     out(event_id)
     return EXIT_OK
+
+
+def _event_id_from(answer: tuple[int, Any], event_type: str) -> str:
+    """The id in a daemon's answer to ``POST /v1/events``, or its refusal as an error.
+
+    Raises:
+        InvalidEvent: 422, the event does not validate (exit 2, as without a daemon).
+        OutboxError: 503, the outbox is full or unwritable.
+        HublinkError: any other answer.
+    """
+    status, body = answer
+    body = body if isinstance(body, dict) else {}
+    if status == 201 and isinstance(body.get("id"), str):
+        return str(body["id"])
+    message = str(body.get("error") or f"the daemon answered HTTP {status}")
+    if status == 422:
+        problems = [str(p) for p in body.get("problems") or []]
+        lines = "".join(f"\n  {p}" for p in problems if p not in message)
+        raise InvalidEvent(message + lines, problems=problems)
+    if status == 503:
+        raise OutboxError(message, hint="wait for the Cloud to take the queued events")
+    raise HublinkError(f"the daemon did not queue the {event_type} event: {message}")
 
 
 def _poke_daemon(settings: Settings) -> None:

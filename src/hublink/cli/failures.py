@@ -36,8 +36,15 @@ def tolerant_output() -> None:
 
 
 def say(text: str) -> None:
-    """One message for the user, on stderr."""
-    print(text, file=sys.stderr, flush=True)
+    """One message for the user, on stderr; at priority 3 (error) when that is journald.
+
+    Under the shipped unit a fatal start-up error must read as an error in
+    ``journalctl -p err``, not as the info level journald gives unmarked lines.
+    """
+    from hublink.logs import stream_is_journal  # the error path only: --version stays light
+
+    prefix = "<3>" if stream_is_journal(sys.stderr) else ""
+    print(f"{prefix}{text}", file=sys.stderr, flush=True)
 
 
 def reader_left() -> None:
