@@ -32,14 +32,17 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from hublink.configfile import read_config_file
+from hublink.configfile import (
+    CONTROL_SOCKET,
+    DEFAULT_RUNTIME_DIR,
+    config_path,
+    read_config_file,
+)
 from hublink.errors import ConfigError
 from hublink.logs import register_secret_str
 
-DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
 DEFAULT_CLOUD_URL = "https://erplora.com"
 DEFAULT_STATE_DIR = Path("/var/lib/hublink")
-DEFAULT_RUNTIME_DIR = Path("/run/hublink")
 DEFAULT_LOCAL_PORT = 8001
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 DEFAULT_RECONNECT_MIN = 1.0
@@ -309,7 +312,7 @@ class Settings(BaseSettings):
     @property
     def control_socket(self) -> Path:
         """``{runtime_dir}/control.sock``."""
-        return self.runtime_dir / "control.sock"
+        return self.runtime_dir / CONTROL_SOCKET
 
 
 def is_loopback(host: str) -> bool:
@@ -320,18 +323,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def config_path(explicit: str | None) -> tuple[Path, bool]:
-    """The config file to read, and whether ``--config`` named it (then it must exist)."""
-    if explicit:
-        return Path(explicit), True
-    # $HUBLINK_CONFIG only moves the default path (contract §5): a missing file
-    # there means defaults plus environment, as it does at /etc/hublink.
-    from_env = os.environ.get("HUBLINK_CONFIG")
-    if from_env:
-        return Path(from_env), False
-    return DEFAULT_CONFIG_PATH, False
 
 
 def load_settings(explicit: str | None = None) -> Settings:
