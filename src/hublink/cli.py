@@ -279,7 +279,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
         ) from None
     if not isinstance(data, dict):
         raise UsageError(f"--data must be a JSON object, not {type(data).__name__}")
-    outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
+    outbox = Outbox.for_settings(settings)
     notices = StateStore.load(settings.state_dir)
     try:
         event_id = queue_event(outbox, notices, args.type, data)

@@ -159,8 +159,15 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            self._store = await asyncio.to_thread(StateStore.load, settings.state_dir)
-            self._outbox = await AsyncOutbox.open(settings.state_dir, settings.outbox.max_pending)
+            self._store = await asyncio.to_thread(
+                partial(
+                    StateStore.load,
+                    settings.state_dir,
+                    hub_id=str(self.creds.hub_id),
+                    max_revoked_users=settings.notices.max_revoked_users,
+                )
+            )
+            self._outbox = await AsyncOutbox.for_settings(settings)
             self._dispatcher = Dispatcher(
                 settings, self._store, self._outbox, backup=self._run_backup
             )
@@ -277,6 +284,12 @@ class Daemon:
                 continue
             set_hub_id(str(creds.hub_id))
             log.info("credentials.toml changed", slug=creds.slug)
+            if self._store is not None and (
+                self.creds is None or creds.hub_id != self.creds.hub_id
+            ):
+                # A new hub: what the Cloud told the old one (revoked users, its
+                # last backup, updates) is not this hub's news.
+                self._store.bind_hub(str(creds.hub_id))
             self.creds = creds
             self._creds_changed.set()
 
@@ -319,7 +332,7 @@ class Daemon:
             self.creds,
             live=self.live,
             pid=os.getpid(),
-            pending=await self._outbox.pending(),
+            outbox=await self._outbox.counts(),
             snapshot=await self._store.asnapshot(),
         )
 

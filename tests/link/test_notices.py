@@ -50,7 +50,12 @@ def installed(plugin: str, version: str) -> PluginInstalled:
 
 def test_empty_store_does_not_create_files(tmp_path: Path) -> None:
     store = StateStore.load(tmp_path / "state")
-    assert store.snapshot() == {"plugin_updates": [], "revoked_users": [], "last_backup": None}
+    assert store.snapshot() == {
+        "plugin_updates": [],
+        "revoked_users": [],
+        "revoked_users_dropped": 0,
+        "last_backup": None,
+    }
     store.close()
     assert not (tmp_path / "state").exists()
 
@@ -218,7 +223,7 @@ def test_clearing_on_a_fresh_hub_creates_no_file(tmp_path: Path) -> None:
 def test_snapshots_never_lose_a_record_while_the_writer_commits(tmp_path: Path) -> None:
     import threading
 
-    store = StateStore.load(tmp_path)
+    store = StateStore.load(tmp_path, max_revoked_users=20000)
     users = [revoked(f"u{n}") for n in range(10000)]
     done = threading.Event()
 

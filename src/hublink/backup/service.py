@@ -334,7 +334,12 @@ async def back_up_now(
 def _remember(settings: Settings, result: BackupCompleted | BackupFailed) -> None:
     # The daemon's dispatcher records the backups it runs; this is for
     # `hublink backup`, so that `hublink status` shows the last one either way.
-    store = StateStore.load(settings.state_dir)
+    creds = CredentialStore(settings.state_dir).load()
+    store = StateStore.load(
+        settings.state_dir,
+        hub_id=str(creds.hub_id),
+        max_revoked_users=settings.notices.max_revoked_users,
+    )
     try:
         store.record_backup(result)
     finally:

@@ -354,6 +354,10 @@ def parse_inbound(frame: str | bytes) -> PluginUpdateAvailable | UserRevoked | B
         raise BadFrame(f"not JSON ({err.msg} at char {err.pos}): {excerpt(frame)!r}") from None
     except RecursionError:
         raise BadFrame(f"JSON nested too deeply: {excerpt(frame)!r}") from None
+    except ValueError as err:
+        # Valid JSON that Python refuses to hold: an integer of more than
+        # sys.get_int_max_str_digits() digits (4300), a guard against slow int().
+        raise BadFrame(f"JSON hublink cannot read ({err}): {excerpt(frame)!r}") from None
     if not isinstance(data, dict):
         raise BadFrame(f"not a JSON object but {_json_kind(data)}: {excerpt(frame)!r}")
     kind = data.get("type")
