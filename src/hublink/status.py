@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from hublink import __version__, statedir
+from hublink.untrusted import printable
 
 if TYPE_CHECKING:
     from hublink.config import Settings
@@ -214,7 +215,11 @@ def _snapshot_on_disk(settings: Settings, hub_id: str | None) -> Notices:
 
 
 def summary_lines(status: StatusReport) -> list[str]:
-    """A short human summary of ``status`` for the terminal."""
+    """A short human summary of ``status`` for the terminal, every line printable as UTF-8."""
+    return [printable(line) for line in _summary(status)]
+
+
+def _summary(status: StatusReport) -> list[str]:
     if not status["registered"]:
         lines = ["registered: no (run `hublink register`)"]
     else:

@@ -103,6 +103,8 @@ class Dispatcher:
             # Jobs dispatched from now on wait in the backlog for a new run(),
             # or are dropped with it: they are not coroutines yet.
             self._group = None
+            # Background processes of hooks that exited must not outlive the daemon.
+            self.hooks.kill_leftovers()
 
     def dispatch(self, message: InboundMessage) -> None:
         """Handle ``message`` now; never raises for a handler's failure."""

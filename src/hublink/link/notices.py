@@ -63,10 +63,14 @@ from hublink.link.records import (
     render,
 )
 from hublink.statedir import NOTICES, REPAIR_LOCK, exclusive_lock
+from hublink.untrusted import clip
 
 __all__ = ["LastBackup", "Notices", "PluginUpdate", "RevokedUser", "StateStore"]
 
 log = structlog.get_logger(__name__)
+
+#: The longest free text (a revocation's reason) kept for ``hublink status``.
+NOTICE_TEXT_CHARS = 1000
 
 
 class StateStore:
@@ -138,7 +142,9 @@ class StateStore:
         value = {
             "user_id": msg.user_id,
             "email": msg.email,
-            "reason": msg.reason,
+            # Free text from the Cloud, shown in status and on the page: kept readable.
+            # The hook still gets the whole message.
+            "reason": None if msg.reason is None else clip(msg.reason, NOTICE_TEXT_CHARS),
             "received_at": now(),
         }
         self._submit(Op("revoked_user", msg.user_id, value))
