@@ -86,6 +86,9 @@ class DevCloud:
         self.ssl_context = ssl_context
         self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl, key=signing_key)
         self.faults = Faults()
+        #: The largest frame a hub may send; a larger one ends its link (as a real
+        #: Cloud's 1 MiB limit does). Far above that by default: tests send big frames.
+        self.max_frame_size = ws.MAX_MESSAGE_SIZE
         self.frps: FrpsServer | None = None
         self._store: CloudStore | None = None
         self._links: dict[str, HubLink] = {}
@@ -349,7 +352,7 @@ class DevCloud:
         status: int | None,
         count: int = 1,
         *,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         body: str | None = None,
         content_type: str = "application/json",
         delay: float = 0,
@@ -357,7 +360,8 @@ class DevCloud:
         """Make the next ``count`` requests whose path starts with ``route`` fail.
 
         Each waits ``delay`` seconds, then gets ``status`` (with ``Retry-After``
-        when given, and ``body`` instead of a JSON detail). ``status=None``
+        when given: seconds, or a text sent as is; and ``body`` instead of a JSON
+        detail). ``status=None``
         only delays them: a slow Cloud that still answers.
         """
         self.faults.add(

@@ -36,7 +36,7 @@ async def hub_socket(request: web.Request) -> web.StreamResponse:
     if hub.revoked:
         fail(403, "This hub has been revoked; register it again")
 
-    socket = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_SIZE, timeout=CLOSE_TIMEOUT)
+    socket = web.WebSocketResponse(max_msg_size=cloud.max_frame_size, timeout=CLOSE_TIMEOUT)
     await socket.prepare(request)
     link = cloud.link(hub.hub_id)
     previous = link.socket
