@@ -158,6 +158,8 @@ def offline_status(settings: Settings) -> StatusReport:
     Raises:
         CredentialsError: the credentials file exists but cannot be used.
     """
+    # The files' readers load only when no daemon answered (SQLite and the message
+    # models weigh on `hublink status`; tests/test_imports.py guards it).
     from hublink.credentials import CredentialStore
     from hublink.errors import NotRegisteredError
 
@@ -182,12 +184,12 @@ def offline_status(settings: Settings) -> StatusReport:
 
 
 def _outbox_on_disk(settings: Settings) -> OutboxCounts | None:
+    # Only without a daemon: see offline_status.
     from hublink import sqlite
     from hublink.errors import OutboxError
     from hublink.link.outbox import Outbox, OutboxCounts
-    from hublink.statedir import OUTBOX
 
-    path = settings.state_dir / OUTBOX
+    path = settings.state_dir / statedir.OUTBOX
     if not path.exists():
         # Reading status must not create the outbox (or the state dir) as a side effect.
         return OutboxCounts(0, 0, len(sqlite.quarantined(path)))
@@ -203,7 +205,7 @@ def _outbox_on_disk(settings: Settings) -> OutboxCounts | None:
 
 
 def _snapshot_on_disk(settings: Settings, hub_id: str | None) -> Notices:
-    from hublink.link.notices import StateStore
+    from hublink.link.notices import StateStore  # only without a daemon: see offline_status
 
     store = StateStore.load(
         settings.state_dir, hub_id=hub_id, max_revoked_users=settings.notices.max_revoked_users

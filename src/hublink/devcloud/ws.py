@@ -11,23 +11,20 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from hublink.devcloud.http import fail
-from hublink.devcloud.records import CLOUD_KEY, Frame, HubLink
+from hublink.devcloud.records import Frame, HubLink
+from hublink.devcloud.state import STATE_KEY
 
 log = structlog.get_logger(__name__)
 
-#: Far above the hubs' own 1 MiB limit: tests send oversized frames on purpose.
-MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 #: How long a close handshake may take before the connection is just dropped.
 CLOSE_TIMEOUT = 2.0
 #: Close code and reason for the older of two sockets of the same hub.
 REPLACED_CODE = 4000
-#: Close code for a hub whose credentials were revoked (the contract's 4003).
-REVOKED_CODE = 4003
 
 
 async def hub_socket(request: web.Request) -> web.StreamResponse:
     """``GET /ws/hub/{hub_id}/?token=…``: one hub's link, until either side closes it."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     hub = cloud.store.get_hub(cloud.normalize_id(request.match_info["hub_id"]) or "")
     token = request.query.get("token", "")
     # Refused before the upgrade, so the hub sees a plain HTTP status.

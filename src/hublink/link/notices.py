@@ -27,6 +27,7 @@ overwritten.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
@@ -198,8 +199,6 @@ class StateStore:
 
     async def asnapshot(self) -> Notices:
         """:meth:`snapshot` in a thread, for the event loop."""
-        import asyncio
-
         return await asyncio.to_thread(self.snapshot)
 
     # --- lifecycle ------------------------------------------------------------
@@ -224,8 +223,6 @@ class StateStore:
 
     async def aclose(self) -> None:
         """:meth:`close` in a thread, for the event loop."""
-        import asyncio
-
         await asyncio.to_thread(self.close)
 
     # --- internals ------------------------------------------------------------
