@@ -7,7 +7,6 @@ from typing import Any
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from hublink.untrusted import printable
 from hublink.web.i18n import LANGUAGES, choose_language, translations
 from hublink.web.keys import LANGUAGE_KEY, SESSION_KEY
 from hublink.web.sessions import Session
@@ -60,9 +59,7 @@ class Renderer:
             .get_template(template)
             .render(lang=language, csrf=session.csrf, session=session, **context)
         )
-        # printable: a status text the Cloud wrote may hold a lone surrogate (valid in
-        # JSON, not in UTF-8); the page shows its escape rather than failing.
-        response = web.Response(status=status, text=printable(html), content_type="text/html")
+        response = web.Response(status=status, text=html, content_type="text/html")
         response.headers["Content-Language"] = language
         return response
 
