@@ -273,7 +273,8 @@ def _describe_link(ws: LinkReport) -> str:
         text += f", last heartbeat {ws['last_heartbeat_at']}"
     if ws["reconnects"]:
         text += f", {ws['reconnects']} reconnect(s)"
-    if ws["state"] != "connected" and ws["last_error"]:
+    # A connected link has an error only when its outbox cannot be written (a full disk).
+    if ws["last_error"]:
         text += f"; last error: {ws['last_error']}"
     if ws["next_attempt_at"]:
         text += f"; next attempt {ws['next_attempt_at']}"

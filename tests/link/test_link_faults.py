@@ -213,6 +213,7 @@ async def test_a_full_state_dir_keeps_the_link_up_and_names_the_disk(
         timeout=30,
     )
     assert "cannot be removed from the outbox" in status["websocket"]["last_error"]
+    assert "database or disk is full" in run_cli(daemon, "status").stdout
     await wait_until(lambda: len(cloud.events(hub_id)) >= 20, what="the 20 events")
     assert [e["id"] for e in cloud.events(hub_id)] == ids
     # The link stays up: heartbeats and commands keep flowing.
