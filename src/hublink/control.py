@@ -118,7 +118,9 @@ class ControlServer:
 
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
+            # ValueError: not JSON, not UTF-8, an integer over 4300 digits;
+            # RecursionError: nested deeper than the decoder goes.
             return _error(400, 'the body must be a JSON object {"type": …, "data": {…}}')
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             return _error(

@@ -45,7 +45,7 @@ from hublink.config import DEFAULT_OUTBOX_MAX_EVENT_SIZE, DEFAULT_OUTBOX_MAX_PEN
 from hublink.errors import EventTooLargeError, OutboxError, OutboxFullError
 from hublink.link.events import queue_event
 from hublink.link.messages import OutboundEvent
-from hublink.statedir import OUTBOX, REPAIR_LOCK, exclusive_lock
+from hublink.statedir import OUTBOX, REPAIR_LOCK, access_denied, exclusive_lock
 
 if TYPE_CHECKING:
     from hublink.config import Settings
@@ -159,6 +159,7 @@ class Outbox:
         without it (a read-only look, ``hublink status``) that is an error.
 
         Raises:
+            StateDirAccessError: the state dir belongs to another user.
             OutboxError: the folder or the database cannot be created or opened.
         """
         path = state_dir / OUTBOX
@@ -169,6 +170,9 @@ class Outbox:
                 if not (repair and sqlite.is_unreadable(err)):
                     raise
                 conn = _replace_unreadable(path, err)
+        except PermissionError:
+            # The state dir of another user: sudo -u hublink was forgotten (exit 78).
+            raise access_denied(path, state_dir) from None
         except (OSError, sqlite3.Error) as err:
             raise OutboxError(
                 f"cannot open the outbox {path}: {sqlite.describe(err)}",
