@@ -16,10 +16,10 @@ import structlog
 
 from hublink.config import Settings, TunnelSettings
 from hublink.credentials import CredentialStore
-from hublink.daemon import supervise
 from hublink.devcloud import DevCloud
 from hublink.link.messages import validate_event
 from hublink.link.outbox import Outbox
+from hublink.supervise import supervise
 from support.daemon import TcpProxy, spawn
 from support.devcloud import HubEnv, make_hub_env
 from support.polling import wait_until

@@ -75,7 +75,7 @@ def test_registered_without_daemon_shows_null_live_fields_and_the_files(
     assert all(value is None for value in status["websocket"].values())
     assert status["websocket"]["state"] is None
     assert all(value is None for value in status["tunnel"].values())
-    assert status["outbox"] == {"pending": 3}
+    assert status["outbox"] == {"pending": 3, "dead_letters": 0, "quarantined": 0}
     assert status["plugin_updates"] == []
     assert status["revoked_users"] == []
 
@@ -198,18 +198,11 @@ async def test_status_shows_the_page_url_with_its_code_to_whoever_can_read_it(
     assert "its setup code is in" in result.stdout and "?code=" not in result.stdout
 
 
-def test_the_page_lines_of_the_summary() -> None:
-    from hublink.status import StatusReport, build_status, summary_lines
+def test_the_page_lines_of_the_summary(tmp_path: Path) -> None:
+    from hublink.status import StatusReport, offline_status, summary_lines
 
     def lines(web: dict[str, Any]) -> list[str]:
-        status: StatusReport = build_status(
-            Settings(),
-            None,
-            live=None,
-            pid=None,
-            pending=0,
-            snapshot={"plugin_updates": [], "revoked_users": [], "last_backup": None},
-        )
+        status: StatusReport = offline_status(Settings(state_dir=tmp_path / "state"))
         status["daemon"] = {"running": True, "pid": 7}
         status["web"] = {"enabled": True, "listen": "127.0.0.1:8002", "url": None, "error": None}
         status["web"].update(web)  # type: ignore[typeddict-item]

@@ -17,7 +17,7 @@ from hublink.config import describe_validation_error
 from hublink.errors import CredentialsError, NotRegisteredError
 from hublink.fsutil import atomic_write, loose_permissions
 from hublink.logs import register_secret
-from hublink.statedir import CREDENTIALS, CREDENTIALS_LOCK, exclusive_lock
+from hublink.statedir import CREDENTIALS, CREDENTIALS_LOCK, access_denied, exclusive_lock
 
 log = structlog.get_logger(__name__)
 
@@ -62,14 +62,22 @@ class CredentialStore:
         self._lock_path = state_dir / CREDENTIALS_LOCK
 
     def exists(self) -> bool:
-        """Whether a credentials file is present (valid or not)."""
-        return self.path.exists()
+        """Whether a credentials file is present (valid or not).
+
+        Raises:
+            StateDirAccessError: the state dir belongs to another user (exit 78).
+        """
+        try:
+            return self.path.exists()
+        except PermissionError:
+            raise access_denied(self.path, self.state_dir) from None
 
     def load(self) -> Credentials:
         """Read and validate the credentials.
 
         Raises:
             NotRegisteredError: there is no file.
+            StateDirAccessError: the state dir belongs to another user.
             CredentialsError: the file is unreadable, not TOML, or invalid.
         """
         try:
@@ -80,10 +88,7 @@ class CredentialStore:
                 hint="run `hublink register` to enroll it with the Cloud",
             ) from None
         except PermissionError:
-            raise CredentialsError(
-                f"cannot read {self.path}: permission denied",
-                hint="run hublink as the user that owns the state directory (usually hublink)",
-            ) from None
+            raise access_denied(self.path, self.state_dir) from None
         except OSError as err:
             # A directory in its place, an I/O error: still a named, exit-78 problem.
             raise CredentialsError(
@@ -124,10 +129,58 @@ class CredentialStore:
         atomic_write(self.path, creds.to_toml())
 
     def remove(self) -> bool:
-        """Forget the credentials; whether there were any."""
+        """Forget the credentials; whether there were any.
+
+        Raises:
+            StateDirAccessError: the state dir belongs to another user.
+        """
         with self.locked():
             try:
                 self.path.unlink()
             except FileNotFoundError:
                 return False
+            except PermissionError:
+                raise access_denied(self.path, self.state_dir) from None
         return True
+
+
+class CredentialsWatch:
+    """What credentials.toml holds now, re-read only when the file changed (one ``stat``).
+
+    The daemon asks it every few seconds and before every status answer, so a
+    registration or an ``unregister`` made by another process is taken up
+    without a restart.
+    """
+
+    def __init__(self, store: CredentialStore) -> None:
+        self.store = store
+        self._signature: tuple[int, int, int] | None = None
+
+    def load(self) -> Credentials | None:
+        """The credentials now (None: not registered), remembering the file as seen.
+
+        Raises:
+            CredentialsError, StateDirAccessError: the file cannot be used.
+        """
+        self.seen()
+        try:
+            return self.store.load()
+        except NotRegisteredError:
+            return None
+
+    def changed(self) -> bool:
+        """Whether the file was written, replaced or removed since it was last seen."""
+        return _signature(self.store.path) != self._signature
+
+    def seen(self) -> None:
+        """Take the file as it is now as seen (say, after this process wrote it)."""
+        self._signature = _signature(self.store.path)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is replaced or rewritten: inode, mtime, size."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)

@@ -5,7 +5,8 @@ The lifecycle is a straight line::
     startup()    credentials (if any), the one-daemon lock, stores, control socket,
                  the local page, READY=1
     main_loop()  one TaskGroup: uplink (link + tunnel), dispatcher, watchdog,
-                 credentials watcher; each task restarted with backoff if it crashes
+                 credentials watcher; each task restarted with backoff if it crashes;
+                 the tunnel stops while the Cloud refuses the hub's credentials
     shutdown()   STOPPING=1, tasks cancelled (the link says 1001, frpc is reaped),
                  page and control socket closed, outbox closed
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,12 +37,12 @@ from hublink import statedir
 from hublink.actions import DaemonActions
 from hublink.cloud.client import make_session
 from hublink.control.server import ControlServer
-from hublink.credentials import Credentials, CredentialStore
+from hublink.credentials import Credentials, CredentialStore, CredentialsWatch
 from hublink.errors import (
     EXIT_FAILURE,
     EXIT_OK,
     CredentialsError,
-    NotRegisteredError,
+    StateDirAccessError,
     WebListenError,
 )
 from hublink.link.connection import Link
@@ -51,8 +51,8 @@ from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
 from hublink.logs import set_hub_id
-from hublink.retry import Backoff, Jitter
 from hublink.status import StatusReport, WebReport, build_status
+from hublink.supervise import supervise
 from hublink.systemd import Notifier
 from hublink.tls import ssl_context
 from hublink.tunnel.supervisor import TunnelSupervisor
@@ -71,15 +71,15 @@ log = structlog.get_logger(__name__)
 SHUTDOWN_DEADLINE = 4.0
 #: How often credentials.toml is checked for a re-registration.
 CREDENTIALS_POLL = 2.0
-#: A crashed task is restarted after this long, doubling up to the maximum.
-RESTART_MIN = 1.0
-RESTART_MAX = 30.0
-#: A task that ran this long before crashing starts over from RESTART_MIN.
-RESTART_STABLE = 60.0
 #: Seconds frpc gets between SIGTERM and SIGKILL when the daemon stops.
 TUNNEL_STOP_GRACE = 2.5
 #: systemd's STATUS= line while no credentials exist (contract section 5).
 WAITING = "waiting for registration"
+#: The tunnel's last_error while the Cloud refuses the hub's credentials.
+TUNNEL_HELD = (
+    "stopped while the Cloud refuses this hub's credentials; it starts again once they are "
+    "accepted (re-register with `hublink register --force` if the hub was revoked)"
+)
 
 
 def run(settings: Settings, *, config_path: Path | None = None) -> int:
@@ -104,40 +104,6 @@ async def serve(settings: Settings, *, config_path: Path | None = None) -> int:
     return EXIT_FAILURE if daemon.forced else EXIT_OK
 
 
-async def supervise(
-    name: str,
-    factory: Callable[[], Awaitable[None]],
-    *,
-    restart_min: float = RESTART_MIN,
-    restart_max: float = RESTART_MAX,
-) -> None:
-    """Run ``factory()``; if it crashes, log the traceback and run it again after a backoff.
-
-    A normal return ends the supervision. Cancellation always goes through.
-    """
-    loop = asyncio.get_running_loop()
-    # Every log line of this task (and of the tasks it starts) says which task it is.
-    structlog.contextvars.bind_contextvars(task=name)
-    # No jitter: a task restart is local, no neighbour competes for it.
-    backoff = Backoff(restart_min, restart_max, Jitter.NONE)
-    while True:
-        started = loop.time()
-        try:
-            await factory()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The one broad catch of the daemon: a bug in one task must not end the others.
-            if loop.time() - started >= RESTART_STABLE:
-                backoff.reset()
-            delay = backoff.next()
-            log.exception("task crashed; restarting it", task=name, retry_in=delay)
-        else:
-            log.debug("task finished", task=name)
-            return
-        await asyncio.sleep(delay)
-
-
 class Daemon:
     """One run of ``hublink run``: what it holds and the order it is built and torn down in."""
 
@@ -150,7 +116,10 @@ class Daemon:
         self.creds: Credentials | None = None
         self._stop = asyncio.Event()
         self._creds_changed = asyncio.Event()
-        self._creds_signature: tuple[int, int, int] | None = None
+        # The link's verdict on the credentials, for the tunnel: set by _follow_link.
+        self._link_refused = asyncio.Event()
+        self._link_accepted = asyncio.Event()
+        self._creds_file = CredentialsWatch(CredentialStore(settings.state_dir))
         self._signals = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._main_task: asyncio.Task[Any] | None = None
@@ -172,11 +141,8 @@ class Daemon:
         """Everything a Hub needs locally, then READY=1; the Cloud may still be away."""
 
         settings = self.settings
-        try:
-            self.creds = CredentialStore(settings.state_dir).load()
-        except NotRegisteredError:
-            self.creds = None  # contract section 5: run waits for a registration
-        self._creds_signature = _signature(settings.credentials_path)
+        # None: not registered; contract section 5 says run waits for a registration.
+        self.creds = self._creds_file.load()
         set_hub_id(str(self.creds.hub_id) if self.creds else None)
         self._lock_fd = statedir.hold_daemon_lock(settings.state_dir)
         # From here a signal only sets the stop event, even while starting up.
@@ -184,8 +150,15 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            self._store = await asyncio.to_thread(StateStore.load, settings.state_dir)
-            self._outbox = await AsyncOutbox.open(settings.state_dir, settings.outbox.max_pending)
+            self._store = await asyncio.to_thread(
+                partial(
+                    StateStore.load,
+                    settings.state_dir,
+                    hub_id=str(self.creds.hub_id) if self.creds else None,
+                    max_revoked_users=settings.notices.max_revoked_users,
+                )
+            )
+            self._outbox = await AsyncOutbox.for_settings(settings)
             self._dispatcher = Dispatcher(
                 settings, self._store, self._outbox, backup=self._run_backup
             )
@@ -214,6 +187,7 @@ class Daemon:
             # Until the tunnel task takes over, status must not call an enabled tunnel "disabled".
             self.live.set_tunnel("starting" if settings.tunnel.enabled else "disabled")
         self.live.subscribe(self._publish_status)
+        self.live.subscribe(self._follow_link)
         self._notifier.ready()
         self._publish_status()
         log.info(
@@ -295,10 +269,12 @@ class Daemon:
                 await self._creds_changed.wait()
                 self._creds_changed.clear()
                 continue
+            # New credentials have not been refused yet: the tunnel starts at once.
+            self._link_refused.clear()
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(supervise("link", partial(self._run_link, creds)))]
                 if self.settings.tunnel.enabled:
-                    tunnel = partial(self._run_tunnel, creds)
+                    tunnel = partial(self._gated_tunnel, creds)
                     tasks.append(group.create_task(supervise("tunnel", tunnel)))
                 await self._creds_changed.wait()
                 self._creds_changed.clear()
@@ -316,6 +292,36 @@ class Daemon:
         if self.settings.cloud_scheme == "https":
             tls = ssl_context(self.settings)
         await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
+
+    def _follow_link(self) -> None:
+        """Live-state listener: note when the Cloud refuses or accepts the credentials."""
+        state = self.live.link.state
+        if state == "unauthorized" and not self._link_refused.is_set():
+            self._link_refused.set()
+            self._link_accepted.clear()
+        elif state == "connected" and not self._link_accepted.is_set():
+            self._link_accepted.set()
+            self._link_refused.clear()
+
+    async def _gated_tunnel(self, creds: Credentials) -> None:
+        """The tunnel, stopped while the Cloud refuses the credentials (contract section 2).
+
+        A revoked hub must not go on serving the Hub application to the Cloud
+        through frps; once the link is accepted again the tunnel starts anew.
+        """
+        while True:
+            if self._link_refused.is_set():
+                log.warning("the Cloud refuses this hub's credentials; tunnel stopped")
+                self.live.set_tunnel("stopped", pid=None, last_error=TUNNEL_HELD)
+                await self._link_accepted.wait()
+                log.info("the Cloud accepts this hub's credentials again; starting the tunnel")
+            async with asyncio.TaskGroup() as group:
+                tunnel = group.create_task(self._run_tunnel(creds))
+                refused = group.create_task(self._link_refused.wait())
+                await asyncio.wait({tunnel, refused}, return_when=asyncio.FIRST_COMPLETED)
+                # The tunnel only ends by raising; the group then hands that on.
+                refused.cancel()
+                tunnel.cancel()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
 
@@ -348,19 +354,11 @@ class Daemon:
         ``hublink status`` right after a ``hublink register`` in another shell
         already sees the new hub.
         """
-        # One stat() of a local file: cheaper inline than a trip to a worker thread.
-        signature = _signature(self.settings.credentials_path)
-        if signature == self._creds_signature:
+        if not self._creds_file.changed():
             return
-        self._creds_signature = signature
         try:
-            creds: Credentials | None = await asyncio.to_thread(
-                CredentialStore(self.settings.state_dir).load
-            )
-        except NotRegisteredError:
-            # `hublink unregister`: the hub it described is no longer ours to link.
-            creds = None
-        except CredentialsError as err:
+            creds = await asyncio.to_thread(self._creds_file.load)
+        except (CredentialsError, StateDirAccessError) as err:
             log.error(
                 "credentials.toml changed and cannot be used; keeping the ones loaded",
                 error=err.message,
@@ -372,22 +370,27 @@ class Daemon:
         # Taken first, so that the line saying so already carries the new hub_id.
         self._take(creds)
         if creds is None:
-            log.warning(
-                "credentials.toml was removed; waiting for a new registration",
-                hint=self._registration_hint(),
-            )
+            hint = self._registration_hint()
+            log.warning("credentials.toml was removed; waiting for a registration", hint=hint)
         else:
             log.info("credentials.toml changed", slug=creds.slug)
 
     def adopt(self, creds: Credentials) -> None:
         """Run with ``creds`` (just saved by a registration in this process) from now on."""
-        # The watcher must not report the file this process has just written.
-        self._creds_signature = _signature(self.settings.credentials_path)
+        self._creds_file.seen()  # the watcher must not report this process's own write
         self._take(creds)
         log.info("registered; starting the link", slug=creds.slug)
 
     def _take(self, creds: Credentials | None) -> None:
         set_hub_id(str(creds.hub_id) if creds else None)
+        if (
+            creds is not None
+            and self._store is not None
+            and (self.creds is None or creds.hub_id != self.creds.hub_id)
+        ):
+            # A new hub: what the Cloud told the old one (revoked users, its
+            # last backup, updates) is not this hub's news.
+            self._store.bind_hub(str(creds.hub_id))
         self.creds = creds
         self._creds_changed.set()
         self._publish_status()
@@ -432,7 +435,7 @@ class Daemon:
             self.creds,
             live=self.live,
             pid=os.getpid(),
-            pending=await self._outbox.pending(),
+            outbox=await self._outbox.counts(),
             snapshot=await self._store.asnapshot(),
             web=self._web_report(),
         )
@@ -470,12 +473,3 @@ class Daemon:
             self._lock_fd = None
         log.info("hublink daemon stopped", forced=self.forced)
         set_hub_id(None)
-
-
-def _signature(path: Path) -> tuple[int, int, int] | None:
-    """What changes when the file is replaced or rewritten: inode, mtime, size."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)

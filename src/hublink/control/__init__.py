@@ -1,6 +1,7 @@
 """The control API: HTTP over a unix socket, for the Hub application and the CLI (contract 8).
 
-    client     :func:`request`, :func:`status_now`, :func:`fetch_status`, :func:`poke`:
+    client     :func:`request`, :func:`status_now`, :func:`fetch_status`, :func:`poke`,
+               :func:`post_event`:
                the CLI's side; "no daemon" is an answer, not an error
     server     :class:`~hublink.control.server.ControlServer`, the daemon's side, and
                the :class:`~hublink.control.server.ControlActions` it calls
@@ -14,6 +15,13 @@ it and must not load aiohttp (tests/test_imports.py); the daemon imports
 
 from __future__ import annotations
 
-from hublink.control.client import CLIENT_TIMEOUT, fetch_status, poke, request, status_now
+from hublink.control.client import (
+    CLIENT_TIMEOUT,
+    fetch_status,
+    poke,
+    post_event,
+    request,
+    status_now,
+)
 
-__all__ = ["CLIENT_TIMEOUT", "fetch_status", "poke", "request", "status_now"]
+__all__ = ["CLIENT_TIMEOUT", "fetch_status", "poke", "post_event", "request", "status_now"]

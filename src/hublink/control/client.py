@@ -73,6 +73,16 @@ def status_now(path: Path) -> StatusReport | None:
     return cast("StatusReport", answer[1])
 
 
+def post_event(path: Path, event_type: str, data: dict[str, Any]) -> tuple[int, Any] | None:
+    """``POST /v1/events`` to a running daemon: ``(status, answer)``, or None when none answers.
+
+    The daemon validates and queues the event itself (contract section 8), so
+    a user who may talk to the socket (group ``hublink``) but not write the
+    0700 state dir can still queue events.
+    """
+    return request(path, "POST", "/v1/events", {"type": event_type, "data": data})
+
+
 async def fetch_status(path: Path) -> StatusReport | None:
     """:func:`status_now` for async callers."""
     return await asyncio.to_thread(status_now, path)

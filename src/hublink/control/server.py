@@ -213,8 +213,9 @@ async def _json_body(request: web.Request) -> Any | None:
     """The request's body as decoded JSON, or None when it is not JSON at all."""
     try:
         return await request.json()
-    except ValueError:
-        # Not JSON, not UTF-8, or an integer beyond Python's digit limit.
+    except (ValueError, RecursionError):
+        # ValueError: not JSON, not UTF-8, an integer over 4300 digits;
+        # RecursionError: nested deeper than the decoder goes.
         return None
 
 

@@ -9,9 +9,10 @@ import aiohttp
 from pydantic import ValidationError
 from websockets.exceptions import InvalidStatus, WebSocketException
 
+from hublink.addresses import is_loopback
 from hublink.clock import clock_skew, describe_skew, parse_http_date, skew_is_too_large
 from hublink.cloud import PUBLIC_KEY_PATH, PublicKey, make_session, public_key_problem
-from hublink.config import Settings, is_loopback
+from hublink.config import Settings
 from hublink.credentials import Credentials
 from hublink.doctor.check import Check, os_reason
 from hublink.errors import ConfigError

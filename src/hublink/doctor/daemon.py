@@ -7,7 +7,8 @@ import asyncio
 import os
 import socket
 
-from hublink.config import Settings, parse_listen
+from hublink.addresses import parse_listen
+from hublink.config import Settings
 from hublink.control import fetch_status
 from hublink.doctor.check import Check, os_reason, user_name
 from hublink.logs import mask_text

@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hublink._lazy import lazy_exports
-from hublink.config import WebSettings, parse_listen
+from hublink.addresses import parse_listen
+from hublink.config import WebSettings
 from hublink.errors import WebListenError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Serving the page on ``web.listen``: :class:`PageServer`.
 
-``web.listen`` is read by :func:`hublink.config.parse_listen`, the one parser
+``web.listen`` is read by :func:`hublink.addresses.parse_listen`, the one parser
 of it (the settings check its shape when they load).
 """
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from hublink.config import WebSettings, parse_listen
+from hublink.addresses import parse_listen
+from hublink.config import WebSettings
 from hublink.errors import WebListenError
 from hublink.web.actions import PageActions
 from hublink.web.app import build_app
