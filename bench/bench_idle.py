@@ -144,14 +144,14 @@ def rows() -> list[Row]:
         cpu[1].append(seed_cpu)
     return [
         Row(
-            f"idle RSS, connected, tunnel off ({seconds:.0f} s)",
+            f"idle RSS, connected, tunnel off, page on ({seconds:.0f} s)",
             "MiB",
             *rss,
             "seed client",
             "<= 1.75x",
         ),
         Row(
-            f"idle CPU, connected, tunnel off ({seconds:.0f} s)",
+            f"idle CPU, connected, tunnel off, page on ({seconds:.0f} s)",
             "%",
             *cpu,
             "seed client",

@@ -154,9 +154,12 @@ async def _load(browser: Browser, url: str, code: str | None) -> tuple[float, fl
     else:
         await page.goto(url)
     await page.wait_for_load_state("load")
-    # The paint entry may be recorded a frame after "load".
-    await page.wait_for_function(f"({FCP}) !== undefined")
+    # The paint entry may be recorded a frame after "load". Polled from here: the
+    # page's CSP (script-src 'self') refuses wait_for_function's string eval.
     paint = await page.evaluate(FCP)
+    while paint is None:
+        await asyncio.sleep(0.01)
+        paint = await page.evaluate(FCP)
     total = 0
     for response in responses:
         total += len(await response.body())
