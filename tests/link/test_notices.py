@@ -50,7 +50,12 @@ def installed(plugin: str, version: str) -> PluginInstalled:
 
 def test_empty_store_does_not_create_files(tmp_path: Path) -> None:
     store = StateStore.load(tmp_path / "state")
-    assert store.snapshot() == {"plugin_updates": [], "revoked_users": [], "last_backup": None}
+    assert store.snapshot() == {
+        "plugin_updates": [],
+        "revoked_users": [],
+        "last_backup": None,
+        "last_completed_backup": None,
+    }
     store.close()
     assert not (tmp_path / "state").exists()
 

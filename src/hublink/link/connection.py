@@ -30,6 +30,7 @@ from hublink.clock import utc_now
 from hublink.link.messages import BadFrame, UnknownMessageType, heartbeat_frame, parse_inbound
 from hublink.live import LinkStateName, LiveState
 from hublink.logs import mask_text, register_secret
+from hublink.metrics import INVALID, Metrics
 from hublink.retry import (
     AUTH_CLOSE_CODES,
     AUTH_REFUSED_STATUSES,
@@ -64,6 +65,9 @@ class OutboxItemLike(Protocol):
 
     @property
     def seq(self) -> int: ...
+
+    @property
+    def type(self) -> str: ...
 
     @property
     def frame(self) -> str: ...
@@ -149,8 +153,11 @@ class Link:
         ssl: ssl_module.SSLContext | None = None,
         stable_after: float = STABLE_AFTER,
         rand: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        #: Heartbeats, frames, acknowledged events, reconnects (a private set when not given).
+        self._metrics = metrics if metrics is not None else Metrics(live=live)
         self._ws_settings = settings.websocket
         self._creds = creds
         self._live = live
@@ -171,6 +178,7 @@ class Link:
             while True:
                 if attempts:
                     self._live.link.reconnects = attempts
+                    self._metrics.reconnecting()
                 attempts += 1
                 # A retry while unauthorized stays "unauthorized" until it succeeds.
                 state = self._live.link.state
@@ -266,6 +274,7 @@ class Link:
             while True:
                 await ws.send(heartbeat_frame())
                 self._live.link.last_heartbeat_at = utc_now()
+                self._metrics.heartbeat_sent()
                 # Scheduled from the first beat, so a slow send never makes them drift.
                 due += interval
                 now = loop.time()
@@ -290,19 +299,24 @@ class Link:
                 pong = await ws.ping()
                 await pong
                 await outbox.ack(last_sent)
+                self._metrics.events_acknowledged(item.type for item in items)
                 log.debug("outbox events delivered", count=len(items), up_to=last_sent)
 
     async def _receive(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
+            metrics = self._metrics
             async for frame in ws:
                 try:
                     message = parse_inbound(frame)
                 except UnknownMessageType as err:
+                    metrics.frame_received(err.message_type or INVALID)
                     log.warning("ignored a message of unknown type", reason=str(err))
                     continue
                 except BadFrame as err:
+                    metrics.frame_received(INVALID)
                     log.warning("dropped a malformed frame", reason=str(err)[:LOGGED_FRAME_CHARS])
                     continue
+                metrics.frame_received(message.type)
                 try:
                     self._dispatcher.dispatch(message)
                 except Exception:

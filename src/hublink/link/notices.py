@@ -86,6 +86,8 @@ class Notices(TypedDict):
     plugin_updates: list[PluginUpdate]
     revoked_users: list[RevokedUser]
     last_backup: LastBackup | None
+    #: The last backup that completed, even when a failure came after it (for the metrics).
+    last_completed_backup: LastBackup | None
 
 
 BUSY_TIMEOUT_MS = 15_000
@@ -237,6 +239,9 @@ class StateStore:
                 backup_id=result.backup_id,
                 filename=result.filename,
             )
+            # Kept apart as well: the last success must survive a later failure, so that
+            # hublink_last_backup_timestamp_seconds shows an overdue backup after a restart.
+            self._submit(_Op("last_backup", "completed", value))
         else:
             value["error"] = result.error
         self._submit(_Op("last_backup", "last", value))
@@ -449,6 +454,11 @@ def _render(rows: Rows) -> Notices:
     # an older version that lacks a key still renders (readers use .get for extras).
     updates = [v for (kind, _), v in rows.items() if kind == "plugin_update"]
     revoked = [v for (kind, _), v in rows.items() if kind == "revoked_user"]
+    last = rows.get(("last_backup", "last"))
+    # A store written before "completed" was kept apart knows it only as the last one.
+    completed = rows.get(("last_backup", "completed"))
+    if completed is None and last is not None and last.get("result") == "completed":
+        completed = last
     return {
         "plugin_updates": cast(
             list[PluginUpdate], sorted(updates, key=lambda v: str(v.get("plugin_id")))
@@ -457,7 +467,8 @@ def _render(rows: Rows) -> Notices:
             list[RevokedUser],
             sorted(revoked, key=lambda v: (str(v.get("received_at")), str(v.get("user_id")))),
         ),
-        "last_backup": cast("LastBackup | None", rows.get(("last_backup", "last"))),
+        "last_backup": cast("LastBackup | None", last),
+        "last_completed_backup": cast("LastBackup | None", completed),
     }
 
 

@@ -73,10 +73,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """One queued event: its position, its id and the JSON text to send."""
+    """One queued event: its position, its id, its type and the JSON text to send."""
 
     seq: int
     id: str
+    type: str
     frame: str
 
 
@@ -148,10 +149,10 @@ class Outbox:
         """Up to ``limit`` events with ``seq > after_seq``, oldest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, id, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, id, type, frame FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [OutboxItem(seq, event_id, frame) for seq, event_id, frame in rows]
+        return [OutboxItem(*row) for row in rows]
 
     def ack(self, up_to_seq: int) -> None:
         """Delete every event with ``seq <= up_to_seq``: the Cloud has them."""
@@ -163,6 +164,21 @@ class Outbox:
         with self._lock:
             (count,) = self._conn.execute("SELECT n FROM pending").fetchone()
         return int(count)
+
+    def depth(self) -> tuple[int, float | None]:
+        """How many events wait, and when the oldest was queued (Unix time; None: none waits).
+
+        Two indexed reads (the counter row, the first ``seq``), for the metrics' scrape.
+
+        Raises:
+            sqlite3.Error: the outbox is closed or unreadable.
+        """
+        with self._lock:
+            (count,) = self._conn.execute("SELECT n FROM pending").fetchone()
+            first = self._conn.execute(
+                "SELECT queued_at FROM events ORDER BY seq LIMIT 1"
+            ).fetchone()
+        return int(count), (float(first[0]) if first else None)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
