@@ -158,8 +158,8 @@ class BackupSettings(_Section):
     @field_validator("schedule")
     @classmethod
     def _schedule_shape(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+        if value is None or not value.strip():
+            return None  # schedule = "" reads as "no schedule", as leaving it out does
         if not _SCHEDULE.fullmatch(value.strip()):
             raise ValueError(
                 f"{value!r} is not a time of day as HH:MM (24-hour, two digits each), "

@@ -198,10 +198,11 @@ class Schedule:
             return Plan(upcoming, self.due(upcoming))
         if now - self.due(latest) <= GRACE:
             return Plan(latest, now)
-        if self.due(upcoming) <= now + self.jitter:
-            return Plan(upcoming, self.due(upcoming))
+        # Decided when the miss was noticed; a clock set back since then plans it anew.
         if pending is not None and pending.catch_up and pending.at <= now + self.delay:
             return Plan(latest, pending.at, catch_up=True)
+        if self.due(upcoming) <= now + self.jitter:
+            return Plan(upcoming, self.due(upcoming))
         return Plan(latest, now + self.delay, catch_up=True)
 
     def settle(self, now: datetime, last_slot: date | None) -> date:
