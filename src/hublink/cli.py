@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     # doctor loads the settings itself, so that a broken config is one of its findings.
     p.set_defaults(func=cmd_doctor, no_settings=True)
 
+    _add_support_bundle(sub)
+
     p = sub.add_parser("tunnel-config", help="print the frpc config, the token masked")
     p.set_defaults(func=cmd_tunnel_config)
 
@@ -131,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
     return parser
+
+
+def _add_support_bundle(sub: Any) -> None:
+    p = sub.add_parser(
+        "support-bundle", help="one .tar.gz for support: versions, config, status, logs"
+    )
+    p.add_argument(
+        "--output", metavar="FILE", help="where to write it (default: ./hublink-support-…)"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing FILE")
+    # Like doctor, it loads the settings itself: a config that does not load is worth sending.
+    p.set_defaults(func=cmd_support_bundle, no_settings=True)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -354,6 +368,35 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
     if report.config_failed:
         return EXIT_CONFIG
     return EXIT_OK if report.ok else EXIT_FAILURE
+
+
+def cmd_support_bundle(args: argparse.Namespace, settings: Settings | None) -> int:
+    """``hublink support-bundle``: versions, config, status, doctor, frpc.toml, metrics, journal."""
+    from pathlib import Path
+
+    from hublink import bundle
+    from hublink.config import config_path, load_settings
+    from hublink.errors import ConfigError
+
+    path, _ = config_path(args.config)
+    error: ConfigError | None = None
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        settings, error = None, err
+    else:
+        _configure_logging(settings.log.level, settings.log.format)
+    output = Path(args.output) if args.output else bundle.default_output()
+    if output.exists() and not args.force:
+        # Before the minute of collecting: the answer would be the same afterwards.
+        bundle.write(bundle.Bundle(), output, force=False)
+    collected = bundle.collect(settings, error, path)
+    members = bundle.write(collected, output, force=args.force)
+    _out(f"wrote {output.absolute()} (mode 0600): {', '.join(members)}")
+    for note in collected.notes:
+        _out(f"  not collected: {note}")
+    _out("secrets are masked; look inside before you send it: tar -xzf FILE")
+    return EXIT_OK
 
 
 def cmd_tunnel_config(args: argparse.Namespace, settings: Settings) -> int:

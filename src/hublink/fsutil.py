@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -46,11 +47,17 @@ def create_private_file(path: Path) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
+def atomic_write(
+    path: Path, data: bytes, *, mode: int = PRIVATE_FILE, overwrite: bool = True
+) -> None:
     """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename, fsync folder.
 
     The temporary file is created with ``mode`` already set, so the content is
     never readable by others, not even for an instant.
+
+    Raises:
+        FileExistsError: ``overwrite`` is False and ``path`` exists (checked atomically
+            where the filesystem has hard links; a FAT stick gets a check, then the rename).
     """
     folder = path.parent
     ensure_private_dir(folder)
@@ -62,12 +69,30 @@ def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        tmp.replace(path)
+        if overwrite:
+            tmp.replace(path)
+        else:
+            _place_new(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     fsync_dir(folder)
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists; a link fails rather than replace."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        # No hard links here (vfat, some FUSE mounts): the best left is check, then rename.
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        tmp.replace(path)
+        return
+    tmp.unlink()
 
 
 def fsync_dir(folder: Path) -> None:
