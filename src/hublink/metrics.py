@@ -157,9 +157,8 @@ class Metrics:
         if last_backup_at is not None:
             self._last_backup.set(last_backup_at.timestamp())
         # Children looked up by label, made once: a frame costs a dict lookup and an add.
-        self._frames = {
-            name: self._frames_family.labels(name) for name in {*inbound_types, INVALID}
-        }
+        known = sorted({*inbound_types, INVALID})  # sorted: a stable order in every scrape
+        self._frames = {name: self._frames_family.labels(name) for name in known}
         self._known_frames = len(self._frames)
         self._events = {name: self._events_family.labels(name) for name in event_types}
         self._backups = {name: self._backups_family.labels(name) for name in BACKUP_RESULTS}
