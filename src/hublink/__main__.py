@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from hublink.cli import main as cli_main
+
 
 def main() -> None:
     """Run the command line and exit with its code."""
-    from hublink.cli import main as cli_main
-
     sys.exit(cli_main(sys.argv[1:]))
 
 

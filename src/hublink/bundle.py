@@ -40,7 +40,7 @@ import tomli_w
 from hublink import __version__, statedir
 from hublink.config import Settings
 from hublink.errors import ConfigError, HublinkError
-from hublink.fsutil import atomic_write
+from hublink.fsutil import atomic_write, create_once
 from hublink.logs import MASK, mask_text
 
 #: How many journal lines of the unit (the issue's figure).
@@ -139,12 +139,13 @@ def write(bundle: Bundle, output: Path, *, force: bool) -> list[str]:
             info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
             archive.addfile(info, io.BytesIO(data))
     try:
-        atomic_write(output, buffer.getvalue(), overwrite=force)
-    except FileExistsError:
-        raise HublinkError(
-            f"{output} exists already; hublink support-bundle does not overwrite it",
-            hint="pass --force to replace it, or choose another --output",
-        ) from None
+        if force:
+            atomic_write(output, buffer.getvalue())
+        elif not create_once(output, buffer.getvalue()):
+            raise HublinkError(
+                f"{output} exists already; hublink support-bundle does not overwrite it",
+                hint="pass --force to replace it, or choose another --output",
+            )
     except OSError as err:
         raise HublinkError(f"cannot write {output}: {err.strerror or err}") from None
     return list(members)

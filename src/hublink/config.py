@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hublink.errors import ConfigError
-from hublink.link.messages import INBOUND_TYPES
+from hublink.logs import register_secret_str
 
 DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
 DEFAULT_CLOUD_URL = "https://erplora.com"
@@ -56,8 +56,16 @@ MAX_SCHEDULE_JITTER = 86400.0
 
 #: The hook a person triggers to install a recorded plugin update (contract section 6).
 INSTALL_PLUGIN_UPDATE = "install_plugin_update"
-#: The keys of ``[hooks]``: every Cloud→Hub message type, plus the install hook.
-HOOKABLE_TYPES = INBOUND_TYPES | {INSTALL_PLUGIN_UPDATE}
+
+
+def hook_keys() -> frozenset[str]:
+    """The keys ``[hooks]`` accepts: every Cloud→Hub message type, plus the install hook."""
+    # The types come from the message models, whose build costs `hublink status`
+    # a sixth of its start-up: only a config that has hooks pays for it.
+    from hublink.link.messages import INBOUND_TYPES
+
+    return INBOUND_TYPES | {INSTALL_PLUGIN_UPDATE}
+
 
 _SECRET_KEYS = ("server_token", "tunnel_token", "password")
 
@@ -262,9 +270,10 @@ class Settings(BaseSettings):
     @field_validator("hooks")
     @classmethod
     def _hook_types(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        allowed_keys = hook_keys() if value else frozenset()
         for key in value:
-            if key not in HOOKABLE_TYPES:
-                allowed = ", ".join(sorted(HOOKABLE_TYPES))
+            if key not in allowed_keys:
+                allowed = ", ".join(sorted(allowed_keys))
                 raise ValueError(f"no Cloud message is called {key!r}; hooks exist for {allowed}")
         return value
 
@@ -344,8 +353,6 @@ def load_settings(explicit: str | None = None) -> Settings:
             + describe_validation_error(err),
             hint=f"fix the value in {path} or the matching HUBLINK_* variable",
         ) from None
-    from hublink.logs import register_secret_str
-
     # Masked from the start, whichever code path ends up holding it.
     register_secret_str(settings.tunnel.server_token)
     return settings

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 import tempfile
@@ -47,17 +46,11 @@ def create_private_file(path: Path) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
 
 
-def atomic_write(
-    path: Path, data: bytes, *, mode: int = PRIVATE_FILE, overwrite: bool = True
-) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
     """Replace ``path`` with ``data``: temp file in the same folder, fsync, rename, fsync folder.
 
     The temporary file is created with ``mode`` already set, so the content is
     never readable by others, not even for an instant.
-
-    Raises:
-        FileExistsError: ``overwrite`` is False and ``path`` exists (checked atomically
-            where the filesystem has hard links; a FAT stick gets a check, then the rename).
     """
     folder = path.parent
     ensure_private_dir(folder)
@@ -69,10 +62,7 @@ def atomic_write(
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if overwrite:
-            tmp.replace(path)
-        else:
-            _place_new(tmp, path)
+        tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -80,19 +70,32 @@ def atomic_write(
     fsync_dir(folder)
 
 
-def _place_new(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path`` unless ``path`` exists; a link fails rather than replace."""
+def create_once(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; whether this call created it.
+
+    The file appears whole or not at all (written and fsynced under a temporary
+    name, then hard-linked into place), and of two processes racing, exactly
+    one creates it: the other finds the winner's file.
+    """
+    folder = path.parent
+    ensure_private_dir(folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
     try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:
-        # No hard links here (vfat, some FUSE mounts): the best left is check, then rename.
-        if path.exists():
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
-        tmp.replace(path)
-        return
-    tmp.unlink()
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        fsync_dir(folder)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
 
 
 def fsync_dir(folder: Path) -> None:

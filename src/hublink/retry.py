@@ -1,7 +1,7 @@
 """Which failures are worth another try, and how long to wait before it.
 
 One verdict, :func:`is_transient`, serves both the REST client (through
-tenacity, :func:`rest_retrying`) and the WebSocket link's reconnect loop, so
+tenacity, :func:`hublink.cloud.retrying.rest_retrying`) and the WebSocket link's reconnect loop, so
 the two never disagree about what a passing outage looks like:
 
 * transient: connection refused or reset, DNS failure, timeouts, a dropped
@@ -25,16 +25,12 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import structlog
 
 from hublink.clock import parse_http_date
 from hublink.errors import CloudError, CloudUnreachableError
-
-if TYPE_CHECKING:
-    import aiohttp
-    import tenacity
 
 log = structlog.get_logger(__name__)
 
@@ -200,6 +196,14 @@ def full_jitter(
     return Backoff(base, cap, Jitter.FULL, floor=0.0, rand=rng).delay(attempt)
 
 
+class AttemptTimeout(NamedTuple):
+    """One attempt's limits in seconds (None: none), as ``aiohttp.ClientTimeout`` takes them."""
+
+    total: float | None
+    connect: float | None
+    sock_read: float | None
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard a REST call tries before the Cloud is called unreachable.
@@ -216,10 +220,8 @@ class RetryPolicy:
     request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT
     read_timeout: float | None = None
 
-    def timeout(self, elapsed: float) -> aiohttp.ClientTimeout:
-        """The aiohttp timeout for an attempt starting ``elapsed`` seconds into the call."""
-        import aiohttp
-
+    def timeout(self, elapsed: float) -> AttemptTimeout:
+        """The limits of an attempt starting ``elapsed`` seconds into the call, in seconds."""
         total = self.request_timeout
         connect = self.connect_timeout
         if self.deadline is not None:
@@ -227,57 +229,10 @@ class RetryPolicy:
             left = max(self.deadline - elapsed, 0.05)
             total = left if total is None else min(total, left)
             connect = min(connect, left)
-        return aiohttp.ClientTimeout(total=total, connect=connect, sock_read=self.read_timeout)
+        return AttemptTimeout(total=total, connect=connect, sock_read=self.read_timeout)
 
 
 DEFAULT_POLICY = RetryPolicy()
-
-
-class _WaitAtLeastRetryAfter:
-    """tenacity wait: full-jitter backoff, but never shorter than the server's ``Retry-After``."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        delay = full_jitter(
-            retry_state.attempt_number, base=self.policy.backoff_base, cap=self.policy.backoff_max
-        )
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome is not None else None
-        hinted = retry_after_of(exc) if exc is not None else None
-        return max(delay, hinted or 0.0)
-
-
-def _log_retry(retry_state: tenacity.RetryCallState) -> None:
-    outcome = retry_state.outcome
-    exc = outcome.exception() if outcome is not None else None
-    log.info(
-        "cloud request failed, retrying",
-        attempt=retry_state.attempt_number,
-        wait=round(retry_state.upcoming_sleep, 2),
-        error=describe_transient(exc) if exc is not None else None,
-    )
-
-
-def rest_retrying(policy: RetryPolicy = DEFAULT_POLICY) -> tenacity.AsyncRetrying:
-    """The tenacity controller for one REST call: retries only :func:`is_transient` failures.
-
-    The last failure is re-raised as is once the attempts or the deadline run
-    out; the caller turns it into :class:`~hublink.errors.CloudUnreachableError`.
-    """
-    import tenacity
-
-    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(policy.attempts)
-    if policy.deadline is not None:
-        stop = stop | tenacity.stop_before_delay(policy.deadline)
-    return tenacity.AsyncRetrying(
-        stop=stop,
-        wait=_WaitAtLeastRetryAfter(policy),
-        retry=tenacity.retry_if_exception(is_transient),
-        before_sleep=_log_retry,
-        reraise=True,
-    )
 
 
 def describe_transient(exc: BaseException) -> str:

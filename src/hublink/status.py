@@ -158,6 +158,8 @@ def offline_status(settings: Settings) -> StatusReport:
     Raises:
         CredentialsError: the credentials file exists but cannot be used.
     """
+    # The files' readers load only when no daemon answered (SQLite and the message
+    # models weigh on `hublink status`; tests/test_imports.py guards it).
     from hublink.credentials import CredentialStore
     from hublink.errors import NotRegisteredError
 
@@ -182,10 +184,9 @@ def offline_status(settings: Settings) -> StatusReport:
 
 
 def _pending_on_disk(settings: Settings) -> int:
-    from hublink.link.outbox import Outbox
-    from hublink.statedir import OUTBOX
+    from hublink.link.outbox import Outbox  # only without a daemon: see offline_status
 
-    if not (settings.state_dir / OUTBOX).exists():
+    if not (settings.state_dir / statedir.OUTBOX).exists():
         # Reading status must not create the outbox (or the state dir) as a side effect.
         return 0
     outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
@@ -196,7 +197,7 @@ def _pending_on_disk(settings: Settings) -> int:
 
 
 def _snapshot_on_disk(settings: Settings) -> Notices:
-    from hublink.link.notices import StateStore
+    from hublink.link.notices import StateStore  # only without a daemon: see offline_status
 
     store = StateStore.load(settings.state_dir)
     try:

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from hublink import __version__
 from hublink.clock import clock_skew, parse_http_date
 from hublink.cloud.answers import PublicKey, Refreshed, Registration, Reply, Tokens, parse_reply
+from hublink.cloud.retrying import client_timeout, rest_retrying
 from hublink.config import Settings
 from hublink.errors import (
     CloudAuthError,
@@ -41,7 +42,6 @@ from hublink.retry import (
     describe_tls_failure,
     describe_transient,
     is_transient_status,
-    rest_retrying,
     status_of,
 )
 from hublink.tls import ssl_context
@@ -71,7 +71,7 @@ def make_session(
     return aiohttp.ClientSession(
         connector=connector,
         headers={"User-Agent": USER_AGENT},
-        timeout=policy.timeout(0.0),
+        timeout=client_timeout(policy, 0.0),
         trust_env=True,
     )
 
@@ -223,7 +223,7 @@ class CloudClient:
                         json=json,
                         data=body() if body is not None else None,
                         headers=sent_headers,
-                        client_timeout=policy.timeout(time.monotonic() - started),
+                        client_timeout=client_timeout(policy, time.monotonic() - started),
                     )
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             attempts = int(retrying.statistics.get("attempt_number", 1))

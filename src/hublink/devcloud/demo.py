@@ -27,7 +27,8 @@ from typing import Any, TextIO
 import tomli_w
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from hublink.devcloud.cloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from hublink import logs
+from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
 
 #: Every wait of the demo is bounded: a stuck step fails the demo, it never hangs.
 STEP_TIMEOUT = 15.0
@@ -407,8 +408,6 @@ async def _keep_running(demo: Demo) -> None:
 
 def main(argv: Sequence[str] = (), *, keep: bool = False) -> int:
     """Run the demo; its exit code."""
-    from hublink import logs
-
     # The timeline is the demo's output; the Cloud's own info lines would bury it.
     logs.configure("warning", "console")
     started = time.monotonic()

@@ -21,6 +21,7 @@ running and nothing is ever silently overwritten.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -271,8 +272,6 @@ class StateStore:
 
     async def asnapshot(self) -> Notices:
         """:meth:`snapshot` in a thread, for the event loop."""
-        import asyncio
-
         return await asyncio.to_thread(self.snapshot)
 
     # --- lifecycle ------------------------------------------------------------
@@ -297,8 +296,6 @@ class StateStore:
 
     async def aclose(self) -> None:
         """:meth:`close` in a thread, for the event loop."""
-        import asyncio
-
         await asyncio.to_thread(self.close)
 
     # --- internals ------------------------------------------------------------

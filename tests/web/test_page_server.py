@@ -1,0 +1,94 @@
+"""PageServer binds web.listen, and says so by name when it cannot."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from hublink.errors import HublinkError
+from hublink.web import PageServer, WebListenError, WebSettings, build_app, parse_listen
+from support.page import FakeDaemon
+
+
+def _app(tmp_path: Path) -> aiohttp.web.Application:
+    return build_app(WebSettings(), FakeDaemon().actions(), tmp_path)
+
+
+async def test_the_page_serves_on_the_listen_address_and_stops(tmp_path: Path) -> None:
+    server = PageServer(_app(tmp_path), "127.0.0.1:0")
+    await server.start()
+    try:
+        assert server.port
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{server.port}/") as response,
+        ):
+            assert response.status == 200
+            assert 'name="code"' in await response.text()
+    finally:
+        await server.stop()
+    assert server.port is None
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+async def test_an_ipv6_listen_address_is_served(tmp_path: Path) -> None:
+    server = PageServer(_app(tmp_path), "[::1]:0")
+    await server.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://[::1]:{server.port}/") as response,
+        ):
+            assert response.status == 200
+    finally:
+        await server.stop()
+
+
+async def test_a_port_in_use_is_a_named_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = PageServer(_app(tmp_path), f"127.0.0.1:{port}")
+        with pytest.raises(WebListenError) as caught:
+            await server.start()
+    assert isinstance(caught.value, HublinkError)
+    assert f"127.0.0.1:{port}" in str(caught.value) and caught.value.hint
+
+
+async def test_an_address_not_on_this_box_is_a_named_error(tmp_path: Path) -> None:
+    server = PageServer(_app(tmp_path), "192.0.2.1:8002")  # TEST-NET-1: never local
+    with pytest.raises(WebListenError):
+        await server.start()
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [
+        ("127.0.0.1:8002", ("127.0.0.1", 8002)),
+        ("[::1]:8002", ("::1", 8002)),
+        ("box:80", ("box", 80)),
+    ],
+)
+def test_listen_addresses_parse(listen: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(listen) == expected
+
+
+@pytest.mark.parametrize(
+    "listen", ["", "8002", "::1:8002", "[::1]", "host:", "host:99999", "[x]:1"]
+)
+def test_malformed_listen_addresses_are_named(listen: str) -> None:
+    with pytest.raises(WebListenError, match="not HOST:PORT"):
+        parse_listen(listen)
