@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from hublink.config import BackupSettings
 from hublink.control import request
 from hublink.devcloud import DevCloud
 from support.backup import make_database
-from support.daemon import HublinkProcess, spawn
+from support.daemon import HublinkProcess, settings_env, spawn
 from support.devcloud import make_hub_env
 from support.metrics import CONTRACT_SERIES, Scrape, parse, scrape_socket, scrape_tcp
 from support.polling import wait_until
@@ -147,13 +150,15 @@ async def test_every_contract_series_moves_with_what_the_daemon_does(
 async def test_a_busy_metrics_port_is_named_in_the_log_and_status_and_the_link_stays_up(
     devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
 ) -> None:
-    hub = make_hub_env(devcloud, tmp_path)
+    hub = make_hub_env(devcloud, tmp_path, backup=BackupSettings(schedule="03:30"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
         daemon = await spawn(hub, env={"HUBLINK_METRICS__LISTEN": listen})
-        status = await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+        status = await daemon.wait_status(
+            lambda s: s["websocket"]["state"] == "connected" and s["next_backup_at"] is not None
+        )
         await wait_until(lambda: devcloud.heartbeats(hub.hub_id), what="heartbeats")
     error = status["metrics"]["error"]
     assert status["metrics"]["listen"] == listen
@@ -163,6 +168,20 @@ async def test_a_busy_metrics_port_is_named_in_the_log_and_status_and_the_link_s
     # The control socket serves the metrics all the same.
     scrape = scrape_socket(hub.settings.control_socket)
     assert scrape is not None and scrape.value("hublink_link_up") == 1
+    # `hublink status` says it too, with the next scheduled backup.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
+    env.update(settings_env(hub.settings, HUBLINK_CONFIG=os.environ["HUBLINK_CONFIG"]))
+    shown = subprocess.run(
+        [sys.executable, "-m", "hublink", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert f"metrics:    {error}" in shown
+    next_at = status["next_backup_at"]
+    assert next_at and f"next backup: {next_at} (backup.schedule)" in shown
 
 
 async def test_without_metrics_listen_status_says_so_and_no_error(

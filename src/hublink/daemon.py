@@ -207,6 +207,12 @@ class Daemon:
     def _make_metrics(self, notices: Notices) -> Metrics:
         """The daemon's metrics; the last successful backup comes back from the state dir."""
         last = notices["last_completed_backup"]
+        last_at = None
+        if last is not None:
+            try:
+                last_at = datetime.fromisoformat(last["at"])
+            except (TypeError, ValueError):
+                log.warning("the last backup's time in the state store is unreadable", at=last)
         return Metrics(
             live=self.live,
             outbox=self._outbox.sync if self._outbox is not None else None,
@@ -217,7 +223,7 @@ class Daemon:
                 message_type(BackupFailed),
             ),
             hook_types=self.settings.hooks,
-            last_backup_at=datetime.fromisoformat(last["at"]) if last else None,
+            last_backup_at=last_at,
         )
 
     # --- main loop --------------------------------------------------------------

@@ -281,6 +281,12 @@ class BackupScheduler:
             zone=str(zone),
             delay=round(schedule.delay.total_seconds()),
         )
+        if self.settings.backup.database is None:
+            log.warning(
+                "backup.schedule is set but backup.database is not: every scheduled backup "
+                "will answer backup_failed",
+                hint="set backup.database to the Hub's SQLite file",
+            )
         pending: Plan | None = None
         while True:
             now = self._clock.now()
