@@ -164,6 +164,45 @@ async def test_a_body_that_is_not_json_gets_400(
     assert await asyncio.to_thread(raw) == 400
 
 
+async def test_data_json_cannot_carry_faithfully_is_refused_and_nothing_queued(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    # Issue 10, item 6's kind through the control API: what `hublink send` refuses.
+    import http.client
+    import json
+    import socket
+
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["daemon"]["running"])
+    event = json.dumps({"type": "plugin_installed", "data": PLUGIN_INSTALLED})[:-2]
+    bodies = {
+        event + ', "n": NaN}}': (422, "NaN is not a JSON number"),
+        event + ', "n": 1e999}}': (422, "Infinity is not a JSON number"),
+        event + ', "n": "left \\ud83d"}}': (422, "lone UTF-16 surrogate"),
+        event + ', "n": ' + "1" * 5000 + "}}": (400, None),
+        event + ', "n": ' + "[" * 10_000 + "]" * 10_000 + "}}": (400, None),
+    }
+
+    def post(body: bytes) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("hublink")
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.connect(str(hub_settings.settings.control_socket))
+        conn.request("POST", "/v1/events", body=body, headers={"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        result = answer.status, json.loads(answer.read() or b"null")
+        conn.close()
+        return result
+
+    for body, (expected, named) in bodies.items():
+        code, answer = await asyncio.to_thread(post, body.encode())
+        assert code == expected, (body[-40:], answer)
+        if named is not None:
+            assert named in answer["problems"][0]
+    status = daemon.status()
+    assert status is not None
+    assert status["outbox"]["pending"] == 0
+
+
 async def test_poke_answers_true_with_a_daemon(
     hub_settings: HubEnv, spawn: Callable[..., Any]
 ) -> None:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
-import pty
 import resource
 import socket
 import ssl
 import stat
 import sys
-import termios
 import time
 import tomllib
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +21,7 @@ import pytest
 import trustme
 
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from support.terminal import CTRL_D, Terminal, spawn_on
 
 UUID_RE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -423,56 +421,12 @@ async def test_failed_credential_write_leaves_the_old_file_intact(
 # --- on a terminal ------------------------------------------------------------------------
 
 
-class Terminal:
-    """The primary side of a pseudo-terminal that a child uses as its controlling tty."""
-
-    def __init__(self) -> None:
-        self.primary, self.secondary = pty.openpty()
-        self.output = ""
-
-    def become_controlling_tty(self) -> None:
-        """In the child: a new session whose controlling terminal is the pty (for getpass)."""
-        os.setsid()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    async def read_until(self, text: str, timeout: float = 20) -> None:
-        """Collect output until ``text`` shows up (or the child closes the terminal)."""
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            left = deadline - time.monotonic()
-            assert left > 0, f"waited for {text!r}; got {self.output!r}"
-            try:
-                chunk = await asyncio.wait_for(
-                    loop.run_in_executor(None, os.read, self.primary, 4096), left
-                )
-            except OSError:  # EIO: the child closed its side
-                return
-            if not chunk:
-                return
-            self.output += chunk.decode(errors="replace")
-
-    def type(self, line: str) -> None:
-        os.write(self.primary, (line + "\n").encode())
-
-
 async def test_interactive_prompts_and_never_echoes_the_password(
     devcloud: DevCloud, box: Box
 ) -> None:
     box.env["HUBLINK_LOG__LEVEL"] = "warning"
     tty = Terminal()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hublink",
-        "register",
-        stdin=tty.secondary,
-        stdout=tty.secondary,
-        stderr=tty.secondary,
-        env=box.env,
-        preexec_fn=tty.become_controlling_tty,
-    )
-    os.close(tty.secondary)
+    proc = await spawn_on(tty, "register", env=box.env)
     try:
         await tty.read_until("email: ")
         tty.type(DEMO_EMAIL)
@@ -480,13 +434,64 @@ async def test_interactive_prompts_and_never_echoes_the_password(
         tty.type(DEMO_PASSWORD)
         await tty.read_until("registered: hub id")
         await tty.read_until("\n", timeout=5)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        os.close(tty.primary)
+        code = await tty.finish(proc)
+    assert code == 0
     assert DEMO_EMAIL in tty.output  # the email is echoed as typed...
     assert DEMO_PASSWORD not in tty.output  # ...the password is not
     (hub,) = devcloud.hubs()
     assert hub.name == "Corner Shop"
+
+
+async def test_password_stdin_at_a_terminal_asks_without_echo(devcloud: DevCloud, box: Box) -> None:
+    # Issue 10, item 5: --password-stdin typed at a terminal must not show the password.
+    box.env["HUBLINK_LOG__LEVEL"] = "warning"
+    tty = Terminal()
+    proc = await spawn_on(tty, "register", "--email", DEMO_EMAIL, "--password-stdin", env=box.env)
+    try:
+        await tty.read_until("password: ")
+        tty.type(DEMO_PASSWORD)
+        await tty.read_until("registered: hub id")
+        await tty.read_until("\n", timeout=5)
+    finally:
+        code = await tty.finish(proc)
+    assert code == 0
+    assert DEMO_PASSWORD not in tty.output
+    assert len(devcloud.hubs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "typed", "named"),
+    [
+        ((), [("email: ", CTRL_D)], "no email given"),
+        ((), [("email: ", DEMO_EMAIL + "\n"), ("password: ", CTRL_D)], "no password given"),
+        (("--email", DEMO_EMAIL), [("password: ", CTRL_D)], "no password given"),
+        (("--email", DEMO_EMAIL, "--password-stdin"), [("password: ", CTRL_D)], "no password"),
+        ((), [("email: ", "due\xf1o@shop.example\n")], "the email from the terminal is not UTF-8"),
+    ],
+    ids=["email", "password", "password-with-email", "password-stdin", "latin-1-email"],
+)
+async def test_ctrl_d_or_bad_bytes_at_a_prompt_end_with_a_usage_error_and_nothing_registered(
+    devcloud: DevCloud,
+    box: Box,
+    args: tuple[str, ...],
+    typed: list[tuple[str, str]],
+    named: str,
+) -> None:
+    # Issue 10, item 4: Ctrl-D at a prompt was an EOFError traceback.
+    box.env["HUBLINK_LOG__LEVEL"] = "warning"
+    tty = Terminal()
+    proc = await spawn_on(tty, "register", *args, env=box.env)
+    try:
+        for prompt, keys in typed:
+            await tty.read_until(prompt)
+            # latin-1: what a terminal set to ISO-8859-1 sends for ñ (one byte, 0xf1)
+            os.write(tty.primary, keys.encode("latin-1"))
+        await tty.read_until(named)
+        await tty.read_until("\n", timeout=5)
+    finally:
+        code = await tty.finish(proc)
+    assert code == 2
+    assert "Traceback" not in tty.output and "Error:" not in tty.output
+    assert devcloud.hubs() == []
+    assert not box.credentials.exists()

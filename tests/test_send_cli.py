@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-import http.server
+import asyncio
+import contextlib
+import io
 import json
-import socketserver
+import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
+from hublink.cli import main
 from hublink.link.messages import parse_inbound
 from hublink.link.notices import StateStore
 from hublink.link.outbox import Outbox
+from support.daemon import settings_env, spawn
+from support.devcloud import HubEnv
+from support.polling import wait_until
+
+__all__ = ["spawn"]  # the fixture, imported for pytest
 
 INSTALLED = {"plugin_id": "inventory", "version": "1.1", "installed_at": "2025-05-01T10:00:00Z"}
 USERS = {
@@ -147,42 +157,229 @@ def test_plugin_installed_clears_the_pending_update(dirs: tuple[Path, Path]) -> 
     assert StateStore.load(state).snapshot()["plugin_updates"] == []
 
 
-class _PokeHandler(http.server.BaseHTTPRequestHandler):
-    seen: list[str]
+async def test_a_running_daemon_queues_what_send_hands_it(
+    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    # The CLI's own state dir is unusable: only the daemon's socket can take the
+    # event, as for a user in group hublink who may not write /var/lib/hublink.
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")},
+        **settings_env(hub_settings.settings),
+        "HUBLINK_CONFIG": str(tmp_path / "none.toml"),
+        "HUBLINK_STATE_DIR": "/proc/hublink-cannot-be-here",
+    }
 
-    def do_POST(self) -> None:
-        self.seen.append(self.path)
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "hublink", "send", *args]
+        return subprocess.run(
+            command, check=False, capture_output=True, text=True, env=env, timeout=30
+        )
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def address_string(self) -> str:
-        return "unix"
-
-
-@pytest.fixture
-def daemon_socket(dirs: tuple[Path, Path]) -> Iterator[list[str]]:
-    """A unix-socket HTTP listener where the daemon's control socket would be."""
-    _, runtime = dirs
-    runtime.mkdir()
-    seen: list[str] = []
-    handler = type("Handler", (_PokeHandler,), {"seen": seen})
-    server = socketserver.UnixStreamServer(str(runtime / "control.sock"), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield seen
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    sent = await asyncio.to_thread(run, "user_sync", "--data", json.dumps(USERS))
+    assert sent.returncode == 0, sent.stderr
+    event_id = sent.stdout.strip()
+    cloud = hub_settings.cloud
+    await wait_until(
+        lambda: any(e.get("id") == event_id for e in cloud.events(hub_settings.hub_id)),
+        what="the event at the Cloud",
+    )
+    refused = await asyncio.to_thread(run, "plugin_installed", "--data", '{"plugin_id": "x"}')
+    assert refused.returncode == 2
+    assert "version" in refused.stderr and "Traceback" not in refused.stderr
 
 
-def test_send_pokes_a_running_daemon(dirs: tuple[Path, Path], daemon_socket: list[str]) -> None:
-    result = send("user_sync", json.dumps(USERS))
+# --- data JSON cannot carry faithfully (issue 10, item 6) -------------------------------
+
+BIG_INT = "1" * 5000
+
+
+def test_a_5000_digit_integer_is_a_usage_error(dirs: tuple[Path, Path]) -> None:
+    state, _ = dirs
+    data = json.dumps(INSTALLED)[:-1] + f', "n": {BIG_INT}}}'
+    result = send("plugin_installed", data)
+    assert result.returncode == 2
+    assert "--data is not valid JSON for hublink: Exceeds the limit (4300 digits)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "outbox.sqlite3").exists() or queued(state) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ('"n": NaN', "NaN is not a JSON number"),
+        ('"n": Infinity', "Infinity is not a JSON number"),
+        ('"n": -Infinity', "-Infinity is not a JSON number"),
+        ('"n": 1e999', "the number 1e999 is out of range"),
+        (f'"n": -{BIG_INT}', "Exceeds the limit (4300 digits)"),
+        ('"n": "left \\ud83d"', "data.n: holds a lone UTF-16 surrogate"),
+        ('"\\udc00": 1', "a key holds a lone UTF-16 surrogate"),
+        ('"n": ' + "[" * 10_000 + "]" * 10_000, "nested too deeply"),
+    ],
+)
+def test_json_that_cannot_be_sent_faithfully_is_a_usage_error(
+    dirs: tuple[Path, Path], extra: str, named: str
+) -> None:
+    state, _ = dirs
+    result = send("plugin_installed", json.dumps(INSTALLED)[:-1] + f", {extra}}}")
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "outbox.sqlite3").exists() or queued(state) == []
+
+
+def strict_loads(text: str) -> object:
+    def refuse(name: str) -> object:
+        raise AssertionError(f"{name} reached the outbox")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("send-fuzz") / "state"
+
+
+#: Any character, lone surrogates (what "\\ud83d" in JSON becomes) often.
+ANY_TEXT = st.text(
+    alphabet=st.characters(exclude_categories=()) | st.sampled_from(["\ud83d", "\udc00", "\udcff"]),
+    max_size=8,
+)
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()  # NaN and ±infinity included
+    | ANY_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(ANY_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    fields=st.dictionaries(ANY_TEXT, JSON_VALUES, max_size=3),
+    text=st.one_of(st.none(), st.text(max_size=40)),
+)
+def test_any_data_is_queued_as_strict_json_or_refused_with_exit_2(
+    shared_state: Path, fields: dict[str, object], text: str | None
+) -> None:
+    # Raw text as typed, or a valid event with random extra fields (json.dumps
+    # writes NaN, Infinity and lone surrogates as Python would accept them back).
+    data = text if text is not None else json.dumps({**INSTALLED, **fields, "id": None})
+    os.environ["HUBLINK_STATE_DIR"] = str(shared_state)
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["send", "plugin_installed", "--data", data])
+    finally:
+        os.environ.pop("HUBLINK_STATE_DIR")
+    assert code in (0, 2), err.getvalue()
+    event(f"exit {code}")
+    if code == 2:
+        assert err.getvalue().startswith("hublink: error: "), err.getvalue()
+        return
+    outbox = Outbox.open(shared_state)
+    try:
+        (frame,) = [
+            item.frame for item in outbox.peek(100_000) if item.id == out.getvalue().strip()
+        ]
+    finally:
+        outbox.close()
+    sent = strict_loads(frame)
+    assert isinstance(sent, dict)
+    assert {k: v for k, v in sent.items() if k not in ("type", "id")} == {
+        k: v for k, v in json.loads(data).items() if k not in ("type", "id")
+    }
+
+
+# --- data from a file or stdin (item 11) ------------------------------------------------
+
+
+def big_user_sync() -> dict[str, object]:
+    """A user_sync of about 190 KB: more than a shell passes in one argument."""
+    users = [
+        {
+            "cloud_user_id": n,
+            "email": f"cashier-{n}@shop.example",
+            "last_activity": "2026-01-01T09:00:00Z",
+        }
+        for n in range(2_600)
+    ]
+    return {"users": users}
+
+
+def send_with(data_option: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "hublink", "send", "user_sync", "--data", data_option],
+        capture_output=True,
+        input=stdin,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_data_from_a_file_too_big_for_an_argument(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    state, _ = dirs
+    users = big_user_sync()
+    file = tmp_path / "users.json"
+    file.write_text(json.dumps(users))
+    assert file.stat().st_size > 131_072  # Linux's limit for one argument
+    result = send_with(f"@{file}")
     assert result.returncode == 0, result.stderr
-    assert daemon_socket == ["/v1/poke"]
+    (event,) = queued(state)
+    assert event == {"type": "user_sync", "id": result.stdout.decode().strip(), **users}
+
+
+@pytest.mark.parametrize("dash", ["-", "@-"])
+def test_data_from_stdin(dirs: tuple[Path, Path], dash: str) -> None:
+    state, _ = dirs
+    users = big_user_sync()
+    result = send_with(dash, stdin=json.dumps(users).encode())
+    assert result.returncode == 0, result.stderr
+    assert queued(state)[0]["users"] == users["users"]
+
+
+def test_a_bom_at_the_start_of_a_data_file_is_ignored(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    file = tmp_path / "users.json"
+    file.write_bytes(b"\xef\xbb\xbf" + json.dumps(USERS).encode())
+    assert send_with(f"@{file}").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "content", "named"),
+    [
+        (
+            "@{tmp}/absent.json",
+            None,
+            "--data @{tmp}/absent.json: the file {tmp}/absent.json does not exist",
+        ),
+        ("@{tmp}", None, "--data @{tmp}: {tmp} is a folder, not a file"),
+        ("@", None, "--data @ needs a file name"),
+        (
+            "@{tmp}/latin.json",
+            '{"users": [], "n": "ñ"}'.encode("latin-1"),
+            "is not UTF-8 text (byte 0xf1",
+        ),
+        ("@{tmp}/broken.json", b'{"users": [', "--data @{tmp}/broken.json is not valid JSON"),
+        ("-", b"", "--data - (stdin) is not valid JSON: Expecting value"),
+        ("-", b"\xff\xfe{}", "--data - (stdin) is not UTF-8 text"),
+    ],
+)
+def test_bad_data_files_are_usage_errors_naming_the_file(
+    dirs: tuple[Path, Path], tmp_path: Path, option: str, content: bytes | None, named: str
+) -> None:
+    state, _ = dirs
+    option = option.replace("{tmp}", str(tmp_path))
+    if content is not None and option.startswith("@"):
+        Path(option[1:]).write_bytes(content)
+    result = send_with(option, stdin=content if option == "-" else b"")
+    assert result.returncode == 2
+    assert named.replace("{tmp}", str(tmp_path)) in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+    assert not (state / "outbox.sqlite3").exists() or queued(state) == []
