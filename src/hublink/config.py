@@ -114,6 +114,7 @@ def _blank_means_unset(fields: Mapping[str, FieldInfo], data: Any) -> Any:
         for key, value in data.items()
     }
 
+
 #: ``HH:MM``, 24-hour, two digits each (contract section 11).
 _SCHEDULE = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(?P<port>\d{1,5})")
