@@ -74,7 +74,7 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_missing_default_file_means_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HUBLINK_CONFIG")
-    monkeypatch.setattr("hublink.config.DEFAULT_CONFIG_PATH", Path("/nonexistent/hublink.toml"))
+    monkeypatch.setattr("hublink.configfile.DEFAULT_CONFIG_PATH", Path("/nonexistent/hublink.toml"))
     assert load_settings(None).cloud_url == "https://erplora.com"
 
 

@@ -61,7 +61,7 @@ async def test_status_is_the_contract_object(
     }
     assert status["websocket"]["reconnects"] == 0
     assert set(status["tunnel"]) >= {"state", "pid", "restarts", "last_error"}
-    assert status["outbox"] == {"pending": 0}
+    assert status["outbox"] == {"pending": 0, "dead_letters": 0, "quarantined": 0}
     assert status["plugin_updates"] == []
     assert status["revoked_users"] == []
     assert await fetch_status(hub_settings.settings.control_socket) is not None

@@ -75,7 +75,7 @@ def test_registered_without_daemon_shows_null_live_fields_and_the_files(
     assert all(value is None for value in status["websocket"].values())
     assert status["websocket"]["state"] is None
     assert all(value is None for value in status["tunnel"].values())
-    assert status["outbox"] == {"pending": 3}
+    assert status["outbox"] == {"pending": 3, "dead_letters": 0, "quarantined": 0}
     assert status["plugin_updates"] == []
     assert status["revoked_users"] == []
 

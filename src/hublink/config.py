@@ -34,14 +34,17 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from hublink.configfile import read_config_file
+from hublink.configfile import (
+    CONTROL_SOCKET,
+    DEFAULT_RUNTIME_DIR,
+    config_path,
+    read_config_file,
+)
 from hublink.errors import ConfigError
 from hublink.logs import register_secret_str
 
-DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
 DEFAULT_CLOUD_URL = "https://erplora.com"
 DEFAULT_STATE_DIR = Path("/var/lib/hublink")
-DEFAULT_RUNTIME_DIR = Path("/run/hublink")
 DEFAULT_LOCAL_PORT = 8001
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 DEFAULT_RECONNECT_MIN = 1.0
@@ -58,6 +61,12 @@ DEFAULT_RESTART_MIN = 1.0
 DEFAULT_RESTART_MAX = 60.0
 DEFAULT_ZSTD_LEVEL = 3
 DEFAULT_OUTBOX_MAX_PENDING = 100_000
+#: Below the Cloud's 1 MiB frame limit (contract section 2), with room for a
+#: proxy's or a newer Cloud's framing: an event over it could never be delivered.
+DEFAULT_OUTBOX_MAX_EVENT_SIZE = 1_000_000
+#: Revoked users kept for ``hublink status``: the latest ones; a count says how
+#: many older ones were dropped.
+DEFAULT_NOTICES_MAX_REVOKED_USERS = 100
 DEFAULT_HOOKS_TIMEOUT = 30.0
 DEFAULT_SCHEDULE_JITTER = 3600.0
 #: A scheduled backup's jitter must stay under a day, so that each day keeps its one slot.
@@ -236,9 +245,17 @@ class BackupSettings(_Section):
 
 
 class OutboxSettings(_Section):
-    """``[outbox]``: the durable queue's bound."""
+    """``[outbox]``: the durable queue's bounds."""
 
     max_pending: Annotated[int, Field(ge=1)] = DEFAULT_OUTBOX_MAX_PENDING
+    #: Bytes of one event's JSON frame; a larger event is refused when queued.
+    max_event_size: Annotated[int, Field(ge=1024)] = DEFAULT_OUTBOX_MAX_EVENT_SIZE
+
+
+class NoticesSettings(_Section):
+    """``[notices]``: how much of what the Cloud told the hub is kept for ``status``."""
+
+    max_revoked_users: Annotated[int, Field(ge=1)] = DEFAULT_NOTICES_MAX_REVOKED_USERS
 
 
 class MetricsSettings(_Section):
@@ -287,6 +304,7 @@ class Settings(BaseSettings):
     tunnel: TunnelSettings = TunnelSettings()
     backup: BackupSettings = BackupSettings()
     outbox: OutboxSettings = OutboxSettings()
+    notices: NoticesSettings = NoticesSettings()
     hooks: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = Field(default_factory=dict)
     hooks_timeout: Seconds = DEFAULT_HOOKS_TIMEOUT
     tls: TlsSettings = TlsSettings()
@@ -366,7 +384,7 @@ class Settings(BaseSettings):
     @property
     def control_socket(self) -> Path:
         """``{runtime_dir}/control.sock``."""
-        return self.runtime_dir / "control.sock"
+        return self.runtime_dir / CONTROL_SOCKET
 
 
 def is_loopback(host: str) -> bool:
@@ -377,18 +395,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def config_path(explicit: str | None) -> tuple[Path, bool]:
-    """The config file to read, and whether ``--config`` named it (then it must exist)."""
-    if explicit:
-        return Path(explicit), True
-    # $HUBLINK_CONFIG only moves the default path (contract §5): a missing file
-    # there means defaults plus environment, as it does at /etc/hublink.
-    from_env = os.environ.get("HUBLINK_CONFIG")
-    if from_env:
-        return Path(from_env), False
-    return DEFAULT_CONFIG_PATH, False
 
 
 def load_settings(explicit: str | None = None) -> Settings:

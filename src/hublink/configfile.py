@@ -8,16 +8,57 @@ naming the file and what to do; never another exception.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from hublink.errors import ConfigError
 
+#: The config file when neither ``--config`` nor ``$HUBLINK_CONFIG`` names one (contract §5).
+DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
+#: ``runtime_dir``'s default: where the control socket lives.
+DEFAULT_RUNTIME_DIR = Path("/run/hublink")
+#: The control socket's name in ``runtime_dir`` (contract section 8).
+CONTROL_SOCKET = "control.sock"
+
 #: A config file bigger than this is not one (a device, a log, a database given by mistake).
 MAX_CONFIG_BYTES = 1024 * 1024
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def config_path(explicit: str | None) -> tuple[Path, bool]:
+    """The config file to read, and whether ``--config`` named it (then it must exist)."""
+    if explicit:
+        return Path(explicit), True
+    # $HUBLINK_CONFIG only moves the default path (contract §5): a missing file
+    # there means defaults plus environment, as it does at /etc/hublink.
+    from_env = os.environ.get("HUBLINK_CONFIG")
+    if from_env:
+        return Path(from_env), False
+    return DEFAULT_CONFIG_PATH, False
+
+
+def control_socket_of(explicit: str | None) -> Path | None:
+    """Where a running daemon's control socket is, read without the settings model; or None.
+
+    For ``hublink status``: asking the daemon needs only ``runtime_dir``, and
+    the full settings (pydantic-settings) cost most of the command's start-up.
+    None when the file cannot be read: the caller then loads the settings,
+    which say what is wrong.
+    """
+    runtime_dir = os.environ.get("HUBLINK_RUNTIME_DIR", "").strip()
+    if not runtime_dir:
+        path, named = config_path(explicit)
+        try:
+            value = read_config_file(path, required=named).get("runtime_dir")
+        except ConfigError:
+            return None
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            return None
+        runtime_dir = value or str(DEFAULT_RUNTIME_DIR)
+    return Path(runtime_dir) / CONTROL_SOCKET
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:

@@ -288,3 +288,99 @@ async def test_daemon_runs_hooks_while_heartbeats_keep_flowing(
     pid = int(hung.read_text())
     assert await daemon.terminate() == 0
     assert not pid_alive(pid)
+
+
+# --- judged by the exit, not by the end of the output (issue 10, item 12) -----
+
+
+def processes_with(marker: str, argv: list[str]) -> list[int]:
+    """Live processes whose command line is ``argv`` and whose environment holds ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")[:-1]
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        ours = [part.decode() for part in cmdline] == argv and marker.encode() in environ
+        if ours and pid_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    [
+        "sleep 30 &",  # holds stdin, stdout and stderr
+        "sleep 30 2>&1 >/dev/null </dev/null &",  # holds stderr only
+        "sleep 30 </dev/null >/dev/null 2>&1 &",  # holds nothing of ours
+        "(sleep 30; echo late >&2) &",  # writes to stderr after the hook exited
+    ],
+)
+async def test_a_hook_that_exits_zero_succeeds_whatever_it_leaves_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leftover: str
+) -> None:
+    marker = f"HUBLINK_TEST_MARK={tmp_path}"
+    monkeypatch.setenv("HUBLINK_TEST_MARK", str(tmp_path))
+    count = tmp_path / "count"
+    hook = write_hook(
+        tmp_path, "hook", f"echo run >> {count}\necho said-before-exit >&2\n{leftover}\nexit 0\n"
+    )
+    hooks = runner(tmp_path, hook, timeout=3.0)
+    with capture_logs() as logs:
+        assert await hooks.run("user_revoked", b"{}")
+    assert count.read_text() == "run\n"  # once: no timeout, no retry
+    assert [e["event"] for e in logs] == ["hook succeeded"]
+    assert processes_with(marker, ["sleep", "30"])  # the hook's own business, until we stop
+    hooks.kill_leftovers()
+    await wait_for(lambda: not processes_with(marker, ["sleep", "30"]), what="leftovers killed")
+
+
+async def test_a_failing_hook_is_judged_by_its_exit_and_its_stderr_kept(tmp_path: Path) -> None:
+    hook = write_hook(tmp_path, "hook", "echo 'the POS is down' >&2\nsleep 30 &\nexit 4\n")
+    hooks = runner(tmp_path, hook, timeout=3.0)
+    with capture_logs() as logs:
+        assert not await hooks.run("user_revoked", b"{}")
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["returncode"], e["timed_out"]) for e in warnings] == [(4, False)] * MAX_ATTEMPTS
+    assert all("the POS is down" in e["stderr"] for e in warnings)
+    hooks.kill_leftovers()
+
+
+async def test_a_hook_that_never_reads_a_large_stdin_still_exits_and_succeeds(
+    tmp_path: Path,
+) -> None:
+    hook = write_hook(tmp_path, "hook", "exit 0\n")
+    payload = json.dumps({"type": "user_revoked", "user_id": "u", "reason": "x" * 900_000})
+    with capture_logs() as logs:
+        assert await runner(tmp_path, hook, timeout=3.0).run("user_revoked", payload.encode())
+    assert [e["event"] for e in logs] == ["hook succeeded"]
+
+
+async def test_the_daemon_judges_a_hook_by_its_exit_and_leaves_no_orphan(
+    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Path
+) -> None:
+    # Issue 10 item 12, as reported: the hook exits 0 at once, its background
+    # child holds its output open; it ran 4 times and the child outlived the daemon.
+    runs = tmp_path / "F"
+    hook = ["/bin/sh", "-c", f"echo run >> {runs}; sleep 21.5 & exit 0"]
+    daemon = await spawn(
+        env={"HUBLINK_HOOKS": json.dumps({"user_revoked": hook}), "HUBLINK_HOOKS_TIMEOUT": "3"}
+    )
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    message = {"type": "user_revoked", "user_id": "u-7", "email": "c@example.com", "reason": "x"}
+    assert await hub_settings.cloud.push(hub_settings.hub_id, message)
+    await wait_for(
+        lambda: any(e["event"] == "hook succeeded" for e in daemon.log_events()),
+        what="the hook's success",
+    )
+    marker = f"HUBLINK_STATE_DIR={hub_settings.settings.state_dir}"
+    assert processes_with(marker, ["sleep", "21.5"])
+    assert runs.read_text() == "run\n"
+    events = [e["event"] for e in daemon.log_events()]
+    assert not any("timed out" in event for event in events)
+    assert await daemon.terminate() == 0
+    await wait_for(lambda: not processes_with(marker, ["sleep", "21.5"]), what="no orphan left")
+    assert runs.read_text() == "run\n"

@@ -98,3 +98,34 @@ async def test_tunnel_up_and_restarts_in_the_metrics_follow_frpc(
         lambda s: s["tunnel"]["state"] == "running" and s["tunnel"]["restarts"] == 1, timeout=30
     )
     await wait_until(lambda: tunnel(1, 1), what="tunnel_up 1 again, one restart")
+
+
+async def test_the_tunnel_stops_while_the_cloud_refuses_the_hub_and_comes_back_after(
+    tunnel_hub: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    # Issue 10 item 17: a revoked hub kept serving the Hub application through frps.
+    cloud = tunnel_hub.cloud
+    daemon = await spawn(tunnel_hub)
+    first = await daemon.wait_status(
+        lambda s: s["tunnel"]["state"] == "running" and s["websocket"]["state"] == "connected",
+        timeout=30,
+    )
+    old_pid = first["tunnel"]["pid"]
+    # The Cloud refuses the credentials (4003), then the next handshakes (403).
+    cloud.fail_next("/ws/hub/", 403, count=4)
+    await cloud.close_hub(tunnel_hub.hub_id, 4003, "hub revoked")
+    held = await daemon.wait_status(
+        lambda s: s["websocket"]["state"] == "unauthorized" and s["tunnel"]["state"] == "stopped",
+        timeout=30,
+    )
+    assert held["tunnel"]["pid"] is None
+    assert "refuses this hub's credentials" in held["tunnel"]["last_error"]
+    await wait_until(lambda: not alive(old_pid), what="frpc stopped")
+    # Accepted again: the tunnel starts anew and serves the Hub application.
+    back = await daemon.wait_status(
+        lambda s: s["websocket"]["state"] == "connected" and s["tunnel"]["state"] == "running",
+        timeout=30,
+    )
+    assert back["tunnel"]["pid"] not in (None, old_pid)
+    body = await fetch_eventually(f"http://127.0.0.1:{tunnel_hub.creds.tunnel_port}/")
+    assert body == HELLO

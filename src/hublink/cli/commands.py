@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from hublink.backup.service import BackupOutcome
     from hublink.config import Settings
+    from hublink.status import StatusReport
 
 #: ``hublink devcloud --frps-port`` by default: the port every hub's
 #: ``tunnel.server_port`` defaults to, fixed so that a restarted reference
@@ -115,20 +116,44 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return run(settings)
 
 
+def status_from_daemon(args: argparse.Namespace) -> int | None:
+    """``hublink status`` answered by a running daemon, before any settings load; else None.
+
+    The settings model is most of the command's start-up and the daemon's
+    answer needs none of it; without an answer, :func:`cmd_status` runs as usual
+    (and reports a broken config with exit 78).
+    """
+    from hublink.configfile import control_socket_of
+    from hublink.control import status_now
+
+    socket = control_socket_of(args.config)
+    status = status_now(socket) if socket is not None else None
+    if status is None:
+        return None
+    _print_status(status, as_json=args.json)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """``hublink status``: the running daemon's view, else what the files say."""
-    import json
-
     from hublink.control import status_now
-    from hublink.status import offline_status, summary_lines
+    from hublink.status import offline_status
 
     status = status_now(settings.control_socket) or offline_status(settings)
-    if args.json:
+    _print_status(status, as_json=args.json)
+    return EXIT_OK
+
+
+def _print_status(status: StatusReport, *, as_json: bool) -> None:
+    import json
+
+    from hublink.status import summary_lines
+
+    if as_json:
         out(json.dumps(status, indent=2))
     else:
         for line in summary_lines(status):
             out(line)
-    return EXIT_OK
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,7 +177,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     if answer is not None:
         out(_event_id_from(answer, args.type))
         return EXIT_OK
-    outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
+    outbox = Outbox.for_settings(settings)
     try:
         notices = StateStore.load(settings.state_dir)
         try:
@@ -271,7 +296,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
     import json
 
     from hublink import doctor
-    from hublink.config import config_path, load_settings
+    from hublink.config import load_settings
+    from hublink.configfile import config_path
     from hublink.errors import EXIT_CONFIG, ConfigError
 
     path, _ = config_path(args.config)
@@ -293,7 +319,8 @@ def cmd_support_bundle(args: argparse.Namespace, settings: Settings | None) -> i
     from pathlib import Path
 
     from hublink import bundle
-    from hublink.config import config_path, load_settings
+    from hublink.config import load_settings
+    from hublink.configfile import config_path
     from hublink.errors import ConfigError
 
     path, _ = config_path(args.config)

@@ -206,6 +206,10 @@ def main(argv: Sequence[str]) -> int:
 def _run(argv: Sequence[str], context: _Context) -> int:
     args = build_parser().parse_args(argv)
     context.command = args.command
+    if args.command == "status":
+        answered = commands.status_from_daemon(args)
+        if answered is not None:
+            return answered
     if getattr(args, "no_settings", False):
         commands.configure_logging("info", "auto")
         return int(args.func(args, None))

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import structlog
 
 from hublink.config import Settings
-from hublink.errors import OutboxError
 from hublink.link.hooks import HookRunner
 from hublink.link.messages import (
     BACKUP_ALREADY_RUNNING,
@@ -109,6 +108,8 @@ class Dispatcher:
             # Jobs dispatched from now on wait in the backlog for a new run(),
             # or are dropped with it: they are not coroutines yet.
             self._group = None
+            # Background processes of hooks that exited must not outlive the daemon.
+            self.hooks.kill_leftovers()
 
     def dispatch(self, message: InboundMessage) -> None:
         """Handle ``message`` now; never raises for a handler's failure."""
@@ -166,10 +167,8 @@ class Dispatcher:
             self.store.record_backup(result)
             completed = isinstance(result, BackupCompleted)
             self.metrics.backup_finished(completed, time.monotonic() - started)
-        try:
-            await self.outbox.put(result)
-        except OutboxError as err:
-            log.error("cannot queue the backup answer", error=str(err), answer=result.type)
+        # The Cloud waits for this answer: held for the open link if it cannot be queued.
+        await self.outbox.put_or_hold(result)
 
     async def _run_backup(self, requested_by: str) -> BackupCompleted | BackupFailed:
         if self.backup is None:
