@@ -17,12 +17,10 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import stat
 import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -35,13 +33,13 @@ from hublink.control import status_now
 from hublink.devcloud import DevCloud
 from hublink.link.hooks import hook_environment
 from support.backup import make_database
+from support.leaks import JWT, Box
 from support.polling import wait_until
 from support.tunnel import free_port, free_port_range
 
 EMAIL = "owner@example.com"
 PASSWORD = "owner-pass-" + uuid4().hex
 SERVER_TOKEN = "fleet-token-" + uuid4().hex
-JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
 
 #: Where the secrets may be: nowhere else.
 SECRET_FILES = {"credentials.toml", "frpc.toml", "backup-identity.txt", "web-code"}
@@ -54,43 +52,6 @@ for name in ("environ", "cmdline"):
         dst.write(src.read())
 sys.stdin.read()
 """
-
-
-@dataclass
-class Box:
-    """One hub box under test: its folders, environment and everything seen."""
-
-    base: Path
-    umask: int
-    env: dict[str, str]
-    seen: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def state_dir(self) -> Path:
-        return self.base / "var" / "lib" / "hublink"
-
-    @property
-    def runtime_dir(self) -> Path:
-        return self.base / "run" / "hublink"
-
-    async def hublink(self, *args: str, stdin: str = "", code: int = 0) -> str:
-        """Run one command to completion under the box's umask; its stdout."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hublink",
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-            umask=self.umask,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 50)
-        self.seen[f"`hublink {' '.join(args)}` stdout"] = out
-        self.seen[f"`hublink {' '.join(args)}` stderr"] = err
-        assert proc.returncode == code, f"hublink {args}: {proc.returncode}\n{err.decode()}"
-        return out.decode()
 
 
 @contextlib.asynccontextmanager

@@ -1,16 +1,16 @@
 """Addresses in the settings: loopback hosts and ``HOST:PORT`` listen addresses.
 
 ``is_loopback`` decides whether plain ``http://`` to the Cloud is allowed
-(contract section 2); :func:`parse_listen` is the one reader of a listen
-address (``web.listen``, contract section 9), used by the settings to check
-its shape, by the page to bind it and by doctor to try it.
+(contract section 2); :func:`split_listen` is the one reader of a listen
+address (``web.listen``, section 9; ``metrics.listen``, section 10), used by
+the settings to check its shape, by the servers to bind it and by doctor to
+try it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-
-from hublink.errors import WebListenError
+import re
 
 
 def is_loopback(host: str) -> bool:
@@ -23,31 +23,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a host and a port (0: any free port).
+_LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(?P<port>[0-9]{1,5})")
+
+
+def split_listen(value: str, *, any_port: bool = False) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` → ``("127.0.0.1", 9464)``; ``"[::1]:9464"`` → ``("::1", 9464)``.
+
+    Port 0 (any free port, shown in ``status``) only with ``any_port``: the page
+    allows it, ``metrics.listen`` does not (a scraper needs a known port).
 
     Raises:
-        WebListenError: not of that shape.
+        ValueError: not ``HOST:PORT`` with a port in range (the message says so).
     """
-    host, sep, port_text = listen.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        valid_host = _is_ipv6(host)
-    else:
-        valid_host = ":" not in host and not any(c.isspace() for c in host)
-    if (
-        not sep
-        or not host
-        or not valid_host
-        or not port_text.isascii()
-        or not port_text.isdigit()
-        or int(port_text) > 65535
-    ):
-        raise WebListenError(
-            f"web.listen {listen!r} is not HOST:PORT",
-            hint="for example 127.0.0.1:8002, or [::1]:8002 for IPv6",
+    match = _LISTEN.fullmatch(value.strip())
+    if match is None or (match["host"].startswith("[") and not _is_ipv6(match["host"][1:-1])):
+        raise ValueError(
+            f'{value!r} is not HOST:PORT; write it like "127.0.0.1:9464" or "[::1]:9464"'
         )
-    return host, int(port_text)
+    port, lowest = int(match["port"]), 0 if any_port else 1
+    if not lowest <= port <= 65535:
+        raise ValueError(f"{value!r}: the port must be between {lowest} and 65535, not {port}")
+    return match["host"].strip("[]"), port
 
 
 def _is_ipv6(host: str) -> bool:

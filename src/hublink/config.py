@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -31,14 +33,14 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from hublink.addresses import is_loopback, parse_listen
+from hublink.addresses import is_loopback, split_listen
 from hublink.configfile import (
     CONTROL_SOCKET,
     DEFAULT_RUNTIME_DIR,
     config_path,
     read_config_file,
 )
-from hublink.errors import ConfigError, WebListenError
+from hublink.errors import ConfigError
 from hublink.logs import register_secret_str
 
 DEFAULT_CLOUD_URL = "https://erplora.com"
@@ -70,6 +72,9 @@ DEFAULT_WEB_LISTEN = "127.0.0.1:8002"
 #: The local page's languages (contract section 9); the first is the fallback.
 PageLanguage = Literal["en", "es"]
 PAGE_LANGUAGES: tuple[str, ...] = get_args(PageLanguage)
+DEFAULT_SCHEDULE_JITTER = 3600.0
+#: A scheduled backup's jitter must stay under a day, so that each day keeps its one slot.
+MAX_SCHEDULE_JITTER = 86400.0
 
 #: The hook a person triggers to install a recorded plugin update (contract section 6).
 INSTALL_PLUGIN_UPDATE = "install_plugin_update"
@@ -121,6 +126,26 @@ def _blank_means_unset(fields: Mapping[str, FieldInfo], data: Any) -> Any:
         else value
         for key, value in data.items()
     }
+
+
+#: ``HH:MM``, 24-hour, two digits each (contract section 11).
+_SCHEDULE = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
+
+
+def _listen_address(value: str) -> str:
+    split_listen(value)
+    return value.strip()
+
+
+def _page_listen_address(value: str) -> str:
+    split_listen(value, any_port=True)
+    return value.strip()
+
+
+#: A ``HOST:PORT`` to listen on (``metrics.listen``), checked when the settings load.
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+#: The page's ``HOST:PORT`` (``web.listen``); port 0 takes any free port.
+PageListenAddress = Annotated[str, AfterValidator(_page_listen_address)]
 
 
 class _Section(BaseModel):
@@ -186,6 +211,20 @@ class BackupSettings(_Section):
     database: Path | None = None
     recipients: tuple[str, ...] = ()
     zstd_level: Annotated[int, Field(ge=1, le=22)] = DEFAULT_ZSTD_LEVEL
+    schedule: str | None = None
+    schedule_jitter: Annotated[float, Field(ge=0, lt=MAX_SCHEDULE_JITTER)] = DEFAULT_SCHEDULE_JITTER
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_shape(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # schedule = "" reads as "no schedule", as leaving it out does
+        if not _SCHEDULE.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} is not a time of day as HH:MM (24-hour, two digits each), "
+                'e.g. "03:30" or "23:05"'
+            )
+        return value.strip()
 
     @field_validator("recipients")
     @classmethod
@@ -210,6 +249,12 @@ class NoticesSettings(_Section):
     """``[notices]``: how much of what the Cloud told the hub is kept for ``status``."""
 
     max_revoked_users: Annotated[int, Field(ge=1)] = DEFAULT_NOTICES_MAX_REVOKED_USERS
+
+
+class MetricsSettings(_Section):
+    """``[metrics]``: the Prometheus endpoint on TCP (contract section 10)."""
+
+    listen: ListenAddress | None = None
 
 
 class TlsSettings(_Section):
@@ -242,17 +287,8 @@ class WebSettings(_Section):
     """
 
     enabled: bool = True
-    listen: str = DEFAULT_WEB_LISTEN
+    listen: PageListenAddress = DEFAULT_WEB_LISTEN
     language: PageLanguage | None = None
-
-    @field_validator("listen")
-    @classmethod
-    def _listen_shape(cls, value: str) -> str:
-        try:
-            parse_listen(value)
-        except WebListenError as err:
-            raise ValueError(f"{err.message} ({err.hint})") from None
-        return value
 
     @field_validator("language", mode="before")
     @classmethod
@@ -290,6 +326,7 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     log: LogSettings = LogSettings()
     web: WebSettings = WebSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

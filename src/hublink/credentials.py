@@ -14,7 +14,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from hublink.config import describe_validation_error
-from hublink.errors import CredentialsError, NotRegisteredError
+from hublink.errors import CredentialsError, NotRegisteredError, StateDirAccessError
 from hublink.fsutil import atomic_write, loose_permissions
 from hublink.logs import register_secret
 from hublink.statedir import CREDENTIALS, CREDENTIALS_LOCK, access_denied, exclusive_lock
@@ -167,6 +167,23 @@ class CredentialsWatch:
             return self.store.load()
         except NotRegisteredError:
             return None
+
+    def reread(self, current: Credentials | None) -> tuple[bool, Credentials | None]:
+        """``(True, new)`` when the file changed to other credentials (or to none: an
+        ``unregister``); else ``(False, current)``. A file that cannot be used is
+        logged and ``current`` kept: it is never taken for an unregistration."""
+        if not self.changed():
+            return False, current
+        try:
+            found = self.load()
+        except (CredentialsError, StateDirAccessError) as err:
+            log.error(
+                "credentials.toml changed and cannot be used; keeping the ones loaded",
+                error=err.message,
+                hint=err.hint,
+            )
+            return False, current
+        return found != current, found
 
     def changed(self) -> bool:
         """Whether the file was written, replaced or removed since it was last seen."""

@@ -16,8 +16,6 @@ daemon serves the control API and the page, says "waiting for registration",
 and starts the link and tunnel the moment credentials appear, whichever way
 they came (the page, ``POST /v1/register``, ``hublink register`` in another
 shell). ``hublink unregister`` while it runs drops them again.
-A ``web.listen`` that cannot be bound is logged and shown in ``status``; the
-daemon goes on without the page (section 9).
 SIGTERM/SIGINT only set the stop event; a second one, or a shutdown that
 overruns its deadline, cancels everything at once.
 """
@@ -27,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,27 +34,34 @@ import structlog
 
 from hublink import statedir
 from hublink.actions import DaemonActions
+from hublink.backup.schedule import BackupScheduler
 from hublink.cloud.client import make_session
 from hublink.control.server import ControlServer
 from hublink.credentials import Credentials, CredentialStore, CredentialsWatch
 from hublink.errors import (
     EXIT_FAILURE,
     EXIT_OK,
-    CredentialsError,
-    StateDirAccessError,
-    WebListenError,
 )
 from hublink.link.connection import Link
 from hublink.link.dispatch import Dispatcher
+from hublink.link.messages import (
+    APP_EVENT_TYPES,
+    INBOUND_TYPES,
+    BackupCompleted,
+    BackupFailed,
+    message_type,
+)
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
 from hublink.logs import set_hub_id
-from hublink.status import StatusReport, WebReport, build_status
+from hublink.metrics import Metrics, MetricsServer
+from hublink.status import StatusReport, build_status
 from hublink.supervise import supervise
 from hublink.systemd import Notifier
 from hublink.tls import ssl_context
 from hublink.tunnel.supervisor import TunnelSupervisor
+from hublink.web.host import PageHost
 
 if TYPE_CHECKING:
     import aiohttp
@@ -63,7 +69,7 @@ if TYPE_CHECKING:
     from hublink.backup.service import BackupService
     from hublink.config import Settings
     from hublink.link.messages import BackupCompleted, BackupFailed
-    from hublink.web import PageServer
+    from hublink.link.notices import Notices
 
 log = structlog.get_logger(__name__)
 
@@ -132,8 +138,10 @@ class Daemon:
         self._last_status_line = ""
         self._session: aiohttp.ClientSession | None = None
         self._backups: BackupService | None = None
-        self._page: PageServer | None = None
-        self._page_error: str | None = None
+        self._page = PageHost(settings.web, settings.state_dir)
+        self.metrics: Metrics | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._scheduler: BackupScheduler | None = None
 
     # --- startup --------------------------------------------------------------
 
@@ -159,9 +167,11 @@ class Daemon:
                 )
             )
             self._outbox = await AsyncOutbox.for_settings(settings)
+            self.metrics = self._make_metrics(await self._store.asnapshot())
             self._dispatcher = Dispatcher(
-                settings, self._store, self._outbox, backup=self._run_backup
+                settings, self._store, self._outbox, backup=self._run_backup, metrics=self.metrics
             )
+            self._scheduler = BackupScheduler(settings, self._dispatcher.back_up)
             actions = DaemonActions(
                 settings,
                 status=self.status,
@@ -173,10 +183,18 @@ class Daemon:
                 config_path=self.config_path,
             )
             self._control = ControlServer(
-                settings.control_socket, actions.control(), self._outbox, self._store
+                settings.control_socket,
+                actions.control(),
+                self._outbox,
+                self._store,
+                self.metrics,
             )
             await self._control.start()
-            await self._start_page(actions)
+            if settings.metrics.listen is not None:
+                # A port it cannot bind is reported (log, status) and the daemon goes on.
+                self._metrics_server = MetricsServer(self.metrics, settings.metrics.listen)
+                await self._metrics_server.start()
+            await self._page.start(actions.page)
         except BaseException:
             await self.shutdown()
             raise
@@ -203,38 +221,40 @@ class Daemon:
                 hint=self._registration_hint(),
             )
 
-    async def _start_page(self, actions: DaemonActions) -> None:
-        """Serve the local page on ``web.listen``; a failure is reported, not fatal."""
-        web = self.settings.web
-        if not web.enabled:
-            return
-        # Imported only when the page is on: Jinja2 and Babel are not part of a
-        # daemon without it (bench/bench_page.py measures the difference).
-        from hublink.web.server import serve_page
-
-        try:
-            self._page = await serve_page(web, actions.page(), self.settings.state_dir)
-        except WebListenError as err:
-            # The link matters more than the page: go on without it (contract section 9).
-            self._page_error = err.message
-            log.error(
-                "the local page is not served; the daemon goes on without it",
-                listen=web.listen,
-                error=err.message,
-                hint=err.hint,
-            )
-
     def _registration_hint(self) -> str:
         ways = "POST /v1/register on the control socket, or `hublink register`"
-        if self._page is not None:
+        if self._page.url is not None:
             return f"open the local page {self._page.url} (see `hublink status`), {ways}"
         return ways
+
+    def _make_metrics(self, notices: Notices) -> Metrics:
+        """The daemon's metrics; the last successful backup comes back from the state dir."""
+        last = notices["last_completed_backup"]
+        last_at = None
+        if last is not None:
+            try:
+                last_at = datetime.fromisoformat(last["at"])
+            except (TypeError, ValueError):
+                log.warning("the last backup's time in the state store is unreadable", at=last)
+        return Metrics(
+            live=self.live,
+            outbox=self._outbox.sync if self._outbox is not None else None,
+            inbound_types=INBOUND_TYPES,
+            event_types=(
+                *APP_EVENT_TYPES,
+                message_type(BackupCompleted),
+                message_type(BackupFailed),
+            ),
+            hook_types=self.settings.hooks,
+            last_backup_at=last_at,
+        )
 
     # --- main loop --------------------------------------------------------------
 
     async def main_loop(self) -> None:
         """Run every task under one TaskGroup until the stop event; then cancel them."""
         assert self._dispatcher is not None and self._notifier is not None
+        assert self._scheduler is not None
         self._main_task = asyncio.current_task()
         deadline: asyncio.TimerHandle | None = None
         try:
@@ -245,6 +265,10 @@ class Daemon:
                     group.create_task(supervise("watchdog", self._notifier.watchdog)),
                     group.create_task(supervise("credentials", self._watch_credentials)),
                 ]
+                if self.settings.backup.schedule is not None:
+                    self._tasks.append(
+                        group.create_task(supervise("schedule", self._scheduler.run))
+                    )
                 await self._stop.wait()
                 log.info("stopping")
                 self._notifier.stopping()
@@ -257,11 +281,8 @@ class Daemon:
                 deadline.cancel()
 
     async def _uplink(self) -> None:
-        """The link and the tunnel, restarted together when the credentials change.
-
-        Without credentials nothing runs: the link and tunnel say ``stopped``
-        until a registration (or ``hublink register``) hands some over.
-        """
+        """The link and the tunnel, restarted together when the credentials change (none
+        while there are no credentials: both say ``stopped`` until a registration)."""
         while True:
             creds = self.creds
             if creds is None:
@@ -291,7 +312,15 @@ class Daemon:
         tls = None
         if self.settings.cloud_scheme == "https":
             tls = ssl_context(self.settings)
-        await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
+        await Link(
+            self.settings,
+            creds,
+            self.live,
+            self._outbox,
+            self._dispatcher,
+            ssl=tls,
+            metrics=self.metrics,
+        ).run()
 
     def _follow_link(self) -> None:
         """Live-state listener: note when the Cloud refuses or accepts the credentials."""
@@ -326,7 +355,10 @@ class Daemon:
     async def _run_tunnel(self, creds: Credentials) -> None:
 
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
-        await TunnelSupervisor(self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE).run()
+        supervisor = TunnelSupervisor(
+            self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE, metrics=self.metrics
+        )
+        await supervisor.run()
 
     async def _run_backup(self, requested_by: str) -> BackupCompleted | BackupFailed:
         """The dispatcher's BackupRunner: back up, upload, answer (never raises)."""
@@ -350,22 +382,13 @@ class Daemon:
     async def _reread_credentials(self) -> None:
         """Take up credentials.toml if it changed: new credentials, or none (``unregister``).
 
-        Called by the watcher, and before every status answer, so that a
-        ``hublink status`` right after a ``hublink register`` in another shell
-        already sees the new hub.
+        Before every status answer too: ``hublink status`` right after a
+        ``hublink register`` in another shell already sees the new hub.
         """
-        if not self._creds_file.changed():
+        if not self._creds_file.changed():  # one stat(): no worker thread for that
             return
-        try:
-            creds = await asyncio.to_thread(self._creds_file.load)
-        except (CredentialsError, StateDirAccessError) as err:
-            log.error(
-                "credentials.toml changed and cannot be used; keeping the ones loaded",
-                error=err.message,
-                hint=err.hint,
-            )
-            return
-        if creds == self.creds:
+        changed, creds = await asyncio.to_thread(self._creds_file.reread, self.creds)
+        if not changed:
             return
         # Taken first, so that the line saying so already carries the new hub_id.
         self._take(creds)
@@ -437,13 +460,10 @@ class Daemon:
             pid=os.getpid(),
             outbox=await self._outbox.counts(),
             snapshot=await self._store.asnapshot(),
-            web=self._web_report(),
+            web=self._page.report(),
+            next_backup_at=self._scheduler.next_at if self._scheduler is not None else None,
+            metrics_error=self._metrics_server.error if self._metrics_server else None,
         )
-
-    def _web_report(self) -> WebReport:
-        web = self.settings.web
-        url = self._page.url if self._page is not None else None
-        return {"enabled": web.enabled, "listen": web.listen, "url": url, "error": self._page_error}
 
     # --- shutdown ---------------------------------------------------------------
 
@@ -452,12 +472,13 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        if self._page is not None:
-            await self._page.stop()
-            self._page = None
+        await self._page.stop()
         if self._control is not None:
             await self._control.stop()
             self._control = None
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+            self._metrics_server = None
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,31 @@ async def test_new_credentials_restart_the_tunnel_too(
     body = await fetch_eventually(f"http://127.0.0.1:{again.creds.tunnel_port}/")
     assert body == HELLO
     assert status["websocket"]["state"] in ("connected", "connecting", "backoff")
+
+
+async def test_tunnel_up_and_restarts_in_the_metrics_follow_frpc(
+    tunnel_hub: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    from support.metrics import scrape_socket
+
+    daemon = await spawn(tunnel_hub)
+    first = await daemon.wait_status(lambda s: s["tunnel"]["state"] == "running", timeout=30)
+    sock = tunnel_hub.settings.control_socket
+
+    def tunnel(up: float, restarts: float) -> bool:
+        scrape = scrape_socket(sock)
+        return (
+            scrape is not None
+            and scrape.value("hublink_tunnel_up") == up
+            and scrape.value("hublink_tunnel_restarts_total") == restarts
+        )
+
+    await wait_until(lambda: tunnel(1, 0), what="tunnel_up 1, no restart")
+    os.kill(first["tunnel"]["pid"], signal.SIGKILL)
+    await daemon.wait_status(
+        lambda s: s["tunnel"]["state"] == "running" and s["tunnel"]["restarts"] == 1, timeout=30
+    )
+    await wait_until(lambda: tunnel(1, 1), what="tunnel_up 1 again, one restart")
 
 
 async def test_the_tunnel_stops_while_the_cloud_refuses_the_hub_and_comes_back_after(

@@ -8,8 +8,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from hublink.errors import HublinkError
-from hublink.web import PageServer, WebListenError, WebSettings, build_app, parse_listen
+from hublink.addresses import split_listen
+from hublink.config import Settings
+from hublink.errors import ConfigError, HublinkError
+from hublink.web import PageServer, WebListenError, WebSettings, build_app
 from support.page import FakeDaemon
 
 
@@ -80,15 +82,40 @@ async def test_an_address_not_on_this_box_is_a_named_error(tmp_path: Path) -> No
         ("127.0.0.1:8002", ("127.0.0.1", 8002)),
         ("[::1]:8002", ("::1", 8002)),
         ("box:80", ("box", 80)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),  # any free port: the page allows it
     ],
 )
 def test_listen_addresses_parse(listen: str, expected: tuple[str, int]) -> None:
-    assert parse_listen(listen) == expected
+    assert split_listen(listen, any_port=True) == expected
 
 
 @pytest.mark.parametrize(
-    "listen", ["", "8002", "::1:8002", "[::1]", "host:", "host:99999", "[x]:1"]
+    ("listen", "named"),
+    [
+        ("", "not HOST:PORT"),
+        ("8002", "not HOST:PORT"),
+        ("::1:8002", "not HOST:PORT"),
+        ("[::1]", "not HOST:PORT"),
+        ("host:", "not HOST:PORT"),
+        ("[x]:1", "not HOST:PORT"),
+        ("[1.2.3.4]:1", "not HOST:PORT"),
+        ("host:99999", "between 0 and 65535"),
+    ],
 )
-def test_malformed_listen_addresses_are_named(listen: str) -> None:
-    with pytest.raises(WebListenError, match="not HOST:PORT"):
-        parse_listen(listen)
+def test_malformed_listen_addresses_are_named_by_the_settings(listen: str, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        split_listen(listen, any_port=True)
+    with pytest.raises(Exception) as caught:
+        Settings(web=WebSettings(listen=listen))
+    assert named in str(caught.value)
+
+
+def test_a_malformed_listen_from_the_environment_is_exit_78(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hublink.config import load_settings
+
+    monkeypatch.setenv("HUBLINK_WEB__LISTEN", "localhost")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert "web.listen = 'localhost'" in str(caught.value) and caught.value.exit_code == 78

@@ -1,7 +1,7 @@
 """The control API: HTTP over a unix socket, for the Hub application and the CLI (contract 8).
 
     client     :func:`request`, :func:`status_now`, :func:`fetch_status`, :func:`poke`,
-               :func:`post_event`:
+               :func:`post_event`, :func:`metrics_now`:
                the CLI's side; "no daemon" is an answer, not an error
     server     :class:`~hublink.control.server.ControlServer`, the daemon's side, and
                the :class:`~hublink.control.server.ControlActions` it calls
@@ -17,11 +17,22 @@ from __future__ import annotations
 
 from hublink.control.client import (
     CLIENT_TIMEOUT,
+    exchange,
     fetch_status,
+    metrics_now,
     poke,
     post_event,
     request,
     status_now,
 )
 
-__all__ = ["CLIENT_TIMEOUT", "fetch_status", "poke", "post_event", "request", "status_now"]
+__all__ = [
+    "CLIENT_TIMEOUT",
+    "exchange",
+    "fetch_status",
+    "metrics_now",
+    "poke",
+    "post_event",
+    "request",
+    "status_now",
+]

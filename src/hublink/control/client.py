@@ -43,10 +43,10 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def request(
+def exchange(
     path: Path, method: str, url: str, body: Any = None, *, timeout: float = CLIENT_TIMEOUT
-) -> tuple[int, Any] | None:
-    """One request to the daemon: ``(status, decoded JSON)``, or None when no daemon answers."""
+) -> tuple[int, bytes] | None:
+    """One request to the daemon: ``(status, raw body)``, or None when no daemon answers."""
     conn = _UnixConnection(path, timeout)
     payload = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if payload is not None else {}
@@ -58,10 +58,29 @@ def request(
         return None
     finally:
         conn.close()
+    return response.status, raw
+
+
+def request(
+    path: Path, method: str, url: str, body: Any = None, *, timeout: float = CLIENT_TIMEOUT
+) -> tuple[int, Any] | None:
+    """One request to the daemon: ``(status, decoded JSON)``, or None when no daemon answers."""
+    answer = exchange(path, method, url, body, timeout=timeout)
+    if answer is None:
+        return None
+    status, raw = answer
     try:
-        return response.status, json.loads(raw) if raw else None
+        return status, json.loads(raw) if raw else None
     except ValueError:
-        return response.status, None
+        return status, None
+
+
+def metrics_now(path: Path, *, timeout: float = CLIENT_TIMEOUT) -> str | None:
+    """The running daemon's ``GET /metrics`` (Prometheus text), or None when no daemon answers."""
+    answer = exchange(path, "GET", "/metrics", timeout=timeout)
+    if answer is None or answer[0] != 200:
+        return None
+    return answer[1].decode("utf-8", errors="replace")
 
 
 def status_now(path: Path) -> StatusReport | None:

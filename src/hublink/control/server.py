@@ -1,6 +1,7 @@
 """The control API's server side, inside ``hublink run`` (contract section 8).
 
     GET  /v1/status                            the contract's status object
+    GET  /metrics                              the Prometheus series (contract section 10)
     POST /v1/events                            {"type", "data"} → queued durably → 201 {"id"}
     POST /v1/poke                              wake the outbox drain (after a ``hublink send``)
     POST /v1/register                          enroll (the same flow as ``hublink register``)
@@ -29,6 +30,7 @@ from hublink.control.register import BODY_SHAPE, RegisterRequest, read_register_
 from hublink.control.unixsock import bind_socket, prepare_socket_path
 from hublink.errors import HublinkError, InvalidEvent, InvalidFields, OutboxError
 from hublink.link.messages import excerpt
+from hublink.metrics import Metrics, metrics_response
 
 if TYPE_CHECKING:
     from hublink.credentials import Credentials
@@ -75,12 +77,18 @@ class ControlServer:
     """The daemon's side of the control socket."""
 
     def __init__(
-        self, path: Path, actions: ControlActions, outbox: AsyncOutbox, notices: StateStore
+        self,
+        path: Path,
+        actions: ControlActions,
+        outbox: AsyncOutbox,
+        notices: StateStore,
+        metrics: Metrics,
     ) -> None:
         self.path = path
         self._actions = actions
         self._outbox = outbox
         self._notices = notices
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
         self._inode: int | None = None
 
@@ -100,6 +108,7 @@ class ControlServer:
         app.router.add_post("/v1/backup", self._post_backup)
         app.router.add_post("/v1/plugin-updates/{plugin_id}/install", self._post_install)
         app.router.add_get("/v1/doctor", self._get_doctor)
+        app.router.add_get("/metrics", self._get_metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -128,6 +137,9 @@ class ControlServer:
 
     async def _get_status(self, request: web.Request) -> web.Response:
         return web.json_response(await self._actions.status())
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        return await metrics_response(self._metrics, request)
 
     async def _post_poke(self, request: web.Request) -> web.Response:
         self._outbox.poke()

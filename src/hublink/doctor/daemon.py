@@ -7,7 +7,7 @@ import asyncio
 import os
 import socket
 
-from hublink.addresses import parse_listen
+from hublink.addresses import split_listen
 from hublink.config import Settings
 from hublink.control import fetch_status
 from hublink.doctor.check import Check, os_reason, user_name
@@ -104,7 +104,7 @@ async def page_check(settings: Settings, status: StatusReport | None) -> Check:
 
 def _bind_problem(listen: str) -> str | None:
     """Why ``listen`` cannot be bound right now, or None when it can."""
-    host, port = parse_listen(listen)
+    host, port = split_listen(listen, any_port=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.create_server((host, port), family=family):

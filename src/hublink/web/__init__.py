@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hublink._lazy import lazy_exports
-from hublink.addresses import parse_listen
 from hublink.config import WebSettings
 from hublink.errors import WebListenError
 
@@ -44,7 +43,6 @@ __all__ = [
     "WebSettings",
     "build_app",
     "code_path",
-    "parse_listen",
     "read_code",
     "read_or_create_code",
     "serve_page",

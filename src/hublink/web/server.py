@@ -1,6 +1,6 @@
 """Serving the page on ``web.listen``: :class:`PageServer`.
 
-``web.listen`` is read by :func:`hublink.addresses.parse_listen`, the one parser
+``web.listen`` is read by :func:`hublink.addresses.split_listen`, the one parser
 of it (the settings check its shape when they load).
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from hublink.addresses import parse_listen
+from hublink.addresses import split_listen
 from hublink.config import WebSettings
 from hublink.errors import WebListenError
 from hublink.web.actions import PageActions
@@ -50,7 +50,7 @@ class PageServer:
         port = self.port
         if port is None:
             return None
-        host, _ = parse_listen(self.listen)
+        host, _ = split_listen(self.listen, any_port=True)
         host = _LOOPBACK_FOR.get(host, host)
         if ":" in host:
             host = f"[{host}]"
@@ -62,7 +62,12 @@ class PageServer:
         Raises:
             WebListenError: ``web.listen`` is malformed or cannot be bound.
         """
-        host, port = parse_listen(self.listen)
+        try:
+            host, port = split_listen(self.listen, any_port=True)
+        except ValueError as err:
+            raise WebListenError(
+                f"web.listen: {err}", hint="for example 127.0.0.1:8002, or [::1]:8002 for IPv6"
+            ) from None
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
