@@ -1,6 +1,7 @@
-"""No secret anywhere, every file private: a hub's whole life, as an outsider would check it.
+"""Contract section 4, files on disk: every file private, no secret where it does not belong,
+writes atomic, a broken credentials file named and never overwritten.
 
-One run per umask (000 and 022) and log format (json and console), at debug
+First a hub's whole life, as an outsider would check it. One run per umask (000 and 022) and log format (json and console), at debug
 level: register, send, backup to a file and to the Cloud, restore, the daemon
 with its real frpc (fleet-wide frps token in the config file), a hook, a
 backup request, status, doctor, tunnel-config, and error paths where the Cloud
@@ -9,6 +10,8 @@ Then: the owner's password, the hub's token, the fleet token, the frpc admin
 password and any JWT appear in no output, no log line, no /proc cmdline or
 environ of a child, and no file but the three that must hold them; and every
 file hublink wrote has its contract mode (contract sections 3, 4 and 7).
+Then the credentials file: a failed write leaves the old one intact, and one
+that cannot be parsed is named by ``register``, ``run`` and ``status``, exit 78.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import stat
 import sys
 import tomllib
@@ -33,10 +37,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.control import status_now
 from hublink.devcloud import DevCloud
-from hublink.link.hooks import hook_environment
 from support.backup import make_database
+from support.cli import HUBLINK_COMMAND, HubBox, make_child_env, run_hublink
+from support.cloud import HubEnv, make_hub_env
+from support.daemon import Daemons
+from support.network import find_free_port, find_free_port_range
 from support.polling import wait_until
-from support.tunnel import free_port, free_port_range
+from support.timing import scaled
 
 EMAIL = "owner@example.com"
 PASSWORD = "owner-pass-" + uuid4().hex
@@ -75,28 +82,20 @@ class Box:
 
     async def hublink(self, *args: str, stdin: str = "", code: int = 0) -> str:
         """Run one command to completion under the box's umask; its stdout."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hublink",
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-            umask=self.umask,
+        result = await asyncio.to_thread(
+            run_hublink, *args, env=self.env, stdin=stdin, timeout=50, umask=self.umask
         )
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 50)
+        out, err = result.stdout.encode(), result.stderr.encode()
         self.seen[f"`hublink {' '.join(args)}` stdout"] = out
         self.seen[f"`hublink {' '.join(args)}` stderr"] = err
-        assert proc.returncode == code, f"hublink {args}: {proc.returncode}\n{err.decode()}"
+        assert result.returncode == code, f"hublink {args}: {result.returncode}\n{err.decode()}"
         return out.decode()
 
 
 @contextlib.asynccontextmanager
 async def fleet_frps(frp_bin: Path, cloud: DevCloud) -> AsyncIterator[int]:
     """A real frps that wants the fleet-wide token and asks ``cloud``'s plugin; its port."""
-    port = free_port()
+    port = find_free_port()
     low, high = cloud.port_range
     config = cloud.data_dir / "fleet-frps.toml"
     config.write_text(
@@ -144,7 +143,7 @@ async def test_no_secret_anywhere_and_every_file_private(
         tmp_path / "cloud",
         users={EMAIL: PASSWORD},
         frps_path=frp_bin / "frps",  # for the plugin routes; the fleet frps is ours
-        port_range=free_port_range(2),
+        port_range=find_free_port_range(2),
         signing_key=devcloud_signing_key,
     )
     await cloud.start()
@@ -177,13 +176,13 @@ async def _life(
         "HUBLINK_TUNNEL__FRPC_PATH": str(frp_bin / "frpc"),
         "HUBLINK_TUNNEL__SERVER_ADDR": "127.0.0.1",
         "HUBLINK_TUNNEL__SERVER_PORT": str(frps_port),
-        "HUBLINK_TUNNEL__ADMIN_PORT": str(free_port()),
-        "HUBLINK_TUNNEL__RESTART_MIN": "0.2",
-        "HUBLINK_TUNNEL__RESTART_MAX": "1",
-        "HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL": "0.2",
-        "HUBLINK_WEBSOCKET__RECONNECT_MIN": "0.05",
-        "HUBLINK_WEBSOCKET__RECONNECT_MAX": "0.3",
-        "HUBLINK_WEBSOCKET__RECONNECT_SPREAD": "0.1",
+        "HUBLINK_TUNNEL__ADMIN_PORT": str(find_free_port()),
+        "HUBLINK_TUNNEL__RESTART_MIN": str(scaled(0.2)),
+        "HUBLINK_TUNNEL__RESTART_MAX": str(scaled(1)),
+        "HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL": str(scaled(0.2)),
+        "HUBLINK_WEBSOCKET__RECONNECT_MIN": str(scaled(0.05)),
+        "HUBLINK_WEBSOCKET__RECONNECT_MAX": str(scaled(0.3)),
+        "HUBLINK_WEBSOCKET__RECONNECT_SPREAD": str(scaled(0.1)),
         "HUBLINK_HOOKS": json.dumps(
             {"user_revoked": [sys.executable, str(base / "hook.py"), str(base)]}
         ),
@@ -237,9 +236,7 @@ async def _run_daemon(
     sock = box.runtime_dir / "control.sock"
     with log.open("wb") as log_file:
         daemon = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hublink",
+            *HUBLINK_COMMAND,
             "run",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
@@ -301,7 +298,7 @@ async def _run_daemon(
     finally:
         if daemon.returncode is None:
             daemon.terminate()
-        code = await asyncio.wait_for(daemon.wait(), 15)
+        code = await asyncio.wait_for(daemon.wait(), scaled(15))
     assert code == 0, log.read_text()
     box.seen["daemon log"] = log.read_bytes()
     for name in ("cmdline", "environ"):
@@ -310,10 +307,50 @@ async def _run_daemon(
     return {admin}, modes
 
 
-def test_a_hook_never_inherits_secrets_from_hublinks_environment(
-    monkeypatch: pytest.MonkeyPatch,
+# --- the credentials file: atomic writes, named when broken, never overwritten -----------
+
+
+async def test_corrupt_credentials_exit_78_naming_the_file(devcloud: DevCloud, box: HubBox) -> None:
+    box.state_dir.mkdir(mode=0o700)
+    box.credentials.write_text('hub_id = "not-a-uuid"\n')
+    run = await box.register()
+    assert run.code == 78
+    assert str(box.credentials) in run.stderr
+    assert "hub_id" in run.stderr
+    assert box.credentials.read_text() == 'hub_id = "not-a-uuid"\n'
+    assert devcloud.hubs() == []
+
+
+def limit_file_size() -> None:
+    """In the child: any file write beyond 64 bytes fails (EFBIG), mid-way through the data."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+
+async def test_failed_credential_write_leaves_the_old_file_intact(
+    devcloud: DevCloud, box: HubBox
 ) -> None:
-    # tunnel.server_token may come from the environment (systemd EnvironmentFile=),
-    # as frpc's environment already proves is scrubbed (test_tunnel_config).
-    monkeypatch.setenv("HUBLINK_TUNNEL__SERVER_TOKEN", SERVER_TOKEN)
-    assert SERVER_TOKEN not in hook_environment("user_revoked").values()
+    assert (await box.register()).code == 0
+    before = box.credentials.read_bytes()
+    assert len(before) > 64
+    run = await box.register("--force", preexec_fn=limit_file_size)
+    assert run.code == 78
+    assert f"could not write {box.credentials}" in run.stderr
+    assert box.credentials.read_bytes() == before
+    assert not [n for n in box.written() if n.endswith(".tmp")]  # no temporary file left
+
+
+async def test_run_with_unreadable_credentials_exits_78_naming_the_file(
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
+) -> None:
+    hub = make_hub_env(devcloud, tmp_path / "h")
+    hub.settings.credentials_path.write_text("hub_id = [not toml")
+    daemon = await daemons.start(hub)
+    assert await daemon.wait_exit() == 78
+    assert str(hub.settings.credentials_path) in daemon.log_text()
+
+
+def test_unreadable_credentials_exit_78(hub: HubEnv) -> None:
+    hub.settings.credentials_path.write_text("tunnel_token = ")
+    result = run_hublink("status", env=make_child_env(hub.settings))
+    assert result.returncode == 78
+    assert str(hub.settings.credentials_path) in result.stderr
