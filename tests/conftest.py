@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hublink.logs import set_hub_id
 from support.timing import TIME_FACTOR, scaled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +51,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     monkeypatch.setenv("HUBLINK_CONFIG", str(tmp_path / "hublink.toml"))
     (tmp_path / "hublink.toml").write_text("")
     yield
+    # A daemon run in-process leaves its hub id on the process's log lines.
+    set_hub_id(None)
 
 
 @pytest.fixture(scope="session")

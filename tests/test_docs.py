@@ -21,7 +21,7 @@ import pytest
 from pydantic import BaseModel
 
 from hublink import errors, statedir
-from hublink.config import HOOKABLE_TYPES, Settings, load_settings
+from hublink.config import Settings, hook_keys, load_settings
 from hublink.link import messages
 from support.cli import make_child_env, run_hublink
 
@@ -338,7 +338,7 @@ def test_every_state_file_is_documented() -> None:
 
 def test_every_hook_type_is_documented() -> None:
     doc = section(CONFIG_PAGE.read_text(), "## Hooks")
-    for name in HOOKABLE_TYPES:
+    for name in hook_keys():
         assert f"`{name}`" in doc, name
 
 

@@ -1,15 +1,16 @@
 """Contract section 4, files on disk: every file private, no secret where it does not belong,
 writes atomic, a broken credentials file named and never overwritten.
 
-First a hub's whole life, as an outsider would check it. One run per umask (000 and 022) and log format (json and console), at debug
-level: register, send, backup to a file and to the Cloud, restore, the daemon
-with its real frpc (fleet-wide frps token in the config file), a hook, a
-backup request, status, doctor, tunnel-config, and error paths where the Cloud
-echoes every secret back (a 401 on upload, a 500 on the link's handshake).
-Then: the owner's password, the hub's token, the fleet token, the frpc admin
-password and any JWT appear in no output, no log line, no /proc cmdline or
-environ of a child, and no file but the three that must hold them; and every
-file hublink wrote has its contract mode (contract sections 3, 4 and 7).
+First a hub's whole life, as an outsider would check it. One run per umask
+(000 and 022) and log format (json and console), at debug level: register,
+send, backup to a file and to the Cloud, restore, the daemon with its real
+frpc (fleet-wide frps token in the config file), a hook, a backup request,
+status, doctor, tunnel-config, and error paths where the Cloud echoes every
+secret back (a 401 on upload, a 500 on the link's handshake). Then: the
+owner's password, the hub's token, the fleet token, the frpc admin password
+and any JWT appear in no output, no log line, no /proc cmdline or environ of a
+child, and no file but the three that must hold them; and every file hublink
+wrote has its contract mode (contract sections 3, 4 and 7).
 Then the credentials file: a failed write leaves the old one intact, and one
 that cannot be parsed is named by ``register``, ``run`` and ``status``, exit 78.
 """

@@ -11,7 +11,8 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from hublink.devcloud.http import fail
-from hublink.devcloud.records import CLOUD_KEY, Frame, HubLink
+from hublink.devcloud.records import Frame, HubLink
+from hublink.devcloud.state import STATE_KEY
 
 log = structlog.get_logger(__name__)
 
@@ -21,13 +22,11 @@ MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 CLOSE_TIMEOUT = 2.0
 #: Close code and reason for the older of two sockets of the same hub.
 REPLACED_CODE = 4000
-#: Close code for a hub whose credentials were revoked (the contract's 4003).
-REVOKED_CODE = 4003
 
 
 async def hub_socket(request: web.Request) -> web.StreamResponse:
     """``GET /ws/hub/{hub_id}/?token=…``: one hub's link, until either side closes it."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     hub = cloud.store.get_hub(cloud.normalize_id(request.match_info["hub_id"]) or "")
     token = request.query.get("token", "")
     # Refused before the upgrade, so the hub sees a plain HTTP status.
