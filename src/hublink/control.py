@@ -118,7 +118,9 @@ class ControlServer:
 
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
+            # ValueError: not JSON, not UTF-8, an integer over 4300 digits;
+            # RecursionError: nested deeper than the decoder goes.
             return _error(400, 'the body must be a JSON object {"type": …, "data": {…}}')
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             return _error(
@@ -259,6 +261,16 @@ def status_now(path: Path) -> StatusReport | None:
         return None
     # Our own daemon's answer (the socket is 0660, group hublink): trusted shape.
     return cast("StatusReport", answer[1])
+
+
+def post_event(path: Path, event_type: str, data: dict[str, Any]) -> tuple[int, Any] | None:
+    """``POST /v1/events`` to a running daemon: ``(status, answer)``, or None when none answers.
+
+    The daemon validates and queues the event itself (contract section 8), so
+    a user who may talk to the socket (group ``hublink``) but not write the
+    0700 state dir can still queue events.
+    """
+    return request(path, "POST", "/v1/events", {"type": event_type, "data": data})
 
 
 async def fetch_status(path: Path) -> StatusReport | None:

@@ -29,7 +29,13 @@ from hublink import statedir
 from hublink.cloud.client import make_session
 from hublink.control import ControlServer
 from hublink.credentials import Credentials, CredentialStore
-from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, NotRegisteredError
+from hublink.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    CredentialsError,
+    NotRegisteredError,
+    StateDirAccessError,
+)
 from hublink.link.connection import Link
 from hublink.link.dispatch import Dispatcher
 from hublink.link.notices import StateStore
@@ -266,7 +272,7 @@ class Daemon:
             self._creds_signature = signature
             try:
                 creds = await asyncio.to_thread(store.load)
-            except (NotRegisteredError, CredentialsError) as err:
+            except (NotRegisteredError, CredentialsError, StateDirAccessError) as err:
                 log.error(
                     "credentials.toml changed and cannot be used; keeping the ones loaded",
                     error=err.message,

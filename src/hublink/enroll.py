@@ -36,6 +36,7 @@ from hublink.errors import (
     UsageError,
 )
 from hublink.retry import DEFAULT_POLICY, RetryPolicy
+from hublink.statedir import access_denied
 
 log = structlog.get_logger(__name__)
 
@@ -193,6 +194,8 @@ def _credentials(registration: Registration, client: CloudClient) -> Credentials
 async def _save(store: CredentialStore, creds: Credentials) -> None:
     try:
         await asyncio.to_thread(store.save, creds)
+    except PermissionError:
+        raise access_denied(store.path, store.state_dir) from None
     except OSError as err:
         raise CredentialsError(
             f"could not write {store.path}: {err.strerror or err}; "

@@ -16,19 +16,18 @@ exit codes and its view of a running daemon.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import itertools
 import json
 import os
+import pwd
+import shutil
 import signal
 import socket
-import socketserver
+import sqlite3
 import stat
 import subprocess
-import threading
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -45,7 +44,6 @@ from hublink.link.outbox import Outbox
 from support.cli import (
     HUBLINK_COMMAND,
     HubBox,
-    Terminal,
     make_child_env,
     run_hublink,
     run_hublink_timed,
@@ -54,6 +52,7 @@ from support.cloud import HubEnv, make_hub_env
 from support.daemon import Daemons
 from support.network import Listeners, TcpProxy, find_free_port
 from support.polling import wait_until
+from support.terminal import CTRL_D, Terminal, spawn_on
 
 
 def env_for(state_dir: Path, config: Path) -> dict[str, str]:
@@ -132,6 +131,141 @@ def test_a_closed_pipe_is_not_a_crash(tmp_path: Path) -> None:
         code = proc.wait(timeout=30)
     assert "Traceback" not in stderr
     assert code == 1
+
+
+# --- a config file that is not one; a state dir of another user ----------------------------
+
+
+#: Every command that reads the config; each must refuse a broken one with 78.
+READS_CONFIG = [
+    ("status",),
+    ("doctor",),
+    ("run",),
+    ("restore", "x.age", "--identity", "id.txt", "--output", "out.db"),
+]
+
+
+@pytest.mark.parametrize("argv", READS_CONFIG, ids=lambda argv: argv[0])
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ('[hub]\nname = "Tienda ñandú"\n'.encode("latin-1"), "is not UTF-8 text: byte 0xf1"),
+        (b'\xef\xbb\xbfstate_dir = "/tmp/x"\n', "byte-order mark (BOM)"),
+    ],
+    ids=["latin-1", "bom"],
+)
+def test_a_config_that_is_not_utf8_exits_78_naming_the_file(
+    tmp_path: Path, argv: tuple[str, ...], content: bytes, named: str
+) -> None:
+    config = tmp_path / "hublink.toml"
+    config.write_bytes(content)
+    result = run_hublink("--config", str(config), *argv, env=env_for(tmp_path / "state", config))
+    said = result.stdout + result.stderr  # doctor's report is its output
+    assert result.returncode == 78
+    assert str(config) in said and named in said
+    assert "Traceback" not in said
+
+
+@pytest.mark.parametrize("argv", READS_CONFIG, ids=lambda argv: argv[0])
+def test_a_folder_as_config_exits_78(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    result = run_hublink("--config", "/etc", *argv, env=env_for(tmp_path / "state", Path("/etc")))
+    said = result.stdout + result.stderr
+    assert result.returncode == 78
+    assert "config file /etc is a folder, not a file" in said
+    assert "Traceback" not in said
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="giving the state dir to another user needs root (and setpriv)",
+)
+
+
+def as_another_user(
+    *args: str, env: dict[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """``hublink ARGS`` as root without the capabilities that ignore file modes.
+
+    The Python running the tests lives under /root, which another uid cannot
+    read; root without CAP_DAC_OVERRIDE meets a folder of another user exactly
+    as that user's neighbour would.
+    """
+    return run_hublink(
+        *args,
+        env=env,
+        stdin=stdin,
+        timeout=30,
+        via=("setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"),
+    )
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("register", "--email", "owner@shop.example", "--password-stdin"),
+        ("register", "--force", "--email", "owner@shop.example", "--password-stdin"),
+        ("unregister", "--yes"),
+        ("backup", "--output", "{tmp}/hub.db.zst.age"),
+        ("backup",),
+        ("send", "user_sync", "--data", '{"users": []}'),
+        ("status",),
+        ("run",),
+        ("tunnel-config",),
+    ],
+    ids=" ".join,
+)
+def test_a_state_dir_of_another_user_exits_78_with_the_sudo_hint(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)
+    owner = pwd.getpwuid(65534).pw_name
+    database = tmp_path / "hub.sqlite3"
+    sqlite3.connect(database).close()
+    env = env_for(state, tmp_path / "hublink.toml") | {
+        "HUBLINK_RUNTIME_DIR": str(tmp_path / "run"),
+        "HUBLINK_BACKUP__DATABASE": str(database),
+        "HUBLINK_CLOUD_URL": "http://127.0.0.1:9",  # a 69 would mean it got that far
+    }
+    argv = tuple(arg.replace("{tmp}", str(tmp_path)) for arg in argv)
+    result = as_another_user(*argv, env=env, stdin="a password\n")
+    assert result.returncode == 78, result.stderr
+    assert f"the state directory {state} belongs to {owner}" in result.stderr
+    assert f"hint: run it as {owner}: sudo -u {owner} hublink {argv[0]}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "hub.db.zst.age").exists()
+
+
+def test_an_empty_backup_database_means_unset_not_the_current_folder(tmp_path: Path) -> None:
+    # Issue 10, item 14: "" used to be read as ".", "the database . is not a regular file".
+    config = tmp_path / "hublink.toml"
+    config.write_text('[backup]\ndatabase = ""\n')
+    result = run_hublink(
+        "backup", "--output", str(tmp_path / "b.age"), env=env_for(tmp_path / "state", config)
+    )
+    assert result.returncode == 78
+    assert "backup.database is not set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("keys", "code", "said"), [(CTRL_D, 1, "kept the credentials"), ("y\n", 0, "forgot")]
+)
+async def test_unregister_asks_on_a_terminal_and_ctrl_d_means_no(
+    hub: HubEnv, tmp_path: Path, keys: str, code: int, said: str
+) -> None:
+    env = env_for(hub.settings.state_dir, tmp_path / "hublink.toml")
+    tty = Terminal()
+    proc = await spawn_on(tty, "unregister", env=env)
+    try:
+        await tty.read_until("[y/N] ")
+        os.write(tty.primary, keys.encode())
+        await tty.read_until(said)
+    finally:
+        assert await tty.finish(proc) == code
+    assert "Traceback" not in tty.output
+    assert hub.settings.credentials_path.exists() == (code == 1)
 
 
 # --- register ---------------------------------------------------------------------------
@@ -215,16 +349,7 @@ async def test_interactive_prompts_and_never_echoes_the_password(
 ) -> None:
     box.env["HUBLINK_LOG__LEVEL"] = "warning"
     tty = Terminal()
-    proc = await asyncio.create_subprocess_exec(
-        *HUBLINK_COMMAND,
-        "register",
-        stdin=tty.secondary,
-        stdout=tty.secondary,
-        stderr=tty.secondary,
-        env=box.env,
-        preexec_fn=tty.become_controlling_tty,
-    )
-    os.close(tty.secondary)
+    proc = await spawn_on(tty, "register", env=box.env)
     try:
         await tty.read_until("email: ")
         tty.type(DEMO_EMAIL)
@@ -232,16 +357,69 @@ async def test_interactive_prompts_and_never_echoes_the_password(
         tty.type(DEMO_PASSWORD)
         await tty.read_until("registered: hub id")
         await tty.read_until("\n", timeout=5)
-        assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        os.close(tty.primary)
+        code = await tty.finish(proc)
+    assert code == 0
     assert DEMO_EMAIL in tty.output  # the email is echoed as typed...
     assert DEMO_PASSWORD not in tty.output  # ...the password is not
     (hub,) = devcloud.hubs()
     assert hub.name == "Corner Shop"
+
+
+async def test_password_stdin_at_a_terminal_asks_without_echo(
+    devcloud: DevCloud, box: HubBox
+) -> None:
+    # Issue 10, item 5: --password-stdin typed at a terminal must not show the password.
+    box.env["HUBLINK_LOG__LEVEL"] = "warning"
+    tty = Terminal()
+    proc = await spawn_on(tty, "register", "--email", DEMO_EMAIL, "--password-stdin", env=box.env)
+    try:
+        await tty.read_until("password: ")
+        tty.type(DEMO_PASSWORD)
+        await tty.read_until("registered: hub id")
+        await tty.read_until("\n", timeout=5)
+    finally:
+        code = await tty.finish(proc)
+    assert code == 0
+    assert DEMO_PASSWORD not in tty.output
+    assert len(devcloud.hubs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "typed", "named"),
+    [
+        ((), [("email: ", CTRL_D)], "no email given"),
+        ((), [("email: ", DEMO_EMAIL + "\n"), ("password: ", CTRL_D)], "no password given"),
+        (("--email", DEMO_EMAIL), [("password: ", CTRL_D)], "no password given"),
+        (("--email", DEMO_EMAIL, "--password-stdin"), [("password: ", CTRL_D)], "no password"),
+        ((), [("email: ", "due\xf1o@shop.example\n")], "the email from the terminal is not UTF-8"),
+    ],
+    ids=["email", "password", "password-with-email", "password-stdin", "latin-1-email"],
+)
+async def test_ctrl_d_or_bad_bytes_at_a_prompt_end_with_a_usage_error_and_nothing_registered(
+    devcloud: DevCloud,
+    box: HubBox,
+    args: tuple[str, ...],
+    typed: list[tuple[str, str]],
+    named: str,
+) -> None:
+    # Issue 10, item 4: Ctrl-D at a prompt was an EOFError traceback.
+    box.env["HUBLINK_LOG__LEVEL"] = "warning"
+    tty = Terminal()
+    proc = await spawn_on(tty, "register", *args, env=box.env)
+    try:
+        for prompt, keys in typed:
+            await tty.read_until(prompt)
+            # latin-1: what a terminal set to ISO-8859-1 sends for ñ (one byte, 0xf1)
+            os.write(tty.primary, keys.encode("latin-1"))
+        await tty.read_until(named)
+        await tty.read_until("\n", timeout=5)
+    finally:
+        code = await tty.finish(proc)
+    assert code == 2
+    assert "Traceback" not in tty.output and "Error:" not in tty.output
+    assert devcloud.hubs() == []
+    assert not box.credentials.exists()
 
 
 # --- run: the daemon as systemd starts it ------------------------------------------------
@@ -720,45 +898,150 @@ def test_plugin_installed_clears_the_pending_update(dirs: tuple[Path, Path]) -> 
     assert StateStore.load(state).snapshot()["plugin_updates"] == []
 
 
-class _PokeHandler(http.server.BaseHTTPRequestHandler):
-    seen: list[str]
+async def test_a_running_daemon_queues_what_send_hands_it(
+    hub: HubEnv, daemons: Daemons, tmp_path: Path
+) -> None:
+    # The CLI's own state dir is unusable: only the daemon's socket can take the
+    # event, as for a user in group hublink who may not write /var/lib/hublink.
+    daemon = await daemons.start()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    env = make_child_env(
+        hub.settings,
+        HUBLINK_CONFIG=str(tmp_path / "none.toml"),
+        HUBLINK_STATE_DIR="/proc/hublink-cannot-be-here",
+    )
 
-    def do_POST(self) -> None:
-        self.seen.append(self.path)
-        body = b'{"ok": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_hublink("send", *args, env=env, timeout=30)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def address_string(self) -> str:
-        return "unix"
-
-
-@pytest.fixture
-def daemon_socket(dirs: tuple[Path, Path]) -> Iterator[list[str]]:
-    """A unix-socket HTTP listener where the daemon's control socket would be."""
-    _, runtime = dirs
-    runtime.mkdir()
-    seen: list[str] = []
-    handler = type("Handler", (_PokeHandler,), {"seen": seen})
-    server = socketserver.UnixStreamServer(str(runtime / "control.sock"), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield seen
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    sent = await asyncio.to_thread(run, "user_sync", "--data", json.dumps(USERS))
+    assert sent.returncode == 0, sent.stderr
+    event_id = sent.stdout.strip()
+    cloud = hub.cloud
+    await wait_until(
+        lambda: any(e.get("id") == event_id for e in cloud.events(hub.hub_id)),
+        what="the event at the Cloud",
+    )
+    refused = await asyncio.to_thread(run, "plugin_installed", "--data", '{"plugin_id": "x"}')
+    assert refused.returncode == 2
+    assert "version" in refused.stderr and "Traceback" not in refused.stderr
 
 
-def test_send_pokes_a_running_daemon(dirs: tuple[Path, Path], daemon_socket: list[str]) -> None:
-    result = send("user_sync", json.dumps(USERS))
+BIG_INT = "1" * 5000
+
+
+def test_a_5000_digit_integer_is_a_usage_error(dirs: tuple[Path, Path]) -> None:
+    state, _ = dirs
+    data = json.dumps(INSTALLED)[:-1] + f', "n": {BIG_INT}}}'
+    result = send("plugin_installed", data)
+    assert result.returncode == 2
+    assert "--data is not valid JSON for hublink: Exceeds the limit (4300 digits)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "outbox.sqlite3").exists() or queued(state) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ('"n": NaN', "NaN is not a JSON number"),
+        ('"n": Infinity', "Infinity is not a JSON number"),
+        ('"n": -Infinity', "-Infinity is not a JSON number"),
+        ('"n": 1e999', "the number 1e999 is out of range"),
+        (f'"n": -{BIG_INT}', "Exceeds the limit (4300 digits)"),
+        ('"n": "left \\ud83d"', "data.n: holds a lone UTF-16 surrogate"),
+        ('"\\udc00": 1', "a key holds a lone UTF-16 surrogate"),
+        ('"n": ' + "[" * 10_000 + "]" * 10_000, "nested too deeply"),
+    ],
+)
+def test_json_that_cannot_be_sent_faithfully_is_a_usage_error(
+    dirs: tuple[Path, Path], extra: str, named: str
+) -> None:
+    state, _ = dirs
+    result = send("plugin_installed", json.dumps(INSTALLED)[:-1] + f", {extra}}}")
+    assert result.returncode == 2, result.stderr
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "outbox.sqlite3").exists() or queued(state) == []
+
+
+def big_user_sync() -> dict[str, object]:
+    """A user_sync of about 190 KB: more than a shell passes in one argument."""
+    users = [
+        {
+            "cloud_user_id": n,
+            "email": f"cashier-{n}@shop.example",
+            "last_activity": "2026-01-01T09:00:00Z",
+        }
+        for n in range(2_600)
+    ]
+    return {"users": users}
+
+
+def send_with(data_option: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return run_hublink("send", "user_sync", "--data", data_option, stdin=stdin)
+
+
+def test_data_from_a_file_too_big_for_an_argument(dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    state, _ = dirs
+    users = big_user_sync()
+    file = tmp_path / "users.json"
+    file.write_text(json.dumps(users))
+    assert file.stat().st_size > 131_072  # Linux's limit for one argument
+    result = send_with(f"@{file}")
     assert result.returncode == 0, result.stderr
-    assert daemon_socket == ["/v1/poke"]
+    (event,) = queued(state)
+    assert event == {"type": "user_sync", "id": result.stdout.strip(), **users}
+
+
+@pytest.mark.parametrize("dash", ["-", "@-"])
+def test_data_from_stdin(dirs: tuple[Path, Path], dash: str) -> None:
+    state, _ = dirs
+    users = big_user_sync()
+    result = send_with(dash, stdin=json.dumps(users).encode())
+    assert result.returncode == 0, result.stderr
+    assert queued(state)[0]["users"] == users["users"]
+
+
+def test_a_bom_at_the_start_of_a_data_file_is_ignored(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    file = tmp_path / "users.json"
+    file.write_bytes(b"\xef\xbb\xbf" + json.dumps(USERS).encode())
+    assert send_with(f"@{file}").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "content", "named"),
+    [
+        (
+            "@{tmp}/absent.json",
+            None,
+            "--data @{tmp}/absent.json: the file {tmp}/absent.json does not exist",
+        ),
+        ("@{tmp}", None, "--data @{tmp}: {tmp} is a folder, not a file"),
+        ("@", None, "--data @ needs a file name"),
+        (
+            "@{tmp}/latin.json",
+            '{"users": [], "n": "ñ"}'.encode("latin-1"),
+            "is not UTF-8 text (byte 0xf1",
+        ),
+        ("@{tmp}/broken.json", b'{"users": [', "--data @{tmp}/broken.json is not valid JSON"),
+        ("-", b"", "--data - (stdin) is not valid JSON: Expecting value"),
+        ("-", b"\xff\xfe{}", "--data - (stdin) is not UTF-8 text"),
+    ],
+)
+def test_bad_data_files_are_usage_errors_naming_the_file(
+    dirs: tuple[Path, Path], tmp_path: Path, option: str, content: bytes | None, named: str
+) -> None:
+    state, _ = dirs
+    option = option.replace("{tmp}", str(tmp_path))
+    if content is not None and option.startswith("@"):
+        Path(option[1:]).write_bytes(content)
+    result = send_with(option, stdin=content if option == "-" else b"")
+    assert result.returncode == 2
+    assert named.replace("{tmp}", str(tmp_path)) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "outbox.sqlite3").exists() or queued(state) == []
 
 
 # --- doctor ---------------------------------------------------------------------------------

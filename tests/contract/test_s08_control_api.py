@@ -4,10 +4,10 @@ What it proves: ``GET /v1/status`` is the contract's status object; the socket
 is 0660 from its first instant (even under umask 000), replaces a stale one
 left by a crash and is removed on exit, its runtime dir created when missing;
 ``POST /v1/events`` queues durably and answers 201 with the id the Cloud then
-receives, 400 for a body that is not JSON, 422 naming the bad fields, 503 when
-the outbox is full; events posted while the Cloud is down wait in the outbox;
-``POST /v1/poke`` drains the outbox at once, even for an event another process
-queued.
+receives, 400 for a body that is not JSON, 422 naming the bad fields (and data
+JSON cannot carry faithfully), 503 when the outbox is full; events posted while
+the Cloud is down wait in the outbox; ``POST /v1/poke`` drains the outbox at
+once, even for an event another process queued.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import http.client
+import json
 import os
 import socket
 import stat
@@ -164,6 +165,42 @@ async def test_a_body_that_is_not_json_gets_400(hub: HubEnv, daemons: Daemons) -
         return status
 
     assert await asyncio.to_thread(raw) == 400
+
+
+async def test_data_json_cannot_carry_faithfully_is_refused_and_nothing_queued(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    # Issue 10, item 6's kind through the control API: what `hublink send` refuses.
+
+    daemon = await daemons.start()
+    await daemon.wait_status(lambda s: s["daemon"]["running"])
+    event = json.dumps({"type": "plugin_installed", "data": PLUGIN_INSTALLED})[:-2]
+    bodies = {
+        event + ', "n": NaN}}': (422, "NaN is not a JSON number"),
+        event + ', "n": 1e999}}': (422, "Infinity is not a JSON number"),
+        event + ', "n": "left \\ud83d"}}': (422, "lone UTF-16 surrogate"),
+        event + ', "n": ' + "1" * 5000 + "}}": (400, None),
+        event + ', "n": ' + "[" * 10_000 + "]" * 10_000 + "}}": (400, None),
+    }
+
+    def post(body: bytes) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("hublink")
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.connect(str(hub.settings.control_socket))
+        conn.request("POST", "/v1/events", body=body, headers={"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        result = answer.status, json.loads(answer.read() or b"null")
+        conn.close()
+        return result
+
+    for body, (expected, named) in bodies.items():
+        code, answer = await asyncio.to_thread(post, body.encode())
+        assert code == expected, (body[-40:], answer)
+        if named is not None:
+            assert named in answer["problems"][0]
+    status = daemon.status()
+    assert status is not None
+    assert status["outbox"]["pending"] == 0
 
 
 async def test_poke_answers_true_with_a_daemon(hub: HubEnv, daemons: Daemons) -> None:

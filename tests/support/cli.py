@@ -8,21 +8,18 @@
 it runs (a terminal, a closed pipe, the daemon) start :data:`HUBLINK_COMMAND`
 themselves; :class:`support.daemon.HublinkProcess` does so for ``hublink run``.
 :class:`HubBox` is a hub box seen from the shell, for the ``register`` flows;
-:class:`Terminal` a pseudo-terminal for the prompts.
+``support.terminal`` runs the CLI on a pseudo-terminal, for the prompts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
-import pty
 import subprocess
 import sys
-import termios
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,37 +41,56 @@ PROXY_VARIABLES = frozenset(
 def run_hublink(
     *args: str,
     env: Mapping[str, str] | None = None,
-    stdin: str | None = None,
+    stdin: str | bytes | None = None,
     config: Path | None = None,
     timeout: float = 60.0,
     umask: int = -1,
     preexec_fn: Callable[[], None] | None = None,
+    via: Sequence[str] = (),
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``hublink [--config CONFIG] ARGS`` to completion; its exit code and text output.
 
     Args:
         env: the child's whole environment; by default the test's own (which
             ``conftest`` already stripped of the developer's ``HUBLINK_*``).
-        stdin: text for its standard input; by default it reads an empty stream.
+        stdin: its standard input, text or raw bytes; by default an empty stream.
         config: passed as ``--config`` before the command.
         timeout: seconds as the test chose them (scaled by ``HUBLINK_TEST_TIME_FACTOR``).
         umask: the child's umask (-1: the test's own).
         preexec_fn: run in the child before ``hublink`` starts (a resource limit, say).
+        via: a command that runs hublink for us (``setpriv …``), put before it.
+        cwd: the child's working folder (by default the test's).
+
+    Returns:
+        The finished process; stdout and stderr decoded as UTF-8 (a byte that
+        is not is shown as U+FFFD, never an exception in the test).
 
     Raises:
         subprocess.TimeoutExpired: the command outlived ``timeout``.
     """
-    argv = [*HUBLINK_COMMAND, *(("--config", str(config)) if config is not None else ()), *args]
-    return subprocess.run(
+    argv = [
+        *via,
+        *HUBLINK_COMMAND,
+        *(("--config", str(config)) if config is not None else ()),
+        *args,
+    ]
+    raw = subprocess.run(
         argv,
-        input=stdin if stdin is not None else "",
+        input=stdin.encode() if isinstance(stdin, str) else (stdin or b""),
         capture_output=True,
-        text=True,
         timeout=scaled(timeout),
         env=dict(env) if env is not None else None,
         umask=umask,
         preexec_fn=preexec_fn,
+        cwd=cwd,
         check=False,
+    )
+    return subprocess.CompletedProcess(
+        raw.args,
+        raw.returncode,
+        raw.stdout.decode("utf-8", "replace"),
+        raw.stderr.decode("utf-8", "replace"),
     )
 
 
@@ -215,40 +231,3 @@ def make_hub_box(tmp_path: Path, cloud_url: str) -> HubBox:
 def box(devcloud: DevCloud, tmp_path: Path) -> HubBox:
     """A hub box, not registered yet, in front of ``devcloud``."""
     return make_hub_box(tmp_path, devcloud.url)
-
-
-# --- a terminal, for the prompts ---------------------------------------------------------
-
-
-class Terminal:
-    """The primary side of a pseudo-terminal that a child uses as its controlling tty."""
-
-    def __init__(self) -> None:
-        self.primary, self.secondary = pty.openpty()
-        self.output = ""
-
-    def become_controlling_tty(self) -> None:
-        """In the child: a new session whose controlling terminal is the pty (for getpass)."""
-        os.setsid()
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    async def read_until(self, text: str, timeout: float = 20) -> None:
-        """Collect output until ``text`` shows up (or the child closes the terminal)."""
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + scaled(timeout)
-        while text not in self.output:
-            left = deadline - time.monotonic()
-            assert left > 0, f"waited for {text!r}; got {self.output!r}"
-            try:
-                chunk = await asyncio.wait_for(
-                    loop.run_in_executor(None, os.read, self.primary, 4096), left
-                )
-            except OSError:  # EIO: the child closed its side
-                return
-            if not chunk:
-                return
-            self.output += chunk.decode(errors="replace")
-
-    def type(self, line: str) -> None:
-        """Type ``line`` and Enter."""
-        os.write(self.primary, (line + "\n").encode())

@@ -516,11 +516,6 @@ def test_a_member_of_group_hublink_queues_events_on_the_control_socket(hub: Hub)
 
 
 # The README documents a sudoers rule for this today; the issue asks for the socket.
-@pytest.mark.xfail(
-    strict=True,
-    reason="`hublink send` writes the outbox in /var/lib/hublink (0700) itself rather than "
-    "posting to a running daemon's control socket, so a group member gets 'permission denied'",
-)
 def test_a_member_of_group_hublink_uses_hublink_send(hub: Hub) -> None:
     hub.ensure_connected()
     data = json.dumps({"users": [{**USER_SYNC["users"][0], "cloud_user_id": "u-18"}]})
@@ -629,11 +624,6 @@ def test_a_configuration_error_exits_78_and_is_not_restarted(hub: Hub) -> None:
 
 # daemon.run() and cli.main() print a fatal error to stderr before logging is set
 # up; without a <3> prefix journald files it under the unit's default, info.
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fatal start-up error (`hublink: error: ...` on stderr, then exit 78) reaches "
-    "journald at priority 6: it carries no <3> prefix",
-)
 def test_a_fatal_start_up_error_is_logged_at_priority_3(hub: Hub) -> None:
     hub.start_with_broken_config()
     entries = hub.box.journal_json("--identifier=hublink")

@@ -298,9 +298,51 @@ def discard(path: Path) -> None:
             (path.parent / name).unlink()
 
 
-def install(sealed: SealedBackup, output: Path) -> None:
-    """Move a sealed backup (a temp file in ``output``'s folder) to ``output``, durably."""
+def check_output(output: Path, *, replace: bool) -> None:
+    """Refuse an ``--output`` that is a folder, or an existing file unless ``replace``.
+
+    Raises:
+        BackupError: with a hint naming ``--force`` or another file name.
+    """
+    if output.is_dir():
+        raise BackupError(
+            f"{output} is a folder; --output names the backup file to write",
+            hint=f"e.g. --output {output / 'hub.db.zst.age'}",
+        )
+    if output.exists() and not replace:
+        raise BackupError(
+            f"{output} exists already; hublink backup does not overwrite it",
+            hint="pass --force to replace it, or choose another --output",
+        )
+
+
+def install(sealed: SealedBackup, output: Path, *, replace: bool = False) -> None:
+    """Move a sealed backup (a temp file in ``output``'s folder) to ``output``, durably.
+
+    Without ``replace`` an ``output`` that appeared meanwhile is kept: the
+    backup goes in with a hard link, which fails rather than overwrite.
+
+    Raises:
+        BackupError: ``output`` exists and ``replace`` is false.
+    """
     with sealed.path.open("rb") as handle:
         os.fsync(handle.fileno())
-    sealed.path.replace(output)
+    if replace:
+        sealed.path.replace(output)
+    else:
+        try:
+            os.link(sealed.path, output)
+        except FileExistsError:
+            raise BackupError(
+                f"{output} appeared while the backup ran; it was left as it was",
+                hint="pass --force to replace it, or choose another --output",
+            ) from None
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            # A file system without hard links (vfat on a USB stick): checked just now.
+            check_output(output, replace=False)
+            sealed.path.replace(output)
+        else:
+            sealed.path.unlink()
     fsync_dir(output.parent)

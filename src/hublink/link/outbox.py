@@ -32,7 +32,7 @@ from hublink.errors import OutboxError, OutboxFullError
 from hublink.fsutil import PRIVATE_FILE, create_private_file
 from hublink.link.events import queue_event
 from hublink.link.messages import OutboundEvent
-from hublink.statedir import OUTBOX
+from hublink.statedir import OUTBOX, access_denied
 
 if TYPE_CHECKING:
     from hublink.link.notices import StateStore
@@ -97,11 +97,15 @@ class Outbox:
         """Open (creating it 0600 if needed) the outbox in ``state_dir``.
 
         Raises:
+            StateDirAccessError: the state dir belongs to another user.
             OutboxError: the folder or the database cannot be created or opened.
         """
         path = state_dir / OUTBOX
         try:
             conn = _connect(path)
+        except PermissionError:
+            # The state dir of another user: sudo -u hublink was forgotten (exit 78).
+            raise access_denied(path, state_dir) from None
         except (OSError, sqlite3.Error) as err:
             raise OutboxError(
                 f"cannot open the outbox {path}: {_reason(err)}",
