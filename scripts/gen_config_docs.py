@@ -88,6 +88,12 @@ DOCS: dict[str, Doc] = {
     ),
     "backup.zstd_level": Doc("zstd compression level, 1 to 22."),
     "outbox.max_pending": Doc("Most events kept while the Cloud is unreachable; more are refused."),
+    "outbox.max_event_size": Doc(
+        "Bytes of one event's JSON; a larger one is refused when queued (the Cloud takes 1 MiB)."
+    ),
+    "notices.max_revoked_users": Doc(
+        "Revoked users `hublink status` keeps (the latest); it counts the older ones dropped."
+    ),
     "hooks": Doc(
         "Cloud message type → command (argv list, no shell) run with the message on stdin.",
         example={

@@ -59,6 +59,12 @@ DEFAULT_RESTART_MIN = 1.0
 DEFAULT_RESTART_MAX = 60.0
 DEFAULT_ZSTD_LEVEL = 3
 DEFAULT_OUTBOX_MAX_PENDING = 100_000
+#: Below the Cloud's 1 MiB frame limit (contract section 2), with room for a
+#: proxy's or a newer Cloud's framing: an event over it could never be delivered.
+DEFAULT_OUTBOX_MAX_EVENT_SIZE = 1_000_000
+#: Revoked users kept for ``hublink status``: the latest ones; a count says how
+#: many older ones were dropped.
+DEFAULT_NOTICES_MAX_REVOKED_USERS = 100
 DEFAULT_HOOKS_TIMEOUT = 30.0
 
 #: The hook a person triggers to install a recorded plugin update (contract section 6).
@@ -189,9 +195,17 @@ class BackupSettings(_Section):
 
 
 class OutboxSettings(_Section):
-    """``[outbox]``: the durable queue's bound."""
+    """``[outbox]``: the durable queue's bounds."""
 
     max_pending: Annotated[int, Field(ge=1)] = DEFAULT_OUTBOX_MAX_PENDING
+    #: Bytes of one event's JSON frame; a larger event is refused when queued.
+    max_event_size: Annotated[int, Field(ge=1024)] = DEFAULT_OUTBOX_MAX_EVENT_SIZE
+
+
+class NoticesSettings(_Section):
+    """``[notices]``: how much of what the Cloud told the hub is kept for ``status``."""
+
+    max_revoked_users: Annotated[int, Field(ge=1)] = DEFAULT_NOTICES_MAX_REVOKED_USERS
 
 
 class TlsSettings(_Section):
@@ -234,6 +248,7 @@ class Settings(BaseSettings):
     tunnel: TunnelSettings = TunnelSettings()
     backup: BackupSettings = BackupSettings()
     outbox: OutboxSettings = OutboxSettings()
+    notices: NoticesSettings = NoticesSettings()
     hooks: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = Field(default_factory=dict)
     hooks_timeout: Seconds = DEFAULT_HOOKS_TIMEOUT
     tls: TlsSettings = TlsSettings()

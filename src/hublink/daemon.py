@@ -4,7 +4,8 @@ The lifecycle is a straight line::
 
     startup()    credentials, the one-daemon lock, stores, control socket, READY=1
     main_loop()  one TaskGroup: uplink (link + tunnel), dispatcher, watchdog,
-                 credentials watcher; each task restarted with backoff if it crashes
+                 credentials watcher; each task restarted with backoff if it crashes;
+                 the tunnel stops while the Cloud refuses the hub's credentials
     shutdown()   STOPPING=1, tasks cancelled (the link says 1001, frpc is reaped),
                  control socket removed, outbox closed
 
@@ -68,6 +69,11 @@ RESTART_MAX = 30.0
 RESTART_STABLE = 60.0
 #: Seconds frpc gets between SIGTERM and SIGKILL when the daemon stops.
 TUNNEL_STOP_GRACE = 2.5
+#: The tunnel's last_error while the Cloud refuses the hub's credentials.
+TUNNEL_HELD = (
+    "stopped while the Cloud refuses this hub's credentials; it starts again once they are "
+    "accepted (re-register with `hublink register --force` if the hub was revoked)"
+)
 
 
 def run(settings: Settings) -> int:
@@ -136,6 +142,9 @@ class Daemon:
         self.creds: Credentials | None = None
         self._stop = asyncio.Event()
         self._creds_changed = asyncio.Event()
+        # The link's verdict on the credentials, for the tunnel: set by _follow_link.
+        self._link_refused = asyncio.Event()
+        self._link_accepted = asyncio.Event()
         self._creds_signature: tuple[int, int, int] | None = None
         self._signals = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -165,8 +174,15 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            self._store = await asyncio.to_thread(StateStore.load, settings.state_dir)
-            self._outbox = await AsyncOutbox.open(settings.state_dir, settings.outbox.max_pending)
+            self._store = await asyncio.to_thread(
+                partial(
+                    StateStore.load,
+                    settings.state_dir,
+                    hub_id=str(self.creds.hub_id),
+                    max_revoked_users=settings.notices.max_revoked_users,
+                )
+            )
+            self._outbox = await AsyncOutbox.for_settings(settings)
             self._dispatcher = Dispatcher(
                 settings, self._store, self._outbox, backup=self._run_backup
             )
@@ -181,6 +197,7 @@ class Daemon:
         # Until the tunnel task takes over, status must not call an enabled tunnel "disabled".
         self.live.set_tunnel("starting" if settings.tunnel.enabled else "disabled")
         self.live.subscribe(self._publish_status)
+        self.live.subscribe(self._follow_link)
         self._notifier.ready()
         self._publish_status()
         log.info(
@@ -222,10 +239,12 @@ class Daemon:
         while True:
             assert self.creds is not None
             creds = self.creds
+            # New credentials have not been refused yet: the tunnel starts at once.
+            self._link_refused.clear()
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(supervise("link", partial(self._run_link, creds)))]
                 if self.settings.tunnel.enabled:
-                    tunnel = partial(self._run_tunnel, creds)
+                    tunnel = partial(self._gated_tunnel, creds)
                     tasks.append(group.create_task(supervise("tunnel", tunnel)))
                 await self._creds_changed.wait()
                 self._creds_changed.clear()
@@ -240,6 +259,36 @@ class Daemon:
         if self.settings.cloud_scheme == "https":
             tls = ssl_context(self.settings)
         await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
+
+    def _follow_link(self) -> None:
+        """Live-state listener: note when the Cloud refuses or accepts the credentials."""
+        state = self.live.link.state
+        if state == "unauthorized" and not self._link_refused.is_set():
+            self._link_refused.set()
+            self._link_accepted.clear()
+        elif state == "connected" and not self._link_accepted.is_set():
+            self._link_accepted.set()
+            self._link_refused.clear()
+
+    async def _gated_tunnel(self, creds: Credentials) -> None:
+        """The tunnel, stopped while the Cloud refuses the credentials (contract section 2).
+
+        A revoked hub must not go on serving the Hub application to the Cloud
+        through frps; once the link is accepted again the tunnel starts anew.
+        """
+        while True:
+            if self._link_refused.is_set():
+                log.warning("the Cloud refuses this hub's credentials; tunnel stopped")
+                self.live.set_tunnel("stopped", pid=None, last_error=TUNNEL_HELD)
+                await self._link_accepted.wait()
+                log.info("the Cloud accepts this hub's credentials again; starting the tunnel")
+            async with asyncio.TaskGroup() as group:
+                tunnel = group.create_task(self._run_tunnel(creds))
+                refused = group.create_task(self._link_refused.wait())
+                await asyncio.wait({tunnel, refused}, return_when=asyncio.FIRST_COMPLETED)
+                # The tunnel only ends by raising; the group then hands that on.
+                refused.cancel()
+                tunnel.cancel()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
 
@@ -283,6 +332,12 @@ class Daemon:
                 continue
             set_hub_id(str(creds.hub_id))
             log.info("credentials.toml changed", slug=creds.slug)
+            if self._store is not None and (
+                self.creds is None or creds.hub_id != self.creds.hub_id
+            ):
+                # A new hub: what the Cloud told the old one (revoked users, its
+                # last backup, updates) is not this hub's news.
+                self._store.bind_hub(str(creds.hub_id))
             self.creds = creds
             self._creds_changed.set()
 
@@ -325,7 +380,7 @@ class Daemon:
             self.creds,
             live=self.live,
             pid=os.getpid(),
-            pending=await self._outbox.pending(),
+            outbox=await self._outbox.counts(),
             snapshot=await self._store.asnapshot(),
         )
 

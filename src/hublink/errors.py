@@ -6,6 +6,7 @@ into one.
     HublinkError                     1  failure not covered below
      ├── UsageError                  2  wrong usage
      │    └── InvalidEvent           2  an event to queue does not validate
+     │         └── EventTooLargeError 2  an event over outbox.max_event_size
      ├── ConfigError                78  invalid config
      │    ├── NotRegisteredError    78  no credentials yet
      │    ├── AlreadyRegisteredError 78 credentials exist; register needs --force
@@ -75,6 +76,10 @@ class InvalidEvent(UsageError):
     def __init__(self, message: str, *, problems: list[str], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.problems = problems
+
+
+class EventTooLargeError(InvalidEvent):
+    """An event whose frame is over ``outbox.max_event_size`` bytes: refused, never queued."""
 
 
 class ConfigError(HublinkError):

@@ -38,6 +38,8 @@ DAEMON_LOCK = ".daemon.lock"
 CREDENTIALS_LOCK = ".credentials.lock"
 #: Held by the one backup that may run at a time, in any process.
 BACKUP_LOCK = ".backup.lock"
+#: Held while an unreadable SQLite file (outbox, notices) is moved aside and replaced.
+REPAIR_LOCK = ".repair.lock"
 
 #: The user the packaged unit runs as; named in hints when the real owner is unknown.
 SERVICE_USER = "hublink"

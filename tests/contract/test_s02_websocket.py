@@ -5,17 +5,24 @@ interval; reconnection after every kind of loss (close, drop, Cloud restart,
 dead pings), with full-jitter backoff, the spread after 1001/1012/1013 and
 ``Retry-After`` honoured; 401/403/4001 mean ``unauthorized`` and slow retries;
 bad and oversized frames are dropped without ending the link; the token never
-reaches the log; ``wss`` with ``tls.ca_file`` and through ``HTTPS_PROXY``; queued
-events leave in order and survive a kill -9 (delivery at least once).
+reaches the log; no frame the Cloud can send ends the link, any text in one
+survives to the hook, status and the CLI, and a huge one makes no huge log
+line; revocations are kept to the latest N; ``wss`` with ``tls.ca_file`` and
+through ``HTTPS_PROXY``; any ``Retry-After`` is clamped and shown; queued events
+leave in order and survive a kill -9 (delivery at least once), and one the Cloud
+keeps refusing becomes a dead letter instead of blocking the rest.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
+import sqlite3
 import ssl
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +31,19 @@ import trustme
 from hublink.config import TlsSettings, WebSocketSettings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DevCloud
-from support.cloud import HubEnv, make_hub_env
+from hublink.link.messages import validate_event
+from hublink.link.outbox import MAX_DELIVERY_ATTEMPTS, Outbox
+from hublink.logs import LOG_VALUE_CHARS
+from hublink.status import summary_lines
+from support.cloud import HubEnv, make_hub_env, make_revocation
 from support.daemon import Daemons
 from support.network import TcpProxy
-from support.outbox import queue_events
+from support.outbox import make_plugin_event, queue_events
 from support.polling import wait_until
 from support.timing import scaled
 
+#: More digits than Python reads from JSON by default (4300).
+BIG_INT = "9" * 5000
 HEARTBEAT_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 
@@ -199,6 +212,42 @@ async def test_retry_after_on_the_handshake_is_a_minimum_wait(
     assert time.monotonic() - started >= 1.5
 
 
+@pytest.mark.parametrize(
+    ("retry_after", "honoured"),
+    [
+        ("9999999999999", True),  # as reported: OverflowError, a crash loop, "stopped"
+        ("9" * 400, True),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", True),
+        ("-5", False),
+        ("NaN", False),
+        ("tomorrow, maybe", False),
+    ],
+)
+async def test_any_retry_after_of_a_handshake_is_clamped_and_shown_in_status(
+    hub: HubEnv, daemons: Daemons, retry_after: str, honoured: bool
+) -> None:
+    cloud = hub.cloud
+    cloud.fail_next("/ws/hub/", 503, count=3, retry_after=retry_after)
+    daemon = await daemons.start()
+    status = await daemon.wait_status(
+        lambda s: (
+            s["websocket"]["state"] == "backoff"
+            and "Retry-After" in (s["websocket"]["last_error"] or "")
+        )
+    )
+    ws = status["websocket"]
+    assert "HTTP 503" in ws["last_error"]
+    if honoured:
+        assert "at most 1 s" in ws["last_error"]  # max(unauthorized_retry 1 s, reconnect_max)
+    else:
+        assert "not a delay hublink can read" in ws["last_error"]
+    next_attempt = datetime.fromisoformat(ws["next_attempt_at"])
+    assert next_attempt - datetime.now(next_attempt.tzinfo) <= timedelta(seconds=1.5)
+    # It keeps trying, and links once the Cloud stops refusing.
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected", timeout=30)
+    assert not daemon.crashes()
+
+
 @pytest.mark.parametrize("code", [1001, 1012, 1013])
 async def test_going_away_closes_reconnect_after_a_spread_delay(
     devcloud: DevCloud, tmp_path: Any, daemons: Daemons, code: int
@@ -296,6 +345,109 @@ async def test_a_frame_over_max_message_size_is_refused_and_the_daemon_carries_o
     closes = [e for e in daemon.log_events() if e["event"] == "link lost; reconnecting"]
     assert any("hublink closed the link: 1009" in e["reason"] for e in closes)
     daemon.assert_running()
+
+
+NASTY_FRAMES = [
+    # Issue 10 item 7, as reported.
+    '{"type":"plugin_update_available","plugin_id":"inventory","current_version":"1.0.0",'
+    f'"new_version":"1.1.0","download_url":"https://cloud.example/p.zip","build":{BIG_INT}}}',
+    f'{{"type":"user_revoked","user_id":{BIG_INT},"email":"a@b.c"}}',
+    f'{{"type":"backup_request","requested_by":-{BIG_INT}}}',
+    f'{{"type":"nonsense","n":{BIG_INT}}}',
+    f'{{"type":{BIG_INT}}}',
+    f"[{BIG_INT}]",
+    '{"type":"user_revoked","user_id":"u","n":1e999999}',
+    '{"type":"user_revoked","user_id":"u","n":NaN,"m":-Infinity}',
+    '{"type":"user_revoked","user_id":"\\udc00","email":"\\ud800@x"}',
+    '{"type":"\\ud83d","user_id":"u"}',
+    '{"\\udfff":"\\ud800","type":"plugin_update_available"}',
+    '{"type":"user_revoked","user_id":"u","deep":' + "[" * 50_000 + "]" * 50_000 + "}",
+    '{"type":"user_revoked","user_id":' + '"' + "é" * 200_000 + '"}',
+    "not json at all",
+    "",
+    "null",
+]
+
+
+async def test_no_frame_the_cloud_can_send_ends_the_link(hub: HubEnv, daemons: Daemons) -> None:
+    cloud, hub_id = hub.cloud, hub.hub_id
+    daemon = await daemons.start()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    for frame in NASTY_FRAMES:
+        assert await cloud.push(hub_id, frame)
+    good = {"type": "user_revoked", "user_id": "after", "email": "a@b.c", "reason": "still here"}
+    assert await cloud.push(hub_id, good)
+    status = await daemon.wait_status(
+        lambda s: any(u["user_id"] == "after" for u in s["revoked_users"])
+    )
+    assert status["websocket"]["state"] == "connected"
+    assert status["websocket"]["reconnects"] == 0
+    assert cloud.connections(hub_id) == 1
+    dropped = [e for e in daemon.log_events() if "frame" in e["event"] or "unknown" in e["event"]]
+    assert len(dropped) >= 10
+    assert not [e for e in daemon.log_events() if e["event"] == "task crashed; restarting it"]
+    assert max(len(line) for line in daemon.log_text().splitlines()) < 20_000
+
+
+async def test_a_lone_surrogate_in_a_revocation_reaches_the_hook_status_and_cli(
+    hub: HubEnv, daemons: Daemons, tmp_path: Path
+) -> None:
+    # Issue 10 item 8: recorded, but the hook never ran (UnicodeEncodeError on its stdin).
+    cloud, hub_id = hub.cloud, hub.hub_id
+    got = tmp_path / "stdin.json"
+    hook = ["/bin/sh", "-c", f"cat > {got}.tmp && mv {got}.tmp {got}"]
+    daemon = await daemons.start(env={"HUBLINK_HOOKS": json.dumps({"user_revoked": hook})})
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    frame = (
+        '{"type":"user_revoked","user_id":"u-7","email":"cajero@example.com",'
+        '"reason":"left \\ud83d"}'
+    )
+    assert await cloud.push(hub_id, frame)
+    await wait_until(got.exists, what="the hook's stdin")
+    received = json.loads(got.read_bytes().decode("utf-8"))
+    assert received == {
+        "type": "user_revoked",
+        "user_id": "u-7",
+        "email": "cajero@example.com",
+        "reason": "left \ufffd",
+    }
+    status = await daemon.wait_status(lambda s: bool(s["revoked_users"]))
+    assert status["revoked_users"][0]["reason"] == "left \ufffd"
+    for args in (["status"], ["status", "--json"]):
+        shown = daemon.run_cli(*args, PYTHONIOENCODING="utf-8")
+        assert shown.returncode == 0, shown.stderr
+        assert "u-7" in shown.stdout
+
+
+async def test_a_million_character_reason_writes_no_megabyte_log_line(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    # Issue 10 item 25: a 1,000,183-character log line.
+    cloud, hub_id = hub.cloud, hub.hub_id
+    daemon = await daemons.start(env={"HUBLINK_WEBSOCKET__MAX_MESSAGE_SIZE": str(4 * 1024 * 1024)})
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    message = {"type": "user_revoked", "user_id": "u-9", "email": "a@b.c", "reason": "y" * 10**6}
+    assert await cloud.push(hub_id, message)
+    status = await daemon.wait_status(lambda s: bool(s["revoked_users"]))
+    assert len(status["revoked_users"][0]["reason"]) < 2000
+    await wait_until(
+        lambda: any(e["event"] == "user revoked" for e in daemon.log_events()), what="the log line"
+    )
+    longest = max(len(line) for line in daemon.log_text().splitlines())
+    assert longest < 2 * LOG_VALUE_CHARS + 1000
+
+
+async def test_the_revoked_user_list_keeps_the_latest_and_says_how_many_were_dropped(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    cloud, hub_id = hub.cloud, hub.hub_id
+    daemon = await daemons.start(env={"HUBLINK_NOTICES__MAX_REVOKED_USERS": "5"})
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    for n in range(40):
+        assert await cloud.push(hub_id, make_revocation(f"u{n:02}"))
+    status = await daemon.wait_status(lambda s: s["revoked_users_dropped"] == 35)
+    assert [u["user_id"] for u in status["revoked_users"]] == [f"u{n}" for n in range(35, 40)]
+    assert "revoked users: 5 (the latest; 35 older ones not kept)" in summary_lines(status)
 
 
 async def test_the_token_never_reaches_the_log_even_at_debug_level(
@@ -423,3 +575,41 @@ async def test_a_kill_9_in_the_middle_of_a_drain_loses_nothing(
     # Duplicates are allowed (the Cloud drops them by id); order and completeness are not optional.
     assert [e["id"] for e in cloud.events(hub.hub_id)] == ids
     await second.wait_status(lambda s: s["outbox"]["pending"] == 0)
+
+
+async def test_an_event_the_cloud_keeps_refusing_becomes_a_dead_letter(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    # As reported: a 1.84 MB user_sync, a Cloud that drops the link for frames over
+    # 1 MiB; hublink re-sent it forever and nothing queued after it got through.
+    cloud, hub_id = hub.cloud, hub.hub_id
+    cloud.max_frame_size = 1024 * 1024
+    users = [
+        {"cloud_user_id": f"u{n}", "email": f"cajero{n}@example.com", "last_activity": None}
+        for n in range(16000)
+    ]
+    # Queued by an older hublink, or under a larger outbox.max_event_size.
+    outbox = Outbox.open(hub.settings.state_dir, max_event_size=4_000_000)
+    before = outbox.put(make_plugin_event(0))
+    outbox.put(validate_event("user_sync", {"users": users}))
+    after = outbox.put(make_plugin_event(1))
+    outbox.close()
+    daemon = await daemons.start(env={"HUBLINK_OUTBOX__MAX_EVENT_SIZE": "4000000"})
+    status = await daemon.wait_status(
+        lambda s: s["outbox"]["dead_letters"] == 1 and s["outbox"]["pending"] == 0, timeout=60
+    )
+    await wait_until(lambda: len(cloud.events(hub_id)) >= 2, what="the other events")
+    assert [e["id"] for e in cloud.events(hub_id)] == [before, after]
+    # Bounded: the first batch, then the suspect alone until it is set aside.
+    assert cloud.connections(hub_id) <= MAX_DELIVERY_ATTEMPTS + 2
+    assert status["websocket"]["state"] == "connected"
+    [dead] = [e for e in daemon.log_events() if "dead letter" in e["event"]]
+    assert dead["attempts"] == MAX_DELIVERY_ATTEMPTS
+    # The drops after a send grew the backoff instead of the flat spread delay.
+    waits = [e["retry_in"] for e in daemon.log_events() if e["event"] == "link lost; reconnecting"]
+    assert len(waits) >= MAX_DELIVERY_ATTEMPTS - 1
+    shown = daemon.run_cli("status")
+    assert "1 set aside" in shown.stdout
+    with sqlite3.connect(hub.settings.state_dir / "outbox.sqlite3") as conn:
+        [(kind,)] = conn.execute("SELECT type FROM dead_letters").fetchall()
+    assert kind == "user_sync"

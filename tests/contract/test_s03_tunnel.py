@@ -4,7 +4,9 @@
 What it proves: the daemon runs frpc on the generated config and a request to
 the hub's ``tunnel_port`` on frps reaches the Hub application; frpc is reaped
 when the daemon stops, and dies with it even after a kill -9; new credentials
-restart the tunnel as the new hub; the token never reaches the daemon's log.
+restart the tunnel as the new hub; the tunnel stops while the Cloud refuses
+the hub's credentials and comes back once they are accepted; the token never
+reaches the daemon's log.
 """
 
 from __future__ import annotations
@@ -65,6 +67,37 @@ async def test_new_credentials_restart_the_tunnel_too(
     body = await fetch_eventually(f"http://127.0.0.1:{again.creds.tunnel_port}/")
     assert body == HELLO
     assert status["websocket"]["state"] in ("connected", "connecting", "backoff")
+
+
+async def test_the_tunnel_stops_while_the_cloud_refuses_the_hub_and_comes_back_after(
+    tunnel_hub: HubEnv, daemons: Daemons
+) -> None:
+    # Issue 10 item 17: a revoked hub kept serving the Hub application through frps.
+    cloud = tunnel_hub.cloud
+    daemon = await daemons.start(tunnel_hub)
+    first = await daemon.wait_status(
+        lambda s: s["tunnel"]["state"] == "running" and s["websocket"]["state"] == "connected",
+        timeout=30,
+    )
+    old_pid = first["tunnel"]["pid"]
+    # The Cloud refuses the credentials (4003), then the next handshakes (403).
+    cloud.fail_next("/ws/hub/", 403, count=4)
+    await cloud.close_hub(tunnel_hub.hub_id, 4003, "hub revoked")
+    held = await daemon.wait_status(
+        lambda s: s["websocket"]["state"] == "unauthorized" and s["tunnel"]["state"] == "stopped",
+        timeout=30,
+    )
+    assert held["tunnel"]["pid"] is None
+    assert "refuses this hub's credentials" in held["tunnel"]["last_error"]
+    await wait_until(lambda: not is_alive(old_pid), what="frpc stopped")
+    # Accepted again: the tunnel starts anew and serves the Hub application.
+    back = await daemon.wait_status(
+        lambda s: s["websocket"]["state"] == "connected" and s["tunnel"]["state"] == "running",
+        timeout=30,
+    )
+    assert back["tunnel"]["pid"] not in (None, old_pid)
+    body = await fetch_eventually(f"http://127.0.0.1:{tunnel_hub.creds.tunnel_port}/")
+    assert body == HELLO
 
 
 async def test_kill_9_of_the_daemon_leaves_no_frpc_behind(tunnel_hub: HubEnv) -> None:

@@ -13,6 +13,9 @@ child, and no file but the three that must hold them; and every file hublink
 wrote has its contract mode (contract sections 3, 4 and 7).
 Then the credentials file: a failed write leaves the old one intact, and one
 that cannot be parsed is named by ``register``, ``run`` and ``status``, exit 78.
+Last, faults of the disk: a corrupt outbox at start is moved aside and the hub
+links; a full state dir (a real small tmpfs) keeps the link up, names the disk,
+and the backup's answer still reaches the Cloud.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import json
 import os
 import re
 import resource
+import sqlite3
 import stat
 import sys
 import tomllib
@@ -38,12 +42,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.control import status_now
 from hublink.devcloud import DevCloud
+from hublink.link.outbox import Outbox
 from support.backup import make_database
 from support.cli import HUBLINK_COMMAND, HubBox, make_child_env, run_hublink
 from support.cloud import HubEnv, make_hub_env
 from support.daemon import Daemons
 from support.network import find_free_port, find_free_port_range
+from support.outbox import PLUGIN, make_plugin_event
 from support.polling import wait_until
+from support.smallfs import fill, small_filesystem
 from support.timing import scaled
 
 EMAIL = "owner@example.com"
@@ -355,3 +362,101 @@ def test_unreadable_credentials_exit_78(hub: HubEnv) -> None:
     result = run_hublink("status", env=make_child_env(hub.settings))
     assert result.returncode == 78
     assert str(hub.settings.credentials_path) in result.stderr
+
+
+# --- a corrupt outbox, a full state dir -------------------------------------------------------
+
+
+async def test_a_corrupt_outbox_at_start_is_moved_aside_and_the_hub_links(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    state_dir = hub.settings.state_dir
+    garbage = os.urandom(4096)  # head -c 4096 /dev/urandom > outbox.sqlite3
+    (state_dir / "outbox.sqlite3").write_bytes(garbage)
+    daemon = await daemons.start()
+    status = await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    assert status["outbox"] == {"pending": 0, "dead_letters": 0, "quarantined": 1}
+    [aside] = state_dir.glob("outbox.sqlite3.corrupt-*Z")
+    assert aside.read_bytes() == garbage
+    [error] = [e for e in daemon.log_events() if e.get("moved_to") == str(aside)]
+    assert error["level"] == "error"
+    sent = daemon.run_cli("send", "plugin_installed", "--data", json.dumps(PLUGIN))
+    assert sent.returncode == 0, sent.stderr
+    await wait_until(lambda: hub.cloud.events(hub.hub_id), what="the event")
+    assert "1 damaged outbox file" in daemon.run_cli("status").stdout
+
+
+@pytest.fixture
+def full_disk_hub(hub: HubEnv, tmp_path: Path) -> Any:
+    """A hub whose state dir is a small tmpfs (its log file stays outside it)."""
+    base = tmp_path / "small"
+    state = base / "state"
+    with small_filesystem(state, size="6m"):
+        database = tmp_path / "hub.sqlite3"
+        with sqlite3.connect(database) as conn:
+            conn.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY, total REAL)")
+            conn.executemany("INSERT INTO sales (total) VALUES (?)", [(n,) for n in range(2000)])
+        yield make_hub_env(hub.cloud, base, name="Full Disk", backup={"database": database})
+
+
+async def test_a_full_state_dir_keeps_the_link_up_and_names_the_disk(
+    full_disk_hub: HubEnv, daemons: Daemons
+) -> None:
+    hub = full_disk_hub
+    cloud, hub_id, state = hub.cloud, hub.hub_id, hub.settings.state_dir
+    port = cloud.port
+    daemon = await daemons.start(hub)
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    await cloud.stop()
+    outbox = Outbox.open(state)
+    ids = [outbox.put(make_plugin_event(n)) for n in range(20)]
+    outbox.close()
+    filler = fill(state)
+    await cloud.start(port=port)
+    status = await daemon.wait_status(
+        lambda s: (
+            s["websocket"]["state"] == "connected"
+            and "full" in (s["websocket"]["last_error"] or "")
+        ),
+        timeout=30,
+    )
+    assert "cannot be removed from the outbox" in status["websocket"]["last_error"]
+    assert "database or disk is full" in daemon.run_cli("status").stdout
+    await wait_until(lambda: len(cloud.events(hub_id)) >= 20, what="the 20 events")
+    assert [e["id"] for e in cloud.events(hub_id)] == ids
+    # The link stays up: heartbeats and commands keep flowing.
+    seen = len(cloud.heartbeats(hub_id))
+    await wait_until(lambda: len(cloud.heartbeats(hub_id)) >= seen + 5, what="heartbeats")
+    command = {"type": "user_revoked", "user_id": "u-1", "email": "a@b.c", "reason": "left"}
+    assert await cloud.push(hub_id, command)
+    await daemon.wait_status(lambda s: [u["user_id"] for u in s["revoked_users"]] == ["u-1"])
+    assert cloud.connections(hub_id) == 2  # before and after the Cloud's restart, no more
+    # Bounded: each event went out once on this link, however long the disk stays full.
+    frames = [f["data"] for f in cloud.frames(hub_id) if isinstance(f["data"], str)]
+    assert all(sum(event_id in frame for frame in frames) == 1 for event_id in ids)
+    assert not daemon.crashes()
+    # Room again: the delivered events leave the outbox and the error clears.
+    filler.unlink()
+    await daemon.wait_status(
+        lambda s: s["outbox"]["pending"] == 0 and s["websocket"]["last_error"] is None, timeout=30
+    )
+
+
+async def test_a_backup_answer_reaches_the_cloud_when_the_state_dir_is_full(
+    full_disk_hub: HubEnv, daemons: Daemons
+) -> None:
+    hub = full_disk_hub
+    cloud, hub_id = hub.cloud, hub.hub_id
+    daemon = await daemons.start(hub)
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    fill(hub.settings.state_dir)
+    assert await cloud.push(hub_id, {"type": "backup_request", "requested_by": "owner-7"})
+    await wait_until(
+        lambda: [e for e in cloud.events(hub_id) if e["type"] == "backup_failed"],
+        what="the backup_failed answer",
+    )
+    [answer] = [e for e in cloud.events(hub_id) if e["type"] == "backup_failed"]
+    assert answer["requested_by"] == "owner-7"
+    assert answer["error"]
+    assert any(e["event"].startswith("cannot queue the answer") for e in daemon.log_events())
+    assert not daemon.crashes()

@@ -48,7 +48,7 @@ from support.cli import (
     run_hublink,
     run_hublink_timed,
 )
-from support.cloud import HubEnv, make_hub_env
+from support.cloud import HubEnv, make_hub_env, make_revocation
 from support.daemon import Daemons
 from support.network import Listeners, TcpProxy, find_free_port
 from support.polling import wait_until
@@ -605,6 +605,41 @@ async def test_every_line_after_a_re_registration_carries_the_new_hub_id(
     assert any(e.get("user_id") == "u-9" or "u-9" in str(e) for e in after)
 
 
+async def test_after_re_registering_status_shows_nothing_of_the_previous_hub(
+    hub: HubEnv, daemons: Daemons, tmp_path: Path
+) -> None:
+    cloud, old_id = hub.cloud, hub.hub_id
+    daemon = await daemons.start()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    assert await cloud.push(old_id, make_revocation("u-old"))
+    # No backup.database: the request fails, and that is the last backup.
+    assert await cloud.push(old_id, {"type": "backup_request", "requested_by": "owner"})
+    await daemon.wait_status(lambda s: bool(s["revoked_users"]) and s["last_backup"] is not None)
+    # Re-registered as a new hub (`hublink register --force` in another shell).
+    new = make_hub_env(cloud, tmp_path / "new", name="New Hub")
+    store = CredentialStore(hub.settings.state_dir)
+    with store.locked():
+        store.save(new.creds)
+    status = await daemon.wait_status(
+        lambda s: s["hub_id"] == new.hub_id and s["websocket"]["state"] == "connected", timeout=30
+    )
+    assert status["revoked_users"] == []
+    assert status["last_backup"] is None
+    assert await cloud.push(new.hub_id, make_revocation("u-new"))
+    await daemon.wait_status(lambda s: [u["user_id"] for u in s["revoked_users"]] == ["u-new"])
+    assert await daemon.terminate() == 0
+    # Without a daemon, from the files: the same.
+    env = make_child_env(
+        HUBLINK_STATE_DIR=str(hub.settings.state_dir),
+        HUBLINK_RUNTIME_DIR=str(hub.settings.runtime_dir),
+    )
+    shown = run_hublink("status", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "u-new" in shown.stdout
+    assert "u-old" not in shown.stdout
+    assert "last backup" not in shown.stdout
+
+
 async def test_a_disabled_tunnel_shows_as_disabled(
     devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
@@ -685,7 +720,7 @@ def test_registered_without_daemon_shows_null_live_fields_and_the_files(
     assert all(value is None for value in status["websocket"].values())
     assert status["websocket"]["state"] is None
     assert all(value is None for value in status["tunnel"].values())
-    assert status["outbox"] == {"pending": 3}
+    assert status["outbox"] == {"pending": 3, "dead_letters": 0, "quarantined": 0}
     assert status["plugin_updates"] == []
     assert status["revoked_users"] == []
 

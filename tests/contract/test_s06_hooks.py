@@ -5,7 +5,9 @@ gets the message as JSON on stdin and ``HUBLINK_MESSAGE_TYPE`` in its
 environment; a hook that hangs never blocks the link (heartbeats keep
 flowing) and the recorded ``user_revoked`` and ``plugin_update_available`` show
 in ``status``; ``hublink send plugin_installed`` clears the update; stopping the
-daemon reaps a hook that still runs, and still exits 0 quickly.
+daemon reaps a hook that still runs, and still exits 0 quickly; a hook is
+judged by its exit (a background child holding its output is no timeout) and
+leaves no orphan once the daemon stops.
 The hook runner's own rules (retries, timeouts, environment) are in
 tests/link/test_hooks.py.
 """
@@ -23,7 +25,8 @@ from support.cli import run_hublink
 from support.cloud import HubEnv, make_hub_env
 from support.daemon import Daemons
 from support.polling import wait_until
-from support.processes import is_alive, write_hook
+from support.processes import find_processes_with, is_alive, write_hook
+from support.timing import scaled
 
 
 async def test_daemon_runs_hooks_while_heartbeats_keep_flowing(
@@ -118,3 +121,35 @@ async def test_sigterm_while_a_hook_runs_reaps_it_and_still_exits_0_quickly(
         return False
 
     await wait_until(gone, timeout=5, what="the hook reaped")
+
+
+async def test_the_daemon_judges_a_hook_by_its_exit_and_leaves_no_orphan(
+    hub: HubEnv, daemons: Daemons, tmp_path: Path
+) -> None:
+    # Issue 10 item 12, as reported: the hook exits 0 at once, its background
+    # child holds its output open; it ran 4 times and the child outlived the daemon.
+    runs = tmp_path / "F"
+    hook = ["/bin/sh", "-c", f"echo run >> {runs}; sleep 21.5 & exit 0"]
+    daemon = await daemons.start(
+        env={
+            "HUBLINK_HOOKS": json.dumps({"user_revoked": hook}),
+            "HUBLINK_HOOKS_TIMEOUT": str(scaled(3)),
+        }
+    )
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    message = {"type": "user_revoked", "user_id": "u-7", "email": "c@example.com", "reason": "x"}
+    assert await hub.cloud.push(hub.hub_id, message)
+    await wait_until(
+        lambda: any(e["event"] == "hook succeeded" for e in daemon.log_events()),
+        what="the hook's success",
+    )
+    marker = f"HUBLINK_STATE_DIR={hub.settings.state_dir}"
+    assert find_processes_with(marker, ["sleep", "21.5"])
+    assert runs.read_text() == "run\n"
+    events = [e["event"] for e in daemon.log_events()]
+    assert not any("timed out" in event for event in events)
+    assert await daemon.terminate() == 0
+    await wait_until(
+        lambda: not find_processes_with(marker, ["sleep", "21.5"]), what="no orphan left"
+    )
+    assert runs.read_text() == "run\n"

@@ -6,7 +6,8 @@ left by a crash and is removed on exit, its runtime dir created when missing;
 ``POST /v1/events`` queues durably and answers 201 with the id the Cloud then
 receives, 400 for a body that is not JSON, 422 naming the bad fields (and data
 JSON cannot carry faithfully), 503 when the outbox is full; events posted while
-the Cloud is down wait in the outbox; ``POST /v1/poke`` drains the outbox at
+the Cloud is down wait in the outbox; an event over ``outbox.max_event_size``
+is refused (422, and exit 2 from ``hublink send``); ``POST /v1/poke`` drains the outbox at
 once, even for an event another process queued.
 """
 
@@ -75,7 +76,7 @@ async def test_status_is_the_contract_object(hub: HubEnv, daemons: Daemons) -> N
     }
     assert status["websocket"]["reconnects"] == 0
     assert set(status["tunnel"]) >= {"state", "pid", "restarts", "last_error"}
-    assert status["outbox"] == {"pending": 0}
+    assert status["outbox"] == {"pending": 0, "dead_letters": 0, "quarantined": 0}
     assert status["plugin_updates"] == []
     assert status["revoked_users"] == []
     assert await fetch_status(hub.settings.control_socket) is not None
@@ -201,6 +202,37 @@ async def test_data_json_cannot_carry_faithfully_is_refused_and_nothing_queued(
     status = daemon.status()
     assert status is not None
     assert status["outbox"]["pending"] == 0
+
+
+async def test_an_event_over_max_event_size_is_refused_by_the_control_api_and_the_cli(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    users = [
+        {"cloud_user_id": f"u{n}", "email": f"cajero{n}@example.com", "last_activity": None}
+        for n in range(16000)
+    ]
+    daemon = await daemons.start()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    answer = request(
+        hub.settings.control_socket,
+        "POST",
+        "/v1/events",
+        {"type": "user_sync", "data": {"users": users}},
+    )
+    assert answer is not None
+    code, body = answer
+    assert code == 422
+    assert "outbox.max_event_size" in body["error"]
+    assert body["problems"][0].startswith("(event): ")
+    data = json.dumps({"users": users[:40]})  # ~2.6 kB, over a 2 kB limit
+    sent = daemon.run_cli(
+        "send", "user_sync", "--data", data, HUBLINK_OUTBOX__MAX_EVENT_SIZE="2048"
+    )
+    assert sent.returncode == 2
+    assert "max_event_size = 2048" in sent.stderr
+    assert "Traceback" not in sent.stderr
+    status = await daemon.wait_status(lambda s: s["outbox"]["pending"] == 0)
+    assert status["outbox"]["dead_letters"] == 0
 
 
 async def test_poke_answers_true_with_a_daemon(hub: HubEnv, daemons: Daemons) -> None:

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from hublink.config import Settings
 from hublink.link.hooks import MAX_ATTEMPTS, HookRunner, hook_environment
 from support.polling import wait_until
-from support.processes import is_alive, write_hook
+from support.processes import find_processes_with, is_alive, write_hook
 from support.timing import scaled
 
 #: A fleet-wide frps token, as systemd's EnvironmentFile= would hand it to hublink.
@@ -197,3 +197,59 @@ def test_a_hook_never_inherits_secrets_from_hublinks_environment(
     # as frpc's environment already proves is scrubbed (test_tunnel_config).
     monkeypatch.setenv("HUBLINK_TUNNEL__SERVER_TOKEN", SERVER_TOKEN)
     assert SERVER_TOKEN not in hook_environment("user_revoked").values()
+
+
+# --- judged by the exit, not by the end of the output (issue 10, item 12) -----
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    [
+        "sleep 30 &",  # holds stdin, stdout and stderr
+        "sleep 30 2>&1 >/dev/null </dev/null &",  # holds stderr only
+        "sleep 30 </dev/null >/dev/null 2>&1 &",  # holds nothing of ours
+        "(sleep 30; echo late >&2) &",  # writes to stderr after the hook exited
+    ],
+)
+async def test_a_hook_that_exits_zero_succeeds_whatever_it_leaves_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leftover: str
+) -> None:
+    marker = f"HUBLINK_TEST_MARK={tmp_path}"
+    monkeypatch.setenv("HUBLINK_TEST_MARK", str(tmp_path))
+    count = tmp_path / "count"
+    hook = write_hook(
+        tmp_path, "hook", f"echo run >> {count}\necho said-before-exit >&2\n{leftover}\nexit 0\n"
+    )
+    hooks = runner(tmp_path, hook, timeout=3.0)
+    with capture_logs() as logs:
+        assert await hooks.run("user_revoked", b"{}")
+    assert count.read_text() == "run\n"  # once: no timeout, no retry
+    assert [e["event"] for e in logs] == ["hook succeeded"]
+    assert find_processes_with(marker, ["sleep", "30"])  # the hook's own business, until we stop
+    hooks.kill_leftovers()
+    await wait_until(
+        lambda: not find_processes_with(marker, ["sleep", "30"]),
+        timeout=20.0,
+        what="leftovers killed",
+    )
+
+
+async def test_a_failing_hook_is_judged_by_its_exit_and_its_stderr_kept(tmp_path: Path) -> None:
+    hook = write_hook(tmp_path, "hook", "echo 'the POS is down' >&2\nsleep 30 &\nexit 4\n")
+    hooks = runner(tmp_path, hook, timeout=3.0)
+    with capture_logs() as logs:
+        assert not await hooks.run("user_revoked", b"{}")
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [(e["returncode"], e["timed_out"]) for e in warnings] == [(4, False)] * MAX_ATTEMPTS
+    assert all("the POS is down" in e["stderr"] for e in warnings)
+    hooks.kill_leftovers()
+
+
+async def test_a_hook_that_never_reads_a_large_stdin_still_exits_and_succeeds(
+    tmp_path: Path,
+) -> None:
+    hook = write_hook(tmp_path, "hook", "exit 0\n")
+    payload = json.dumps({"type": "user_revoked", "user_id": "u", "reason": "x" * 900_000})
+    with capture_logs() as logs:
+        assert await runner(tmp_path, hook, timeout=3.0).run("user_revoked", payload.encode())
+    assert [e["event"] for e in logs] == ["hook succeeded"]

@@ -5,7 +5,8 @@ Naming, so that a reader can tell what a name is from its shape:
 - modules are named by what they hold: ``cloud`` (the reference Cloud and an
   enrolled hub), ``daemon`` (``hublink run`` as a subprocess), ``cli`` (the one
   way to run the command line), ``tunnel`` (frps/frpc), ``network`` (ports,
-  listeners, a relay), ``processes``, ``outbox``, ``backup``, ``page``,
+  listeners, a relay), ``terminal`` (a pseudo-terminal), ``processes``,
+  ``outbox``, ``backup``, ``smallfs`` (a small tmpfs), ``page``,
   ``scripted_cloud``, ``nspawn_box``, ``polling`` (the one ``wait_until``),
   ``timing`` (``HUBLINK_TEST_TIME_FACTOR``);
 - fixtures are nouns, what the test receives: ``devcloud``, ``hub``,

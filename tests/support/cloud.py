@@ -85,6 +85,11 @@ def make_hub_env(
     return HubEnv(settings=settings, creds=creds, cloud=cloud)
 
 
+def make_revocation(user: str) -> dict[str, str]:
+    """A ``user_revoked`` message from the Cloud for ``user``."""
+    return {"type": "user_revoked", "user_id": user, "email": f"{user}@x.example", "reason": "x"}
+
+
 @pytest.fixture(scope="session")
 def devcloud_signing_key() -> rsa.RSAPrivateKey:
     """One JWT signing key for every test's Cloud: making one per test is slow."""

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 
 from hublink.config import Settings
 from hublink.control import status_now
-from support.cli import HUBLINK_COMMAND, make_child_env
+from support.cli import HUBLINK_COMMAND, make_child_env, run_hublink
 from support.cloud import HubEnv
 from support.polling import POLL, wait_until
 from support.timing import scaled
@@ -88,6 +89,25 @@ class HublinkProcess:
                 if isinstance(event, dict):
                     events.append(event)
         return events
+
+    def crashes(self) -> list[dict[str, Any]]:
+        """The log lines of tasks that crashed and were restarted (none, in a healthy run)."""
+        return [e for e in self.log_events() if e["event"] == "task crashed; restarting it"]
+
+    def run_cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """``hublink ARGS`` run beside this daemon: its state and runtime dirs, its Cloud.
+
+        ``env`` adds variables (``HUBLINK_OUTBOX__MAX_EVENT_SIZE``, say).
+        """
+        return run_hublink(
+            *args,
+            env=make_child_env(
+                HUBLINK_STATE_DIR=str(self.settings.state_dir),
+                HUBLINK_RUNTIME_DIR=str(self.settings.runtime_dir),
+                HUBLINK_CLOUD_URL=self.settings.cloud_url,
+                **env,
+            ),
+        )
 
     def status(self) -> dict[str, Any] | None:
         """``GET /v1/status`` from the running daemon, or None."""

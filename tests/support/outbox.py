@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hublink.config import Settings
 from hublink.link.messages import validate_event
 from hublink.link.outbox import Outbox
+
+#: A ``plugin_installed`` event's data, as the Hub application sends it.
+PLUGIN = {"plugin_id": "inventory", "version": "2.0", "installed_at": "2026-01-01T00:00:00Z"}
+
+
+def make_plugin_event(n: int) -> Any:
+    """The ``plugin_installed`` event of plugin ``pN``, validated as the outbox takes it."""
+    return validate_event("plugin_installed", {**PLUGIN, "plugin_id": f"p{n}"})
 
 
 def queue_events(settings: Settings, count: int, start: int = 0) -> list[str]:

@@ -14,6 +14,23 @@ def is_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def find_processes_with(marker: str, argv: list[str]) -> list[int]:
+    """Live processes whose command line is ``argv`` and whose environment holds ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")[:-1]
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        ours = [part.decode() for part in cmdline] == argv and marker.encode() in environ
+        if ours and is_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
 def read_proc_file(pid: int, name: str) -> bytes:
     """``/proc/PID/name`` (cmdline, environ) as bytes."""
     return Path(f"/proc/{pid}/{name}").read_bytes()

@@ -335,18 +335,24 @@ async def back_up_now(
         try:
             outcome = await BackupService(settings, creds, session).back_up()
         except HublinkError as err:
-            await asyncio.to_thread(
-                _remember, settings, BackupFailed(error=err.message, requested_by=requested_by)
-            )
+            failed = BackupFailed(error=err.message, requested_by=requested_by)
+            await asyncio.to_thread(_remember, settings, creds, failed)
             raise
-    await asyncio.to_thread(_remember, settings, completed(outcome, requested_by))
+    await asyncio.to_thread(_remember, settings, creds, completed(outcome, requested_by))
     return outcome
 
 
-def _remember(settings: Settings, result: BackupCompleted | BackupFailed) -> None:
+def _remember(
+    settings: Settings, creds: Credentials, result: BackupCompleted | BackupFailed
+) -> None:
     # The daemon's dispatcher records the backups it runs; this is for
     # `hublink backup`, so that `hublink status` shows the last one either way.
-    store = StateStore.load(settings.state_dir)
+    # The notices of this hub: a record made for it clears another hub's (re-registration).
+    store = StateStore.load(
+        settings.state_dir,
+        hub_id=str(creds.hub_id),
+        max_revoked_users=settings.notices.max_revoked_users,
+    )
     try:
         store.record_backup(result)
     finally:

@@ -177,7 +177,7 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     if answer is not None:
         out(_event_id_from(answer, args.type))
         return EXIT_OK
-    outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
+    outbox = Outbox.for_settings(settings)
     try:
         notices = StateStore.load(settings.state_dir)
         try:

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import structlog
 
 from hublink.config import Settings
-from hublink.errors import OutboxError
 from hublink.link.hooks import HookRunner
 from hublink.link.messages import (
     BACKUP_ALREADY_RUNNING,
@@ -104,6 +103,8 @@ class Dispatcher:
             # Jobs dispatched from now on wait in the backlog for a new run(),
             # or are dropped with it: they are not coroutines yet.
             self._group = None
+            # Background processes of hooks that exited must not outlive the daemon.
+            self.hooks.kill_leftovers()
 
     def dispatch(self, message: InboundMessage) -> None:
         """Handle ``message`` now; never raises for a handler's failure."""
@@ -158,10 +159,8 @@ class Dispatcher:
         # record its own result when it ends.
         if not (isinstance(result, BackupFailed) and result.error == BACKUP_ALREADY_RUNNING):
             self.store.record_backup(result)
-        try:
-            await self.outbox.put(result)
-        except OutboxError as err:
-            log.error("cannot queue the backup answer", error=str(err), answer=result.type)
+        # The Cloud waits for this answer: held for the open link if it cannot be queued.
+        await self.outbox.put_or_hold(result)
 
     async def _run_backup(self, requested_by: str) -> BackupCompleted | BackupFailed:
         if self.backup is None:
