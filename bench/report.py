@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "BENCHMARKS.md"
 #: Benches that return rows, in the order of the table.
-ROW_BENCHES = ("bench_commands", "bench_cli", "bench_outbox", "bench_idle")
+ROW_BENCHES = ("bench_commands", "bench_cli", "bench_outbox", "bench_idle", "bench_metrics")
 #: Benches that only print (their figures are not in the table yet).
 SCRIPT_BENCHES = ("bench_tunnel.py", "bench_backup.py")
 
@@ -90,8 +90,8 @@ def interleaved(
     return ours, theirs
 
 
-def markdown(rows: Iterable[Row], seconds: float) -> str:
-    """The whole ``BENCHMARKS.md``."""
+def markdown(rows: Iterable[Row], seconds: float, sections: Iterable[str] = ()) -> str:
+    """The whole ``BENCHMARKS.md``: the table, then each bench's own sections."""
     head = ["figure", "hublink", "baseline (same run)", "ratio", "rounds", "spread", "goal"]
     lines = [
         "# Benchmarks",
@@ -107,7 +107,8 @@ def markdown(rows: Iterable[Row], seconds: float) -> str:
         "|" + "---|" * len(head),
     ]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    lines += ["", *sections]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def main() -> int:
@@ -115,6 +116,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     started = time.monotonic()
     rows: list[Row] = []
+    sections: list[str] = []
     for name in ROW_BENCHES:
         print(f"== {name}", flush=True)
         module = importlib.import_module(name)
@@ -122,7 +124,10 @@ def main() -> int:
         for row in got:
             print("  " + " | ".join(row.cells()), flush=True)
         rows += got
-    OUTPUT.write_text(markdown(rows, time.monotonic() - started))
+        # A bench may add sections of its own below the table (samples, tool output).
+        if hasattr(module, "markdown"):
+            sections.append(module.markdown())
+    OUTPUT.write_text(markdown(rows, time.monotonic() - started, sections))
     print(f"wrote {OUTPUT}")
     if os.environ.get("BENCH_SKIP_SCRIPTS"):
         return 0

@@ -177,6 +177,77 @@ def test_the_fleet_token_is_masked_in_logs_once_loaded(tmp_path: Path) -> None:
     assert mask_text("frps said: bad token fleet-wide-s3cret") == "frps said: bad token ***"
 
 
+# --- backup.schedule and metrics.listen (contract sections 10 and 11) ---------------
+
+_HH_MM = r"(?:[01]\d|2[0-3]):[0-5]\d"
+
+
+@pytest.mark.parametrize("bad", ["25:00", "3pm", "7:5", "24:00", "12:60", "0330", "03:30:00"])
+def test_an_invalid_backup_schedule_is_a_config_error_naming_the_key(
+    tmp_path: Path, bad: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(write(tmp_path, f'[backup]\nschedule = "{bad}"\n')))
+    assert f"backup.schedule = {bad!r}" in str(caught.value)
+    assert "HH:MM" in str(caught.value)
+    assert caught.value.exit_code == 78
+
+
+@given(text=st.text(max_size=12))
+def test_backup_schedule_takes_exactly_the_times_of_day_as_hh_mm(text: str) -> None:
+    import re
+
+    from pydantic import ValidationError
+
+    from hublink.config import BackupSettings
+
+    try:
+        accepted = BackupSettings(schedule=text).schedule
+    except ValidationError as err:
+        assert not re.fullmatch(_HH_MM, text.strip())
+        assert "HH:MM" in str(err)
+    else:
+        if not text.strip():
+            assert accepted is None  # empty: no schedule
+        else:
+            assert accepted == text.strip() and re.fullmatch(_HH_MM, accepted)
+
+
+def test_an_invalid_schedule_from_the_environment_stops_the_cli_with_78(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hublink.cli import main
+
+    monkeypatch.setenv("HUBLINK_BACKUP__SCHEDULE", "3pm")
+    assert main(["status"]) == 78
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ("9464", "not HOST:PORT"),
+        (":9464", "not HOST:PORT"),
+        ("localhost:0", "between 1 and 65535"),
+        ("127.0.0.1:65536", "between 1 and 65535"),
+        ("127.0.0.1 9464", "not HOST:PORT"),
+    ],
+)
+def test_an_invalid_metrics_listen_is_a_config_error_naming_the_key(
+    tmp_path: Path, bad: str, named: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(write(tmp_path, f'[metrics]\nlisten = "{bad}"\n')))
+    assert f"metrics.listen = {bad!r}" in str(caught.value)
+    assert named in str(caught.value)
+
+
+@pytest.mark.parametrize("jitter", ["-1", "86400", "1e9"])
+def test_a_schedule_jitter_of_a_day_or_more_is_refused(tmp_path: Path, jitter: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(write(tmp_path, f"[backup]\nschedule_jitter = {jitter}\n")))
+    assert "backup.schedule_jitter" in str(caught.value)
+
+
 # --- what the file holds: bytes, encodings, folders (issue 10, items 1 and 2) ----------
 
 

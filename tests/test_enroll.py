@@ -287,3 +287,25 @@ def test_state_dir_is_private(tmp_path: Path) -> None:
     with store.locked():
         pass
     assert stat.S_IMODE(os.stat(tmp_path / "fresh").st_mode) == 0o700
+
+
+async def test_registration_draws_this_hubs_backup_delay_once(
+    devcloud: DevCloud, tmp_path: Path
+) -> None:
+    from datetime import date
+
+    from hublink.backup.schedule import ScheduleState
+    from hublink.statedir import BACKUP_SCHEDULE
+
+    settings = settings_for(devcloud.url, tmp_path)
+    await run_enroll(settings)
+    path = settings.state_dir / BACKUP_SCHEDULE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = ScheduleState.load(settings.state_dir)
+    assert first is not None and 0 <= first.fraction < 1 and first.last_slot is None
+    # A new registration draws again, but keeps the last slot done: no second backup today.
+    ScheduleState(first.fraction, date(2026, 5, 4)).save(settings.state_dir)
+    await run_enroll(settings, force=True)
+    again = ScheduleState.load(settings.state_dir)
+    assert again is not None and again.last_slot == date(2026, 5, 4)
+    assert again.fraction != first.fraction

@@ -9,12 +9,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -66,6 +68,9 @@ DEFAULT_OUTBOX_MAX_EVENT_SIZE = 1_000_000
 #: many older ones were dropped.
 DEFAULT_NOTICES_MAX_REVOKED_USERS = 100
 DEFAULT_HOOKS_TIMEOUT = 30.0
+DEFAULT_SCHEDULE_JITTER = 3600.0
+#: A scheduled backup's jitter must stay under a day, so that each day keeps its one slot.
+MAX_SCHEDULE_JITTER = 86400.0
 
 #: The hook a person triggers to install a recorded plugin update (contract section 6).
 INSTALL_PLUGIN_UPDATE = "install_plugin_update"
@@ -117,6 +122,37 @@ def _blank_means_unset(fields: Mapping[str, FieldInfo], data: Any) -> Any:
         else value
         for key, value in data.items()
     }
+
+
+#: ``HH:MM``, 24-hour, two digits each (contract section 11).
+_SCHEDULE = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
+_LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(?P<port>\d{1,5})")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` → ``("127.0.0.1", 9464)``; ``"[::1]:9464"`` → ``("::1", 9464)``.
+
+    Raises:
+        ValueError: not ``HOST:PORT`` with a port in 1..65535 (the message says so).
+    """
+    match = _LISTEN.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f'{value!r} is not HOST:PORT; write it like "127.0.0.1:9464" or "[::1]:9464"'
+        )
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{value!r}: the port must be between 1 and 65535, not {port}")
+    return match["host"].strip("[]"), port
+
+
+def _listen_address(value: str) -> str:
+    split_listen(value)
+    return value.strip()
+
+
+#: A ``HOST:PORT`` to listen on (``metrics.listen``), checked when the settings load.
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
 class _Section(BaseModel):
@@ -182,6 +218,20 @@ class BackupSettings(_Section):
     database: Path | None = None
     recipients: tuple[str, ...] = ()
     zstd_level: Annotated[int, Field(ge=1, le=22)] = DEFAULT_ZSTD_LEVEL
+    schedule: str | None = None
+    schedule_jitter: Annotated[float, Field(ge=0, lt=MAX_SCHEDULE_JITTER)] = DEFAULT_SCHEDULE_JITTER
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_shape(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # schedule = "" reads as "no schedule", as leaving it out does
+        if not _SCHEDULE.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} is not a time of day as HH:MM (24-hour, two digits each), "
+                'e.g. "03:30" or "23:05"'
+            )
+        return value.strip()
 
     @field_validator("recipients")
     @classmethod
@@ -206,6 +256,12 @@ class NoticesSettings(_Section):
     """``[notices]``: how much of what the Cloud told the hub is kept for ``status``."""
 
     max_revoked_users: Annotated[int, Field(ge=1)] = DEFAULT_NOTICES_MAX_REVOKED_USERS
+
+
+class MetricsSettings(_Section):
+    """``[metrics]``: the Prometheus endpoint on TCP (contract section 10)."""
+
+    listen: ListenAddress | None = None
 
 
 class TlsSettings(_Section):
@@ -253,6 +309,7 @@ class Settings(BaseSettings):
     hooks_timeout: Seconds = DEFAULT_HOOKS_TIMEOUT
     tls: TlsSettings = TlsSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

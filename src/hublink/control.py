@@ -3,6 +3,7 @@
 Server side (inside ``hublink run``)::
 
     GET  /v1/status   the contract's status object
+    GET  /metrics     the Prometheus series (contract section 10)
     POST /v1/events   {"type", "data"} → validated, queued durably → 201 {"id"}
     POST /v1/poke     wake the outbox drain (after a ``hublink send``)
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from hublink.link.notices import StateStore
     from hublink.link.outbox import AsyncOutbox
+    from hublink.metrics import Metrics
     from hublink.status import StatusReport
 
 log = structlog.get_logger(__name__)
@@ -55,12 +57,18 @@ class ControlServer:
     """The daemon's side of the control socket."""
 
     def __init__(
-        self, path: Path, status: StatusProvider, outbox: AsyncOutbox, notices: StateStore
+        self,
+        path: Path,
+        status: StatusProvider,
+        outbox: AsyncOutbox,
+        notices: StateStore,
+        metrics: Metrics,
     ) -> None:
         self.path = path
         self._status = status
         self._outbox = outbox
         self._notices = notices
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
         self._inode: int | None = None
 
@@ -78,6 +86,7 @@ class ControlServer:
         app.router.add_get("/v1/status", self._get_status)
         app.router.add_post("/v1/events", self._post_event)
         app.router.add_post("/v1/poke", self._post_poke)
+        app.router.add_get("/metrics", self._get_metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -106,6 +115,13 @@ class ControlServer:
         from aiohttp import web
 
         return web.json_response(await self._status())
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        # Not at the top: `hublink status` imports this module, and prometheus_client
+        # costs ~0.1 s to import (tests/test_imports.py keeps it out of the quick commands).
+        from hublink.metrics import metrics_response
+
+        return await metrics_response(self._metrics, request)
 
     async def _post_poke(self, request: web.Request) -> web.Response:
         from aiohttp import web
@@ -233,10 +249,10 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def request(
+def exchange(
     path: Path, method: str, url: str, body: Any = None, *, timeout: float = CLIENT_TIMEOUT
-) -> tuple[int, Any] | None:
-    """One request to the daemon: ``(status, decoded JSON)``, or None when no daemon answers."""
+) -> tuple[int, bytes] | None:
+    """One request to the daemon: ``(status, raw body)``, or None when no daemon answers."""
     conn = _UnixConnection(path, timeout)
     payload = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if payload is not None else {}
@@ -248,10 +264,29 @@ def request(
         return None
     finally:
         conn.close()
+    return response.status, raw
+
+
+def request(
+    path: Path, method: str, url: str, body: Any = None, *, timeout: float = CLIENT_TIMEOUT
+) -> tuple[int, Any] | None:
+    """One request to the daemon: ``(status, decoded JSON)``, or None when no daemon answers."""
+    answer = exchange(path, method, url, body, timeout=timeout)
+    if answer is None:
+        return None
+    status, raw = answer
     try:
-        return response.status, json.loads(raw) if raw else None
+        return status, json.loads(raw) if raw else None
     except ValueError:
-        return response.status, None
+        return status, None
+
+
+def metrics_now(path: Path, *, timeout: float = CLIENT_TIMEOUT) -> str | None:
+    """The running daemon's ``GET /metrics`` (Prometheus text), or None when no daemon answers."""
+    answer = exchange(path, "GET", "/metrics", timeout=timeout)
+    if answer is None or answer[0] != 200:
+        return None
+    return answer[1].decode("utf-8", errors="replace")
 
 
 def status_now(path: Path) -> StatusReport | None:

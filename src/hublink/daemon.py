@@ -20,6 +20,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from hublink import statedir
+from hublink.backup.schedule import BackupScheduler
 from hublink.cloud.client import make_session
 from hublink.control import ControlServer
 from hublink.credentials import Credentials, CredentialStore
@@ -39,10 +41,18 @@ from hublink.errors import (
 )
 from hublink.link.connection import Link
 from hublink.link.dispatch import Dispatcher
+from hublink.link.messages import (
+    APP_EVENT_TYPES,
+    INBOUND_TYPES,
+    BackupCompleted,
+    BackupFailed,
+    message_type,
+)
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
 from hublink.logs import set_hub_id
+from hublink.metrics import Metrics, MetricsServer
 from hublink.retry import Backoff, Jitter
 from hublink.status import StatusReport, build_status
 from hublink.systemd import Notifier
@@ -54,7 +64,7 @@ if TYPE_CHECKING:
 
     from hublink.backup.service import BackupService
     from hublink.config import Settings
-    from hublink.link.messages import BackupCompleted, BackupFailed
+    from hublink.link.notices import Notices
 
 log = structlog.get_logger(__name__)
 
@@ -158,6 +168,9 @@ class Daemon:
         self._last_status_line = ""
         self._session: aiohttp.ClientSession | None = None
         self._backups: BackupService | None = None
+        self.metrics: Metrics | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._scheduler: BackupScheduler | None = None
 
     # --- startup --------------------------------------------------------------
 
@@ -183,13 +196,19 @@ class Daemon:
                 )
             )
             self._outbox = await AsyncOutbox.for_settings(settings)
+            self.metrics = self._make_metrics(await self._store.asnapshot())
             self._dispatcher = Dispatcher(
-                settings, self._store, self._outbox, backup=self._run_backup
+                settings, self._store, self._outbox, backup=self._run_backup, metrics=self.metrics
             )
+            self._scheduler = BackupScheduler(settings, self._dispatcher.back_up)
             self._control = ControlServer(
-                settings.control_socket, self.status, self._outbox, self._store
+                settings.control_socket, self.status, self._outbox, self._store, self.metrics
             )
             await self._control.start()
+            if settings.metrics.listen is not None:
+                # A port it cannot bind is reported (log, status) and the daemon goes on.
+                self._metrics_server = MetricsServer(self.metrics, settings.metrics.listen)
+                await self._metrics_server.start()
         except BaseException:
             await self.shutdown()
             raise
@@ -208,11 +227,34 @@ class Daemon:
             control_socket=str(settings.control_socket),
         )
 
+    def _make_metrics(self, notices: Notices) -> Metrics:
+        """The daemon's metrics; the last successful backup comes back from the state dir."""
+        last = notices["last_completed_backup"]
+        last_at = None
+        if last is not None:
+            try:
+                last_at = datetime.fromisoformat(last["at"])
+            except (TypeError, ValueError):
+                log.warning("the last backup's time in the state store is unreadable", at=last)
+        return Metrics(
+            live=self.live,
+            outbox=self._outbox.sync if self._outbox is not None else None,
+            inbound_types=INBOUND_TYPES,
+            event_types=(
+                *APP_EVENT_TYPES,
+                message_type(BackupCompleted),
+                message_type(BackupFailed),
+            ),
+            hook_types=self.settings.hooks,
+            last_backup_at=last_at,
+        )
+
     # --- main loop --------------------------------------------------------------
 
     async def main_loop(self) -> None:
         """Run every task under one TaskGroup until the stop event; then cancel them."""
         assert self._dispatcher is not None and self._notifier is not None
+        assert self._scheduler is not None
         self._main_task = asyncio.current_task()
         deadline: asyncio.TimerHandle | None = None
         try:
@@ -223,6 +265,10 @@ class Daemon:
                     group.create_task(supervise("watchdog", self._notifier.watchdog)),
                     group.create_task(supervise("credentials", self._watch_credentials)),
                 ]
+                if self.settings.backup.schedule is not None:
+                    self._tasks.append(
+                        group.create_task(supervise("schedule", self._scheduler.run))
+                    )
                 await self._stop.wait()
                 log.info("stopping")
                 self._notifier.stopping()
@@ -258,7 +304,15 @@ class Daemon:
         tls = None
         if self.settings.cloud_scheme == "https":
             tls = ssl_context(self.settings)
-        await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
+        await Link(
+            self.settings,
+            creds,
+            self.live,
+            self._outbox,
+            self._dispatcher,
+            ssl=tls,
+            metrics=self.metrics,
+        ).run()
 
     def _follow_link(self) -> None:
         """Live-state listener: note when the Cloud refuses or accepts the credentials."""
@@ -293,7 +347,10 @@ class Daemon:
     async def _run_tunnel(self, creds: Credentials) -> None:
 
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
-        await TunnelSupervisor(self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE).run()
+        supervisor = TunnelSupervisor(
+            self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE, metrics=self.metrics
+        )
+        await supervisor.run()
 
     async def _run_backup(self, requested_by: str) -> BackupCompleted | BackupFailed:
         """The dispatcher's BackupRunner: back up, upload, answer (never raises)."""
@@ -382,6 +439,8 @@ class Daemon:
             pid=os.getpid(),
             outbox=await self._outbox.counts(),
             snapshot=await self._store.asnapshot(),
+            next_backup_at=self._scheduler.next_at if self._scheduler is not None else None,
+            metrics_error=self._metrics_server.error if self._metrics_server else None,
         )
 
     # --- shutdown ---------------------------------------------------------------
@@ -394,6 +453,9 @@ class Daemon:
         if self._control is not None:
             await self._control.stop()
             self._control = None
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+            self._metrics_server = None
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -31,6 +31,8 @@ NOTICES = "state.sqlite3"
 BACKUP_IDENTITY = "backup-identity.txt"
 #: The local page's setup code (0600, contract section 9).
 WEB_CODE = "web-code"
+#: The scheduled backups' delay (drawn once) and the last slot done (0600, contract section 11).
+BACKUP_SCHEDULE = "backup-schedule.json"
 
 #: Held by a running daemon for its whole life; holds the daemon's pid.
 DAEMON_LOCK = ".daemon.lock"

@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from hublink import __version__, statedir
+from hublink.clock import iso_z
 from hublink.untrusted import printable
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from hublink.config import Settings
     from hublink.credentials import Credentials
     from hublink.link.notices import LastBackup, Notices, PluginUpdate, RevokedUser
@@ -71,6 +74,15 @@ class BackupReport(TypedDict):
     owner_recipients: int
 
 
+class MetricsReport(TypedDict):
+    """``metrics``: the Prometheus endpoint on TCP (contract section 10)."""
+
+    #: ``metrics.listen``; null when unset (the control socket serves /metrics either way).
+    listen: str | None
+    #: Why a running daemon does not serve it there (port in use, …); null when it does.
+    error: str | None
+
+
 class StatusReport(TypedDict):
     """The object of ``hublink status --json`` and ``GET /v1/status`` (contract section 5).
 
@@ -93,6 +105,10 @@ class StatusReport(TypedDict):
     revoked_users_dropped: int
     last_backup: LastBackup | None
     backup: BackupReport
+    #: When the next scheduled backup is due (contract section 11); null without
+    #: ``backup.schedule`` or a running daemon.
+    next_backup_at: str | None
+    metrics: MetricsReport
     version: str
     state_dir: str
 
@@ -121,6 +137,8 @@ def build_status(
     pid: int | None,
     outbox: OutboxCounts | None,
     snapshot: Notices,
+    next_backup_at: datetime | None = None,
+    metrics_error: str | None = None,
 ) -> StatusReport:
     """The status object; ``live`` and ``pid`` are None when no daemon runs.
 
@@ -147,6 +165,8 @@ def build_status(
             "database": str(settings.backup.database) if settings.backup.database else None,
             "owner_recipients": len(settings.backup.recipients),
         },
+        "next_backup_at": iso_z(next_backup_at),
+        "metrics": {"listen": settings.metrics.listen, "error": metrics_error},
         "version": __version__,
         "state_dir": str(settings.state_dir),
     }
@@ -249,6 +269,9 @@ def _summary(status: StatusReport) -> list[str]:
         lines.append(f"revoked users: {len(revoked)}{older}")
         lines += [f"  {_brief(user)}" for user in revoked]
     lines += _backup_lines(status)
+    metrics = status.get("metrics") or {}
+    if metrics.get("error"):
+        lines.append(f"metrics:    {metrics['error']}")
     return lines
 
 
@@ -258,6 +281,8 @@ def _backup_lines(status: StatusReport) -> list[str]:
     if last:
         what = last.get("filename") or last.get("error") or ""
         lines.append(f"last backup: {last.get('result')} at {last.get('at')} {what}".rstrip())
+    if status.get("next_backup_at"):
+        lines.append(f"next backup: {status['next_backup_at']} (backup.schedule)")
     backup = status.get("backup") or {}
     if backup.get("database") and not backup.get("owner_recipients"):
         # Imported only when needed: the backup keys bring the age library along.

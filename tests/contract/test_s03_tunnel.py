@@ -4,13 +4,16 @@
 What it proves: the daemon runs frpc on the generated config and a request to
 the hub's ``tunnel_port`` on frps reaches the Hub application; frpc is reaped
 when the daemon stops, and dies with it even after a kill -9; new credentials
-restart the tunnel as the new hub; the tunnel stops while the Cloud refuses
+restart the tunnel as the new hub; its metrics follow frpc (up, restarts,
+section 10); the tunnel stops while the Cloud refuses
 the hub's credentials and comes back once they are accepted; the token never
 reaches the daemon's log.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,6 +22,7 @@ import pytest
 from hublink.credentials import CredentialStore
 from support.cloud import HubEnv, make_hub_env
 from support.daemon import Daemons, HublinkProcess
+from support.metrics import scrape_socket
 from support.polling import wait_until
 from support.processes import is_alive
 from support.tunnel import HELLO, fetch_eventually
@@ -67,6 +71,29 @@ async def test_new_credentials_restart_the_tunnel_too(
     body = await fetch_eventually(f"http://127.0.0.1:{again.creds.tunnel_port}/")
     assert body == HELLO
     assert status["websocket"]["state"] in ("connected", "connecting", "backoff")
+
+
+async def test_tunnel_up_and_restarts_in_the_metrics_follow_frpc(
+    tunnel_hub: HubEnv, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(tunnel_hub)
+    first = await daemon.wait_status(lambda s: s["tunnel"]["state"] == "running", timeout=30)
+    sock = tunnel_hub.settings.control_socket
+
+    def tunnel(up: float, restarts: float) -> bool:
+        scrape = scrape_socket(sock)
+        return (
+            scrape is not None
+            and scrape.value("hublink_tunnel_up") == up
+            and scrape.value("hublink_tunnel_restarts_total") == restarts
+        )
+
+    await wait_until(lambda: tunnel(1, 0), what="tunnel_up 1, no restart")
+    os.kill(first["tunnel"]["pid"], signal.SIGKILL)
+    await daemon.wait_status(
+        lambda s: s["tunnel"]["state"] == "running" and s["tunnel"]["restarts"] == 1, timeout=30
+    )
+    await wait_until(lambda: tunnel(1, 1), what="tunnel_up 1 again, one restart")
 
 
 async def test_the_tunnel_stops_while_the_cloud_refuses_the_hub_and_comes_back_after(

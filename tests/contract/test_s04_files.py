@@ -24,14 +24,12 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import resource
 import sqlite3
 import stat
 import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -47,6 +45,7 @@ from support.backup import make_database
 from support.cli import HUBLINK_COMMAND, HubBox, make_child_env, run_hublink
 from support.cloud import HubEnv, make_hub_env
 from support.daemon import Daemons
+from support.leaks import JWT, Box
 from support.network import find_free_port, find_free_port_range
 from support.outbox import PLUGIN, make_plugin_event
 from support.polling import wait_until
@@ -56,7 +55,6 @@ from support.timing import scaled
 EMAIL = "owner@example.com"
 PASSWORD = "owner-pass-" + uuid4().hex
 SERVER_TOKEN = "fleet-token-" + uuid4().hex
-JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
 
 #: Where the secrets may be: nowhere else.
 SECRET_FILES = {"credentials.toml", "frpc.toml", "backup-identity.txt"}
@@ -69,35 +67,6 @@ for name in ("environ", "cmdline"):
         dst.write(src.read())
 sys.stdin.read()
 """
-
-
-@dataclass
-class Box:
-    """One hub box under test: its folders, environment and everything seen."""
-
-    base: Path
-    umask: int
-    env: dict[str, str]
-    seen: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def state_dir(self) -> Path:
-        return self.base / "var" / "lib" / "hublink"
-
-    @property
-    def runtime_dir(self) -> Path:
-        return self.base / "run" / "hublink"
-
-    async def hublink(self, *args: str, stdin: str = "", code: int = 0) -> str:
-        """Run one command to completion under the box's umask; its stdout."""
-        result = await asyncio.to_thread(
-            run_hublink, *args, env=self.env, stdin=stdin, timeout=50, umask=self.umask
-        )
-        out, err = result.stdout.encode(), result.stderr.encode()
-        self.seen[f"`hublink {' '.join(args)}` stdout"] = out
-        self.seen[f"`hublink {' '.join(args)}` stderr"] = err
-        assert result.returncode == code, f"hublink {args}: {result.returncode}\n{err.decode()}"
-        return out.decode()
 
 
 @contextlib.asynccontextmanager

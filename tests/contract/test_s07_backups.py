@@ -6,7 +6,9 @@ What it proves: the daemon backs up on request, uploads and answers
 request answered ``backup_failed``; heartbeats keep flowing while a big backup
 is compressed and encrypted (in the daemon, and in the link's own loop); log
 lines name the backup task; ``hublink backup`` uploads and remembers it, and a
-revoked hub exits 77 leaving nothing behind. The pipeline's own rules
+revoked hub exits 77 leaving nothing behind; a scheduled backup missed while
+the box was off runs after the start (a section 11 flow, here until that
+section has its own file). The pipeline's own rules
 (snapshots under load, recipients, restore) are in tests/backup/.
 """
 
@@ -17,12 +19,13 @@ import itertools
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hublink.backup.schedule import ScheduleState, local_zone
 from hublink.backup.service import BackupService
 from hublink.cloud.client import make_session
 from hublink.config import BackupSettings, WebSocketSettings
@@ -101,6 +104,44 @@ async def test_the_daemon_backs_up_on_request_one_at_a_time_without_missing_hear
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(moments)]
     assert (finished - started).total_seconds() > 2 * MAX_GAP, "the backup was too quick to tell"
     assert max(gaps) < MAX_GAP, f"a heartbeat waited {max(gaps):.2f} s during the backup"
+
+
+async def test_a_scheduled_backup_missed_while_off_reaches_the_cloud_after_the_start(
+    devcloud: DevCloud, tmp_path: Path
+) -> None:
+    db = tmp_path / "hub.sqlite3"
+    make_database(db, rows=100)
+    # The box was off at today's slot (a minute ago, in the zone the daemon will use too)
+    # and its last scheduled backup was two days ago.
+    now = datetime.now(local_zone())
+    slot = now - timedelta(minutes=1)
+    hub = make_hub_env(
+        devcloud,
+        tmp_path,
+        backup=BackupSettings(database=db, schedule=f"{slot:%H:%M}", schedule_jitter=0),
+    )
+    ScheduleState(0.5, slot.date() - timedelta(days=2)).save(hub.settings.state_dir)
+    daemon = await HublinkProcess(hub).start()
+    try:
+        await wait_until(lambda: _answers(devcloud, hub.hub_id), 30, "the scheduled backup")
+        status = await daemon.wait_status(
+            lambda s: (s["last_backup"] or {}).get("requested_by") == "schedule"
+        )
+    finally:
+        await daemon.stop()
+    [answer] = _answers(devcloud, hub.hub_id)
+    assert (answer["type"], answer["requested_by"]) == ("backup_completed", "schedule")
+    [record] = devcloud.backup_records(hub.hub_id)
+    assert record.backup_id == answer["backup_id"]
+    # Next: tomorrow's slot (jitter 0, so exactly the schedule's time).
+    next_at = datetime.fromisoformat(status["next_backup_at"]).astimezone(local_zone())
+    assert (next_at.date(), f"{next_at:%H:%M}") == (
+        slot.date() + timedelta(days=1),
+        f"{slot:%H:%M}",
+    )
+    state = ScheduleState.load(hub.settings.state_dir)
+    assert state is not None and state.last_slot == slot.date()
+    assert isinstance(state.last_slot, date)
 
 
 # --- the link's own loop: a big backup never holds a heartbeat up ------------------------

@@ -211,7 +211,8 @@ async def test_an_event_over_max_event_size_is_refused_by_the_control_api_and_th
         {"cloud_user_id": f"u{n}", "email": f"cajero{n}@example.com", "last_activity": None}
         for n in range(16000)
     ]
-    daemon = await daemons.start()
+    # With a daemon running, `hublink send` hands the event to it: its limit rules.
+    daemon = await daemons.start(env={"HUBLINK_OUTBOX__MAX_EVENT_SIZE": "2048"})
     await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
     answer = request(
         hub.settings.control_socket,

@@ -55,6 +55,7 @@ def test_empty_store_does_not_create_files(tmp_path: Path) -> None:
         "revoked_users": [],
         "revoked_users_dropped": 0,
         "last_backup": None,
+        "last_completed_backup": None,
     }
     store.close()
     assert not (tmp_path / "state").exists()

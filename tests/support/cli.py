@@ -115,6 +115,11 @@ def export_settings(settings: Settings, **extra: str) -> dict[str, str]:
         env["HUBLINK_HOOKS_TIMEOUT"] = str(settings.hooks_timeout)
     if settings.backup.database is not None:
         env["HUBLINK_BACKUP__DATABASE"] = str(settings.backup.database)
+    if settings.backup.schedule is not None:
+        env["HUBLINK_BACKUP__SCHEDULE"] = settings.backup.schedule
+        env["HUBLINK_BACKUP__SCHEDULE_JITTER"] = str(settings.backup.schedule_jitter)
+    if settings.metrics.listen is not None:
+        env["HUBLINK_METRICS__LISTEN"] = settings.metrics.listen
     if settings.tls.ca_file is not None:
         env["HUBLINK_TLS__CA_FILE"] = str(settings.tls.ca_file)
     for key, value in settings.websocket.model_dump().items():

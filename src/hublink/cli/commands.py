@@ -314,6 +314,36 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
     return EXIT_OK if report.ok else EXIT_FAILURE
 
 
+def cmd_support_bundle(args: argparse.Namespace, settings: Settings | None) -> int:
+    """``hublink support-bundle``: versions, config, status, doctor, frpc.toml, metrics, journal."""
+    from pathlib import Path
+
+    from hublink import bundle
+    from hublink.config import load_settings
+    from hublink.configfile import config_path
+    from hublink.errors import ConfigError
+
+    path, _ = config_path(args.config)
+    error: ConfigError | None = None
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        settings, error = None, err
+    else:
+        configure_logging(settings.log.level, settings.log.format)
+    output = Path(args.output) if args.output else bundle.default_output()
+    if output.exists() and not args.force:
+        # Before the minute of collecting: the answer would be the same afterwards.
+        bundle.write(bundle.Bundle(), output, force=False)
+    collected = bundle.collect(settings, error, path)
+    members = bundle.write(collected, output, force=args.force)
+    out(f"wrote {output.absolute()} (mode 0600): {', '.join(members)}")
+    for note in collected.notes:
+        out(f"  not collected: {note}")
+    out("secrets are masked; look inside before you send it: tar -xzf FILE")
+    return EXIT_OK
+
+
 def cmd_tunnel_config(args: argparse.Namespace, settings: Settings) -> int:
     """``hublink tunnel-config``: the frpc.toml hublink would write, secrets masked."""
     from hublink.credentials import CredentialStore

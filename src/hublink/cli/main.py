@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     # doctor loads the settings itself, so that a broken config is one of its findings.
     p.set_defaults(func=commands.cmd_doctor, no_settings=True)
 
+    _add_support_bundle(
+        sub.add_parser(
+            "support-bundle", help="one .tar.gz for support: versions, config, status, logs"
+        )
+    )
+
     p = sub.add_parser("tunnel-config", help="print the frpc config, the token masked")
     p.set_defaults(func=commands.cmd_tunnel_config)
 
@@ -130,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--config", metavar="PATH", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
     return parser
+
+
+def _add_support_bundle(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output", metavar="FILE", help="where to write it (default: ./hublink-support-…)"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing FILE")
+    # Like doctor, it loads the settings itself: a config that does not load is worth sending.
+    p.set_defaults(func=commands.cmd_support_bundle, no_settings=True)
 
 
 def _add_devcloud(p: argparse.ArgumentParser) -> None:

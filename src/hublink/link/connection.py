@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import random
 import ssl as ssl_module
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from hublink.link.messages import BadFrame, UnknownMessageType, heartbeat_frame,
 from hublink.link.outbox import MAX_DELIVERY_ATTEMPTS
 from hublink.live import LinkStateName, LiveState
 from hublink.logs import mask_text, register_secret
+from hublink.metrics import INVALID, Metrics
 from hublink.retry import (
     AUTH_CLOSE_CODES,
     AUTH_REFUSED_STATUSES,
@@ -140,8 +142,11 @@ class Link:
         ssl: ssl_module.SSLContext | None = None,
         stable_after: float = STABLE_AFTER,
         rand: Callable[[], float] = random.random,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        #: Heartbeats, frames, acknowledged events, reconnects (a private set when not given).
+        self._metrics = metrics if metrics is not None else Metrics(live=live)
         self._ws_settings = settings.websocket
         self._creds = creds
         self._live = live
@@ -166,6 +171,7 @@ class Link:
             while True:
                 if attempts:
                     self._live.link.reconnects = attempts
+                    self._metrics.reconnecting()
                 attempts += 1
                 # A retry while unauthorized stays "unauthorized" until it succeeds.
                 state = self._live.link.state
@@ -286,6 +292,7 @@ class Link:
             while True:
                 await ws.send(heartbeat_frame())
                 self._live.link.last_heartbeat_at = utc_now()
+                self._metrics.heartbeat_sent()
                 # Scheduled from the first beat, so a slow send never makes them drift.
                 due += interval
                 now = loop.time()
@@ -338,6 +345,7 @@ class Link:
         pong = await ws.ping()
         await pong
         self._in_flight = False
+        self._metrics.events_acknowledged(item.type for item in batch)
 
     async def _send_held(self, ws: ClientConnection) -> None:
         """Send the answers that could not be stored (a full disk), then forget them."""
@@ -351,6 +359,8 @@ class Link:
         await pong
         self._in_flight = False
         self._outbox.release_held(len(held))
+        # Rare (answers kept in memory while the disk was full): reading their type is cheap.
+        self._metrics.events_acknowledged(json.loads(frame)["type"] for frame in held)
         log.info("answers that could not be stored were delivered", count=len(held))
 
     async def _remove(self, up_to_seq: int) -> bool:
@@ -398,20 +408,25 @@ class Link:
 
     async def _receive(self, ws: ClientConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
+            metrics = self._metrics
             async for frame in ws:
                 try:
                     message = parse_inbound(frame)
                 except UnknownMessageType as err:
+                    metrics.frame_received(err.message_type or INVALID)
                     log.warning("ignored a message of unknown type", reason=str(err))
                     continue
                 except BadFrame as err:
+                    metrics.frame_received(INVALID)
                     log.warning("dropped a malformed frame", reason=str(err)[:LOGGED_FRAME_CHARS])
                     continue
                 except Exception:
                     # Whatever else reading one frame can raise costs that frame only,
                     # never the link; the traceback says what to fix.
+                    metrics.frame_received(INVALID)
                     log.exception("dropped a frame that could not be read")
                     continue
+                metrics.frame_received(message.type)
                 try:
                     self._dispatcher.dispatch(message)
                 except Exception:

@@ -10,6 +10,7 @@ never ends the link's receive loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from hublink.link.messages import (
 )
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
+from hublink.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -73,12 +75,15 @@ class Dispatcher:
         store: StateStore,
         outbox: AsyncOutbox,
         backup: BackupRunner | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.outbox = outbox
         self.backup = backup
-        self.hooks = HookRunner(settings)
+        #: Backups and hook runs are counted here (a private set when not given).
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.hooks = HookRunner(settings, metrics=self.metrics)
         self._group: asyncio.TaskGroup | None = None
         self._backlog: list[tuple[str, Job]] = []
         self._active = 0
@@ -154,11 +159,14 @@ class Dispatcher:
         # No lock here: the runner refuses a second backup itself (across
         # processes, `hublink backup` included) and answers at once, which is
         # what the Cloud should hear rather than a late second backup.
+        started = time.monotonic()
         result = await self._run_backup(requested_by)
         # A refusal says nothing about the last backup: the one running will
         # record its own result when it ends.
         if not (isinstance(result, BackupFailed) and result.error == BACKUP_ALREADY_RUNNING):
             self.store.record_backup(result)
+            completed = isinstance(result, BackupCompleted)
+            self.metrics.backup_finished(completed, time.monotonic() - started)
         # The Cloud waits for this answer: held for the open link if it cannot be queued.
         await self.outbox.put_or_hold(result)
 

@@ -36,6 +36,7 @@ import structlog
 
 from hublink.config import Settings
 from hublink.logs import mask_text
+from hublink.metrics import Metrics
 from hublink.retry import Backoff, Jitter
 
 log = structlog.get_logger(__name__)
@@ -72,12 +73,25 @@ class Attempt:
         """Exit status 0 within the timeout."""
         return not self.timed_out and self.returncode == 0
 
+    @property
+    def result(self) -> str:
+        """``ok``, ``failed`` or ``timeout``: the label of ``hublink_hook_runs_total``."""
+        return "timeout" if self.timed_out else "ok" if self.ok else "failed"
+
 
 class HookRunner:
     """Runs the configured hooks with a timeout, retries and a concurrency limit."""
 
-    def __init__(self, settings: Settings, *, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._hooks: Mapping[str, Sequence[str]] = settings.hooks
+        #: Every run is counted by type and result (a private set when not given).
+        self.metrics = metrics if metrics is not None else Metrics()
         self.timeout = settings.hooks_timeout
         # Pauses scale with the timeout so tests with tiny timeouts stay fast.
         self.retry_delay = min(MAX_RETRY_DELAY, settings.hooks_timeout / 10)
@@ -106,12 +120,14 @@ class HookRunner:
                 try:
                     outcome = await self._attempt(argv, message_type, payload)
                 except OSError as err:
+                    self.metrics.hook_ran(message_type, "failed")
                     hook_log.error(
                         "hook cannot be started; not retrying",
                         error=mask_text(err.strerror or str(err)),
                         hint="check the [hooks] command: an absolute path to an executable",
                     )
                     return False
+            self.metrics.hook_ran(message_type, outcome.result)
             if outcome.ok:
                 hook_log.info("hook succeeded", attempt=attempt, seconds=round(outcome.seconds, 3))
                 return True

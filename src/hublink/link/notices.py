@@ -168,6 +168,9 @@ class StateStore:
                 backup_id=result.backup_id,
                 filename=result.filename,
             )
+            # Kept apart as well: the last success must survive a later failure, so that
+            # hublink_last_backup_timestamp_seconds shows an overdue backup after a restart.
+            self._submit(Op("last_backup", "completed", value))
         else:
             value["error"] = result.error
         self._submit(Op("last_backup", "last", value))

@@ -104,10 +104,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """One queued event: its position, its id, the JSON text to send, and sends so far."""
+    """One queued event: its position, its id, its type, the JSON text to send, sends so far."""
 
     seq: int
     id: str
+    type: str
     frame: str
     attempts: int = 0
 
@@ -239,7 +240,8 @@ class Outbox:
         """Up to ``limit`` events with ``seq > after_seq``, oldest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, id, frame, attempts FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, id, type, frame, attempts FROM events WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
         return [OutboxItem(*row) for row in rows]
@@ -284,6 +286,21 @@ class Outbox:
         with self._lock:
             (count,) = self._conn.execute("SELECT n FROM pending").fetchone()
         return int(count)
+
+    def depth(self) -> tuple[int, float | None]:
+        """How many events wait, and when the oldest was queued (Unix time; None: none waits).
+
+        Two indexed reads (the counter row, the first ``seq``), for the metrics' scrape.
+
+        Raises:
+            sqlite3.Error: the outbox is closed or unreadable.
+        """
+        with self._lock:
+            (count,) = self._conn.execute("SELECT n FROM pending").fetchone()
+            first = self._conn.execute(
+                "SELECT queued_at FROM events ORDER BY seq LIMIT 1"
+            ).fetchone()
+        return int(count), (float(first[0]) if first else None)
 
     def counts(self) -> OutboxCounts:
         """Pending events, dead letters and quarantined files, for ``hublink status``."""

@@ -57,6 +57,8 @@ class Notices(TypedDict):
     #: Older revocations no longer listed (``notices.max_revoked_users``).
     revoked_users_dropped: int
     last_backup: LastBackup | None
+    #: The last backup that completed, even when a failure came after it (for the metrics).
+    last_completed_backup: LastBackup | None
 
 
 Kind = Literal["plugin_update", "revoked_user", "last_backup", "hub", "counter"]
@@ -197,11 +199,17 @@ def render(rows: Rows, max_revoked: int) -> Notices:
     # Records not yet written are not pruned yet: cut them the way the writer will.
     dropped = int(rows.get(DROPPED, {}).get("n", 0)) + max(0, len(revoked) - max_revoked)
     revoked = revoked[-max_revoked:]
+    last = rows.get(("last_backup", "last"))
+    # A store written before "completed" was kept apart knows it only as the last one.
+    completed = rows.get(("last_backup", "completed"))
+    if completed is None and last is not None and last.get("result") == "completed":
+        completed = last
     return {
         "plugin_updates": cast(
             list[PluginUpdate], sorted(updates, key=lambda v: str(v.get("plugin_id")))
         ),
         "revoked_users": cast(list[RevokedUser], revoked),
         "revoked_users_dropped": dropped,
-        "last_backup": cast("LastBackup | None", rows.get(("last_backup", "last"))),
+        "last_backup": cast("LastBackup | None", last),
+        "last_completed_backup": cast("LastBackup | None", completed),
     }
