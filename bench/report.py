@@ -33,6 +33,7 @@ PARTIAL_OUTPUT = ROOT / "bench" / "out" / "BENCHMARKS.md"
 ROW_BENCHES = (
     "bench_commands",
     "bench_cli",
+    "bench_startup",
     "bench_idle",
     "bench_outbox",
     "bench_metrics",
