@@ -37,6 +37,7 @@ ROW_BENCHES = (
     "bench_idle",
     "bench_outbox",
     "bench_metrics",
+    "bench_tunnel",
 )
 
 
