@@ -38,6 +38,7 @@ ROW_BENCHES = (
     "bench_outbox",
     "bench_metrics",
     "bench_tunnel",
+    "bench_backup",
 )
 
 
