@@ -21,9 +21,12 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from hublink import logs
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "BENCHMARKS.md"
@@ -148,24 +151,35 @@ def main() -> int:
     if unknown:
         print(f"BENCH_ONLY: no bench named {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
+    # The reference Cloud and frps log through structlog: keep them out of the output.
+    logs.configure("error", "console")
     started = time.monotonic()
     rows: list[Row] = []
     sections: list[str] = []
+    failed: list[str] = []
     for name in only or ROW_BENCHES:
         print(f"== {name}", flush=True)
-        module = importlib.import_module(name)
-        got = module.rows()
+        try:
+            module = importlib.import_module(name)
+            got = module.rows()
+        except Exception:  # the other benches' figures are still worth keeping
+            traceback.print_exc()
+            failed.append(name)
+            continue
         for row in got:
             print("  " + " | ".join(row.cells()), flush=True)
         rows += got
         # A bench may add sections of its own below the table (samples, tool output).
         if hasattr(module, "markdown"):
             sections.append(module.markdown())
-    output = PARTIAL_OUTPUT if only else OUTPUT
+    if failed:
+        # Never a partial table in the committed file: the rest goes to bench/out/.
+        sections.insert(0, f"**Failed** (traceback in the run's output): {', '.join(failed)}\n")
+    output = PARTIAL_OUTPUT if only or failed else OUTPUT
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(markdown(rows, time.monotonic() - started, sections))
     print(f"wrote {output}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
