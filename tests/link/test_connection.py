@@ -430,7 +430,7 @@ def test_ws_url_matches_the_contract_and_keeps_any_token_intact(token: str) -> N
 
     from hublink.config import Settings
     from hublink.credentials import Credentials
-    from hublink.link.connection import ws_url
+    from hublink.link.handshake import ws_url
 
     hub_id = uuid4()
     creds = Credentials(
