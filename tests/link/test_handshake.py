@@ -1,4 +1,4 @@
-"""The link's URL (contract section 2); the link seen from the Cloud is in tests/contract."""
+"""The handshake's URL (contract section 2); the link seen from the Cloud: tests/contract."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from hublink.config import Settings
 from hublink.credentials import Credentials
-from hublink.link.connection import ws_url
+from hublink.link.handshake import ws_url
 
 
 @pytest.mark.parametrize("token", ["plain-Token_0.9~", "a+b/c==&d#e f%"])
