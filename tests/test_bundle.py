@@ -4,7 +4,7 @@ The secrets are planted where a box really keeps them: the owner's password goes
 through registration, the hub's token into credentials.toml, the fleet frps token
 into the config file, frpc's admin password into frpc.toml; and a journal that
 holds them all (frpc's own lines, an old bug) stands in for ``journalctl``. Every
-member of the archive is then searched for each of them, as tests/test_no_leaks.py
+member of the archive is then searched for each of them, as tests/contract/test_s04_files.py
 searches every output of a hub's life.
 """
 
@@ -29,7 +29,8 @@ from hublink.config import Settings, TunnelSettings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DevCloud
 from hublink.tunnel.config import write_config
-from support.leaks import Box, leaks
+from support.cli import HUBLINK_COMMAND
+from support.leaks import Box, find_leaks
 from support.metrics import parse
 from support.polling import wait_until
 
@@ -118,7 +119,7 @@ async def test_the_bundle_holds_what_support_needs_and_no_secret(
             ],
         )
         daemon = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hublink", "run", env=box.env, stderr=asyncio.subprocess.DEVNULL
+            *HUBLINK_COMMAND, "run", env=box.env, stderr=asyncio.subprocess.DEVNULL
         )
         await wait_until(lambda: cloud.heartbeats(CredentialStore(box.state_dir).load().hub_id))
 
@@ -135,7 +136,7 @@ async def test_the_bundle_holds_what_support_needs_and_no_secret(
     found = members(path)
     assert set(found) == MEMBERS
     box.seen.update({f"bundle {name}": data for name, data in found.items()})
-    assert not leaks(box.seen, [token, PASSWORD, SERVER_TOKEN, ADMIN_PASSWORD])
+    assert not find_leaks(box.seen, [token, PASSWORD, SERVER_TOKEN, ADMIN_PASSWORD])
 
     versions = found["versions.txt"].decode()
     assert f"hublink {__version__}" in versions
@@ -211,4 +212,4 @@ async def test_a_config_that_does_not_load_still_makes_a_bundle_without_its_secr
     assert "restart_min must not be greater" in found["config.toml"].decode()
     assert json.loads(found["doctor.json"])["checks"][0]["status"] == "fail"
     box.seen.update({f"bundle {name}": data for name, data in found.items()})
-    assert not leaks(box.seen, [SERVER_TOKEN])
+    assert not find_leaks(box.seen, [SERVER_TOKEN])

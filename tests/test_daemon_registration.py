@@ -10,22 +10,24 @@ import asyncio
 import json
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from subprocess import CompletedProcess
 
 import aiohttp
 import pytest
 
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
-from support.daemon import HublinkProcess, spawn
-from support.devcloud import HubEnv
+from support.cli import make_child_env, run_hublink
+from support.cloud import HubEnv
+from support.daemon import Daemons, HublinkProcess
 from support.hubs import connected, unregistered_hub
 from support.polling import wait_until
+from support.processes import is_alive
 from support.systemd import FakeSystemd
-from support.tunnel import alive, frp_cloud, hub_app, tunnel_hub
+from support.tunnel import frp_cloud, hub_app, tunnel_hub
 
-__all__ = ["frp_cloud", "hub_app", "spawn", "tunnel_hub"]  # fixtures, imported for pytest
+__all__ = ["frp_cloud", "hub_app", "tunnel_hub"]  # fixtures, imported for pytest
 
 
 @pytest.fixture
@@ -38,20 +40,32 @@ def systemd() -> Iterator[FakeSystemd]:
             fake.close()
 
 
+async def beside(daemon: HublinkProcess, *args: str, stdin: str = "") -> CompletedProcess[str]:
+    """``hublink ARGS`` in another shell of the same box: the daemon's settings."""
+    env = make_child_env(daemon.settings)
+    return await asyncio.to_thread(run_hublink, *args, env=env, stdin=stdin)
+
+
 async def register_in_another_shell(daemon: HublinkProcess, *extra: str) -> str:
     """``hublink register`` run beside the daemon; the new hub's id."""
-    run = await daemon.cli(
-        "register", "--email", DEMO_EMAIL, "--password-stdin", *extra, stdin=DEMO_PASSWORD + "\n"
+    run = await beside(
+        daemon,
+        "register",
+        "--email",
+        DEMO_EMAIL,
+        "--password-stdin",
+        *extra,
+        stdin=DEMO_PASSWORD + "\n",
     )
-    assert run.code == 0, run.stderr
+    assert run.returncode == 0, run.stderr
     return run.stdout.split("hub id ")[1].split(",")[0]
 
 
 async def test_an_unregistered_daemon_waits_serving_the_control_api_and_the_page(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], systemd: FakeSystemd
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, systemd: FakeSystemd
 ) -> None:
     hub = unregistered_hub(devcloud, tmp_path)
-    daemon = await spawn(hub, env={"NOTIFY_SOCKET": systemd.address})
+    daemon = await daemons.start(hub, env={"NOTIFY_SOCKET": systemd.address})
 
     status = await daemon.wait_status(lambda s: s["daemon"]["running"])
     assert status["registered"] is False
@@ -73,17 +87,17 @@ async def test_an_unregistered_daemon_waits_serving_the_control_api_and_the_page
 
 
 async def test_hublink_register_in_another_shell_starts_the_link_without_a_restart(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], systemd: FakeSystemd
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, systemd: FakeSystemd
 ) -> None:
     hub = unregistered_hub(devcloud, tmp_path)
-    daemon = await spawn(hub, env={"NOTIFY_SOCKET": systemd.address})
+    daemon = await daemons.start(hub, env={"NOTIFY_SOCKET": systemd.address})
     await daemon.wait_status(lambda s: s["daemon"]["running"])
     pid = daemon.pid
 
     hub_id = await register_in_another_shell(daemon, "--name", "Back Office")
 
     # At once, not at the watcher's next poll: the daemon re-reads the file to answer.
-    run = await daemon.cli("status", "--json")
+    run = await beside(daemon, "status", "--json")
     assert json.loads(run.stdout)["hub_id"] == hub_id
     status = await daemon.wait_status(connected)
     assert status["hub_id"] == hub_id
@@ -97,17 +111,17 @@ async def test_hublink_register_in_another_shell_starts_the_link_without_a_resta
 
 
 async def test_unregister_while_running_drops_link_and_tunnel_and_waits_for_a_registration(
-    tunnel_hub: HubEnv, spawn: Callable[..., Any]
+    tunnel_hub: HubEnv, daemons: Daemons
 ) -> None:
     cloud = tunnel_hub.cloud
-    daemon = await spawn(tunnel_hub)
+    daemon = await daemons.start(tunnel_hub)
     up = await daemon.wait_status(
         lambda s: connected(s) and s["tunnel"]["state"] == "running", timeout=30
     )
     frpc = up["tunnel"]["pid"]
 
-    run = await daemon.cli("unregister", "--yes")
-    assert run.code == 0, run.stderr
+    run = await beside(daemon, "unregister", "--yes")
+    assert run.returncode == 0, run.stderr
 
     status = await daemon.wait_status(lambda s: not s["registered"], timeout=10)
     assert status["hub_id"] is None
@@ -115,8 +129,8 @@ async def test_unregister_while_running_drops_link_and_tunnel_and_waits_for_a_re
         lambda s: s["websocket"]["state"] == "stopped" and s["tunnel"]["state"] == "stopped"
     )
     await wait_until(lambda: not cloud.hub(tunnel_hub.hub_id).connected, what="link closed")
-    await wait_until(lambda: not alive(frpc), what="frpc to end")
-    run = await daemon.cli("status")
+    await wait_until(lambda: not is_alive(frpc), what="frpc to end")
+    run = await beside(daemon, "status")
     assert "registered: no" in run.stdout
 
     # A new registration, this time through the control API, brings both back.
@@ -135,10 +149,10 @@ async def test_unregister_while_running_drops_link_and_tunnel_and_waits_for_a_re
 
 
 async def test_credentials_written_while_waiting_are_used_even_when_the_page_is_off(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     hub = unregistered_hub(devcloud, tmp_path)
-    daemon = await spawn(hub, env={"HUBLINK_WEB__ENABLED": "false"})
+    daemon = await daemons.start(hub, env={"HUBLINK_WEB__ENABLED": "false"})
     status = await daemon.wait_status(lambda s: s["daemon"]["running"])
     assert status["web"] == {
         "enabled": False,
@@ -154,13 +168,13 @@ async def test_credentials_written_while_waiting_are_used_even_when_the_page_is_
 
 
 async def test_a_listen_address_in_use_is_named_and_the_daemon_links_and_registers_anyway(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     hub = unregistered_hub(devcloud, tmp_path)
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        daemon = await spawn(hub, env={"HUBLINK_WEB__LISTEN": f"127.0.0.1:{port}"})
+        daemon = await daemons.start(hub, env={"HUBLINK_WEB__LISTEN": f"127.0.0.1:{port}"})
         status = await daemon.wait_status(lambda s: s["daemon"]["running"])
         web = status["web"]
         assert web["url"] is None
@@ -169,7 +183,7 @@ async def test_a_listen_address_in_use_is_named_and_the_daemon_links_and_registe
             e.get("level") == "error" and f"127.0.0.1:{port}" in str(e.get("error"))
             for e in daemon.log_events()
         )
-        run = await daemon.cli("status")
+        run = await beside(daemon, "status")
         assert f"page:       not served: the page cannot listen on 127.0.0.1:{port}" in run.stdout
         doctor = await daemon.call("GET", "/v1/doctor")
         page = next(c for c in doctor[1]["checks"] if c["name"] == "page")

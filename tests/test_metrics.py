@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,13 +14,13 @@ from hublink.config import BackupSettings
 from hublink.control import request
 from hublink.devcloud import DevCloud
 from support.backup import make_database
-from support.daemon import HublinkProcess, settings_env, spawn
-from support.devcloud import make_hub_env
+from support.cli import make_child_env, run_hublink
+from support.cloud import make_hub_env
+from support.daemon import Daemons, HublinkProcess
 from support.metrics import CONTRACT_SERIES, Scrape, parse, scrape_socket, scrape_tcp
+from support.network import find_free_port
 from support.polling import wait_until
-from support.tunnel import free_port
-
-__all__ = ["spawn"]  # a fixture, imported for pytest
+from support.timing import scaled
 
 USER_SYNC = {"type": "user_sync", "data": {"users": [{"cloud_user_id": "7", "email": "a@b.co"}]}}
 
@@ -39,7 +36,7 @@ def _scrape_until(daemon: HublinkProcess, check: Callable[[Scrape], bool]) -> Ca
 
 @pytest.mark.slow
 async def test_every_contract_series_moves_with_what_the_daemon_does(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     database = tmp_path / "hub.sqlite3"
     make_database(database, rows=50)
@@ -52,10 +49,10 @@ async def test_every_contract_series_moves_with_what_the_daemon_does(
             "plugin_update_available": ("/bin/false",),
             "backup_request": ("/bin/sleep", "30"),
         },
-        hooks_timeout=0.3,
+        hooks_timeout=scaled(0.3),
     )
-    listen = f"127.0.0.1:{free_port()}"
-    daemon = await spawn(hub, env={"HUBLINK_METRICS__LISTEN": listen})
+    listen = f"127.0.0.1:{find_free_port()}"
+    daemon = await daemons.start(hub, env={"HUBLINK_METRICS__LISTEN": listen})
     await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
     for frame in (
         {"type": "user_revoked", "user_id": "7", "email": "a@b.co", "reason": "left"},
@@ -137,7 +134,7 @@ async def test_every_contract_series_moves_with_what_the_daemon_does(
 
     # A restart keeps the last successful backup's time: an overdue backup stays visible.
     assert await daemon.terminate() == 0
-    again = await spawn(hub)
+    again = await daemons.start(hub)
     restarted: Scrape = await wait_until(
         _scrape_until(again, lambda s: s.value("hublink_link_up") is not None), what="a scrape"
     )
@@ -148,14 +145,14 @@ async def test_every_contract_series_moves_with_what_the_daemon_does(
 
 
 async def test_a_busy_metrics_port_is_named_in_the_log_and_status_and_the_link_stays_up(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     hub = make_hub_env(devcloud, tmp_path, backup=BackupSettings(schedule="03:30"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
-        daemon = await spawn(hub, env={"HUBLINK_METRICS__LISTEN": listen})
+        daemon = await daemons.start(hub, env={"HUBLINK_METRICS__LISTEN": listen})
         status = await daemon.wait_status(
             lambda s: s["websocket"]["state"] == "connected" and s["next_backup_at"] is not None
         )
@@ -169,26 +166,19 @@ async def test_a_busy_metrics_port_is_named_in_the_log_and_status_and_the_link_s
     scrape = scrape_socket(hub.settings.control_socket)
     assert scrape is not None and scrape.value("hublink_link_up") == 1
     # `hublink status` says it too, with the next scheduled backup.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
-    env.update(settings_env(hub.settings, HUBLINK_CONFIG=os.environ["HUBLINK_CONFIG"]))
-    shown = subprocess.run(
-        [sys.executable, "-m", "hublink", "status"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    result = run_hublink("status", env=make_child_env(hub.settings), timeout=30)
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout
     assert f"metrics:    {error}" in shown
     next_at = status["next_backup_at"]
     assert next_at and f"next backup: {next_at} (backup.schedule)" in shown
 
 
 async def test_without_metrics_listen_status_says_so_and_no_error(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     hub = make_hub_env(devcloud, tmp_path)
-    daemon = await spawn(hub)
+    daemon = await daemons.start(hub)
     status = await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
     assert status["metrics"] == {"listen": None, "error": None}
     assert status["next_backup_at"] is None  # no backup.schedule

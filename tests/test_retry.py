@@ -23,6 +23,7 @@ from yarl import URL
 from hublink.errors import CloudAuthError, CloudResponseError, CloudUnreachableError
 from hublink.retry import (
     MAX_RETRY_AFTER,
+    Backoff,
     RetryPolicy,
     full_jitter,
     is_transient,
@@ -170,6 +171,15 @@ def test_full_jitter_stays_within_the_exponential_ceiling() -> None:
     assert full_jitter(4, base=0.5, cap=8, rng=lambda: 0.0) == 0.0
     draws = {round(full_jitter(5, base=1, cap=60), 3) for _ in range(50)}
     assert len(draws) > 10 and all(0 <= d <= 16 for d in draws)
+
+
+def test_backoff_is_full_jitter_between_min_and_a_doubling_ceiling() -> None:
+    highs = Backoff(1.0, 60.0, rand=lambda: 1.0)
+    assert [highs.next() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    lows = Backoff(1.0, 60.0, rand=lambda: 0.0)
+    assert {lows.next() for _ in range(8)} == {1.0}
+    highs.reset()
+    assert highs.next() == 1.0
 
 
 def test_attempt_timeout_never_outlives_the_deadline() -> None:

@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from support.backup import make_database, run_hublink, temp_leftovers, wait_until
+from support.backup import list_temp_leftovers, make_database
+from support.cli import HUBLINK_COMMAND, run_hublink
+from support.polling import wait_until
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def test_an_existing_output_is_kept_without_force(box: Path) -> None:
     assert f"{output} exists already; hublink backup does not overwrite it" in refused.stderr
     assert "pass --force to replace it" in refused.stderr
     assert output.read_bytes() == b"last week's backup"
-    assert temp_leftovers(box) == [] and temp_leftovers(box / "state") == []
+    assert list_temp_leftovers(box) == [] and list_temp_leftovers(box / "state") == []
 
     replaced = run_hublink("backup", "--output", str(output), "--force")
     assert replaced.returncode == 0, replaced.stderr
@@ -48,14 +50,7 @@ def test_a_folder_as_output_is_refused(box: Path) -> None:
 
 
 def test_a_relative_output_lands_in_the_current_folder(box: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hublink", "backup", "--output", "hub.age"],
-        capture_output=True,
-        text=True,
-        cwd=box,
-        timeout=60,
-        check=False,
-    )
+    result = run_hublink("backup", "--output", "hub.age", cwd=box)
     assert result.returncode == 0, result.stderr
     assert f"written to {box / 'hub.age'}" in result.stdout
 
@@ -81,17 +76,21 @@ def test_a_backup_stopped_while_it_writes_leaves_no_file_behind(
         "HUBLINK_BACKUP__ZSTD_LEVEL": "12",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hublink", "backup", "--output", str(output), "--force"],
+        [*HUBLINK_COMMAND, "backup", "--output", str(output), "--force"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
     try:
-        wait_until(
-            lambda: any(p.stat().st_size > 0 for p in out_dir.glob(".backup-*.tmp") if p.exists()),
-            timeout=60,
-            what="the encrypted backup being written beside the output",
+        asyncio.run(
+            wait_until(
+                lambda: any(
+                    p.stat().st_size > 0 for p in out_dir.glob(".backup-*.tmp") if p.exists()
+                ),
+                timeout=60,
+                what="the encrypted backup being written beside the output",
+            )
         )
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=60)
@@ -103,4 +102,4 @@ def test_a_backup_stopped_while_it_writes_leaves_no_file_behind(
     assert "Traceback" not in stderr
     assert sorted(p.name for p in out_dir.iterdir()) == ["hub.db.zst.age"]
     assert output.read_bytes() == b"the previous backup"
-    assert temp_leftovers(tmp_path / "state") == []
+    assert list_temp_leftovers(tmp_path / "state") == []

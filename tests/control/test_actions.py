@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hublink.devcloud import DevCloud
 from support.backup import make_database
-from support.daemon import HublinkProcess, spawn
-from support.devcloud import HubEnv, make_hub_env
+from support.cloud import HubEnv, make_hub_env
+from support.daemon import Daemons, HublinkProcess
 from support.hubs import connected, running, unregistered_hub
 from support.polling import wait_until
-
-__all__ = ["spawn"]  # the fixture, imported for pytest
 
 UPDATE = {
     "type": "plugin_update_available",
@@ -46,8 +43,8 @@ def installer(tmp_path: Path) -> tuple[tuple[str, ...], Path]:
     return (sys.executable, str(script), str(calls)), calls
 
 
-async def connected_daemon(spawn: Callable[..., Any], hub: HubEnv) -> HublinkProcess:
-    daemon: HublinkProcess = await spawn(hub)
+async def connected_daemon(daemons: Daemons, hub: HubEnv) -> HublinkProcess:
+    daemon = await daemons.start(hub)
     await daemon.wait_status(connected)
     return daemon
 
@@ -56,7 +53,7 @@ async def connected_daemon(spawn: Callable[..., Any], hub: HubEnv) -> HublinkPro
 
 
 async def test_backup_now_is_202_uploads_and_tells_the_cloud(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     database = tmp_path / "shop.sqlite3"
     make_database(database, rows=300)
@@ -68,7 +65,7 @@ async def test_backup_now_is_202_uploads_and_tells_the_cloud(
         hub.creds,
         hub.cloud,
     )
-    daemon = await connected_daemon(spawn, hub)
+    daemon = await connected_daemon(daemons, hub)
 
     assert await daemon.call("POST", "/v1/backup", {}) == (202, {"started": True})
 
@@ -85,13 +82,13 @@ async def test_backup_now_is_202_uploads_and_tells_the_cloud(
 
 
 async def test_backup_now_while_one_runs_is_409(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     database = tmp_path / "shop.sqlite3"
     make_database(database, rows=50)
     hub = hub_with(devcloud, tmp_path)
     backup = hub.settings.backup.model_copy(update={"database": database})
-    daemon = await spawn(hub, settings=hub.settings.model_copy(update={"backup": backup}))
+    daemon = await daemons.start(hub, settings=hub.settings.model_copy(update={"backup": backup}))
     await daemon.wait_status(connected)
     # The Cloud takes its time over the upload: the first backup is still running.
     devcloud.fail_next(f"/api/hubs/{hub.hub_id}/backups/", None, delay=5.0)
@@ -107,9 +104,9 @@ async def test_backup_now_while_one_runs_is_409(
 
 
 async def test_backup_now_before_registration_is_409_saying_so(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
-    daemon = await spawn(unregistered_hub(devcloud, tmp_path))
+    daemon = await daemons.start(unregistered_hub(devcloud, tmp_path))
     await daemon.wait_status(running)
     code, body = await daemon.call("POST", "/v1/backup", {})
     assert code == 409
@@ -120,11 +117,11 @@ async def test_backup_now_before_registration_is_409_saying_so(
 
 
 async def test_install_runs_the_hook_with_the_recorded_message_until_the_hub_says_installed(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     argv, calls = installer(tmp_path)
     hub = hub_with(devcloud, tmp_path, hooks={"install_plugin_update": argv})
-    daemon = await connected_daemon(spawn, hub)
+    daemon = await connected_daemon(daemons, hub)
     assert await devcloud.push(hub.hub_id, UPDATE)
     await daemon.wait_status(lambda s: bool(s["plugin_updates"]))
 
@@ -151,11 +148,11 @@ async def test_install_runs_the_hook_with_the_recorded_message_until_the_hub_say
 
 
 async def test_install_of_an_update_not_recorded_is_404(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     argv, calls = installer(tmp_path)
     daemon = await connected_daemon(
-        spawn, hub_with(devcloud, tmp_path, hooks={"install_plugin_update": argv})
+        daemons, hub_with(devcloud, tmp_path, hooks={"install_plugin_update": argv})
     )
     for plugin in ("inventory", "no%20such", "x" * 300):
         code, body = await daemon.call("POST", f"/v1/plugin-updates/{plugin}/install")
@@ -165,10 +162,10 @@ async def test_install_of_an_update_not_recorded_is_404(
 
 
 async def test_install_without_an_install_hook_is_409_naming_the_setting(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     hub = hub_with(devcloud, tmp_path)
-    daemon = await connected_daemon(spawn, hub)
+    daemon = await connected_daemon(daemons, hub)
     assert await devcloud.push(hub.hub_id, UPDATE)
     await daemon.wait_status(lambda s: bool(s["plugin_updates"]))
 
@@ -182,9 +179,9 @@ async def test_install_without_an_install_hook_is_409_naming_the_setting(
 
 
 async def test_doctor_is_the_doctor_json_object_run_by_the_daemon(
-    hub_settings: HubEnv, spawn: Callable[..., Any]
+    hub: HubEnv, daemons: Daemons
 ) -> None:
-    daemon = await connected_daemon(spawn, hub_settings)
+    daemon = await connected_daemon(daemons, hub)
 
     code, report = await daemon.call("GET", "/v1/doctor")
 
@@ -198,4 +195,4 @@ async def test_doctor_is_the_doctor_json_object_run_by_the_daemon(
     assert checks["websocket"]["status"] == "pass"  # the daemon's own link, not a second one
     assert checks["daemon"]["status"] == "pass", checks["daemon"]
     assert checks["page"]["status"] == "pass" and "127.0.0.1" in checks["page"]["detail"]
-    assert hub_settings.cloud.connections(hub_settings.hub_id) == 1
+    assert hub.cloud.connections(hub.hub_id) == 1

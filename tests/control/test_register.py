@@ -12,7 +12,6 @@ import asyncio
 import json
 import stat
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,10 @@ from hypothesis import strategies as st
 
 from hublink.control import request
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
-from support.daemon import HublinkProcess, spawn
-from support.devcloud import HubEnv
+from support.cloud import HubEnv
+from support.daemon import Daemons, HublinkProcess
 from support.hubs import connected, running, unregistered_hub
-from support.tunnel import free_port
-
-__all__ = ["spawn"]  # the fixture, imported for pytest
+from support.network import find_free_port
 
 OWNER = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
 WRONG = "not-the-password-" + "x" * 8
@@ -49,16 +46,16 @@ def assert_password_nowhere(daemon: HublinkProcess, *passwords: str) -> None:
             assert password.encode() not in path.read_bytes(), path
 
 
-async def waiting_daemon(cloud: DevCloud, base: Path, spawn: Callable[..., Any]) -> HublinkProcess:
-    daemon: HublinkProcess = await spawn(unregistered_hub(cloud, base))
+async def waiting_daemon(cloud: DevCloud, base: Path, daemons: Daemons) -> HublinkProcess:
+    daemon = await daemons.start(unregistered_hub(cloud, base))
     await daemon.wait_status(running)
     return daemon
 
 
 async def test_a_registration_is_saved_and_the_link_comes_up_without_a_restart(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
-    daemon = await waiting_daemon(devcloud, tmp_path, spawn)
+    daemon = await waiting_daemon(devcloud, tmp_path, daemons)
     body = {**OWNER, "name": "Front Desk", "address": "Calle Mayor 1", "force": False}
 
     code, answer = await daemon.call("POST", "/v1/register", body)
@@ -83,10 +80,12 @@ async def test_a_registration_is_saved_and_the_link_comes_up_without_a_restart(
 
 
 async def test_left_out_name_and_address_take_the_configured_defaults(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     hub = unregistered_hub(devcloud, tmp_path)
-    daemon = await spawn(hub, env={"HUBLINK_HUB__NAME": "Kiosk", "HUBLINK_HUB__ADDRESS": "Plaza 2"})
+    daemon = await daemons.start(
+        hub, env={"HUBLINK_HUB__NAME": "Kiosk", "HUBLINK_HUB__ADDRESS": "Plaza 2"}
+    )
     await daemon.wait_status(running)
     code, answer = await daemon.call("POST", "/v1/register", OWNER)
     assert code == 201, answer
@@ -95,9 +94,9 @@ async def test_left_out_name_and_address_take_the_configured_defaults(
 
 
 async def test_a_wrong_password_is_401_and_nothing_is_saved(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
-    daemon = await waiting_daemon(devcloud, tmp_path, spawn)
+    daemon = await waiting_daemon(devcloud, tmp_path, daemons)
     hubs_before = len(devcloud.hubs())
 
     answer = await daemon.call("POST", "/v1/register", {**OWNER, "password": WRONG})
@@ -111,26 +110,26 @@ async def test_a_wrong_password_is_401_and_nothing_is_saved(
 
 
 async def test_a_registered_hub_is_409_without_force_and_the_cloud_is_not_asked(
-    hub_settings: HubEnv, spawn: Callable[..., Any]
+    hub: HubEnv, daemons: Daemons
 ) -> None:
-    daemon = await spawn()
+    daemon = await daemons.start()
     await daemon.wait_status(connected)
-    hubs_before = len(hub_settings.cloud.hubs())
+    hubs_before = len(hub.cloud.hubs())
 
     body = assert_refusal(await daemon.call("POST", "/v1/register", OWNER), 409)
 
-    assert hub_settings.creds.slug in body["error"]
+    assert hub.creds.slug in body["error"]
     assert "force" in body["hint"]
-    assert len(hub_settings.cloud.hubs()) == hubs_before
+    assert len(hub.cloud.hubs()) == hubs_before
     status = daemon.status()
-    assert status is not None and status["hub_id"] == hub_settings.hub_id
+    assert status is not None and status["hub_id"] == hub.hub_id
 
 
 async def test_force_replaces_the_registration_and_the_link_follows(
-    hub_settings: HubEnv, spawn: Callable[..., Any]
+    hub: HubEnv, daemons: Daemons
 ) -> None:
-    cloud = hub_settings.cloud
-    daemon = await spawn()
+    cloud = hub.cloud
+    daemon = await daemons.start()
     await daemon.wait_status(connected)
 
     code, answer = await daemon.call("POST", "/v1/register", {**OWNER, "force": True})
@@ -138,14 +137,14 @@ async def test_force_replaces_the_registration_and_the_link_follows(
     assert code == 201, answer
     status = await daemon.wait_status(lambda s: connected(s) and s["hub_id"] == answer["hub_id"])
     assert status["daemon"]["pid"] == daemon.pid
-    record = cloud.hub(hub_settings.hub_id)
+    record = cloud.hub(hub.hub_id)
     assert record is not None and not record.connected
 
 
 async def test_bad_fields_are_422_naming_each_and_never_the_password(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
-    daemon = await waiting_daemon(devcloud, tmp_path, spawn)
+    daemon = await waiting_daemon(devcloud, tmp_path, daemons)
     secret = "s3cret\x00pass"
     cases: list[tuple[dict[str, Any], list[str]]] = [
         ({}, ["email", "password"]),
@@ -167,9 +166,9 @@ async def test_bad_fields_are_422_naming_each_and_never_the_password(
 
 
 async def test_a_body_that_is_not_json_is_400(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
-    daemon = await waiting_daemon(devcloud, tmp_path, spawn)
+    daemon = await waiting_daemon(devcloud, tmp_path, daemons)
     for raw in (b"email=a&password=b", b"\xff\xfe", b"{", b"1" * 5000):
         answer = await asyncio.to_thread(_raw_post, daemon, raw)
         assert answer[0] == 400, (raw[:20], answer)
@@ -194,11 +193,11 @@ def _raw_post(daemon: HublinkProcess, raw: bytes) -> tuple[int, Any]:
 
 
 async def test_a_cloud_that_cannot_be_reached_is_502(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     hub = unregistered_hub(devcloud, tmp_path)
-    away = hub.settings.model_copy(update={"cloud_url": f"http://127.0.0.1:{free_port()}"})
-    daemon = await spawn(hub, settings=away)
+    away = hub.settings.model_copy(update={"cloud_url": f"http://127.0.0.1:{find_free_port()}"})
+    daemon = await daemons.start(hub, settings=away)
     await daemon.wait_status(running)
 
     body = assert_refusal(await daemon.call("POST", "/v1/register", OWNER), 502)
@@ -208,9 +207,9 @@ async def test_a_cloud_that_cannot_be_reached_is_502(
 
 
 async def test_a_cloud_refusing_the_registration_is_502_in_its_own_words(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
-    daemon = await waiting_daemon(devcloud, tmp_path, spawn)
+    daemon = await waiting_daemon(devcloud, tmp_path, daemons)
     refusal = json.dumps({"detail": "this account may not add more hubs"})
     devcloud.fail_next("/api/hubs/register/", 403, body=refusal)
 
@@ -221,9 +220,9 @@ async def test_a_cloud_refusing_the_registration_is_502_in_its_own_words(
 
 
 async def test_two_registrations_at_once_one_wins_the_other_is_409_nothing_half_saved(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
-    daemon = await waiting_daemon(devcloud, tmp_path, spawn)
+    daemon = await waiting_daemon(devcloud, tmp_path, daemons)
     hubs_before = {h.hub_id for h in devcloud.hubs()}
 
     first, second = await asyncio.gather(
@@ -245,13 +244,13 @@ async def test_two_registrations_at_once_one_wins_the_other_is_409_nothing_half_
 
 
 async def test_any_json_body_gets_an_answer_of_the_contract_never_a_500(
-    hub_settings: HubEnv, spawn: Callable[..., Any]
+    hub: HubEnv, daemons: Daemons
 ) -> None:
     # A registered hub: a well-formed body is refused (409) before the Cloud is asked,
     # so every body hypothesis makes is answered by the daemon alone.
-    daemon = await spawn()
+    daemon = await daemons.start()
     await daemon.wait_status(connected)
-    socket_path = hub_settings.settings.control_socket
+    socket_path = hub.settings.control_socket
     texts = st.text(max_size=40)
     values = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts
     field = values | st.lists(values, max_size=3) | st.dictionaries(texts, values, max_size=3)
@@ -282,4 +281,4 @@ async def test_any_json_body_gets_an_answer_of_the_contract_never_a_500(
 
     await asyncio.to_thread(check)
     daemon.assert_running()
-    assert (await daemon.wait_status(connected))["hub_id"] == hub_settings.hub_id
+    assert (await daemon.wait_status(connected))["hub_id"] == hub.hub_id

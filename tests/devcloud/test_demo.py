@@ -6,12 +6,13 @@ import asyncio
 import os
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
+
+from support.cli import HUBLINK_COMMAND, run_hublink
 
 PAGE_URL = re.compile(r"http://127\.0\.0\.1:\d+/\?code=[A-Za-z0-9]{8,}")
 STEPS = (
@@ -36,14 +37,7 @@ STEPS = (
 def test_demo_runs_the_whole_flow(frp_bin: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
     env["HUBLINK_FRP_BIN"] = str(frp_bin)
-    result = subprocess.run(
-        [sys.executable, "-m", "hublink", "demo"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=80,
-        check=False,
-    )
+    result = run_hublink("demo", env=env, timeout=80)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     for step in STEPS:
@@ -61,9 +55,7 @@ async def test_demo_keep_leaves_the_page_up_to_open(frp_bin: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
     env["HUBLINK_FRP_BIN"] = str(frp_bin)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hublink",
+        *HUBLINK_COMMAND,
         "demo",
         "--keep",
         stdout=asyncio.subprocess.PIPE,
@@ -101,13 +93,6 @@ def test_demo_says_how_to_get_frp_when_missing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + "/usr/bin:/bin"
     env["HUBLINK_FRP_BIN"] = str(tmp_path)  # empty: no frp here
-    result = subprocess.run(
-        [sys.executable, "-m", "hublink", "demo"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=80,
-        check=False,
-    )
+    result = run_hublink("demo", env=env, timeout=80)
     assert "make frp" in result.stdout
     assert result.returncode == 0, result.stdout + result.stderr

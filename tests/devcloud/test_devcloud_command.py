@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,10 @@ from hublink.config import DEFAULT_FRPS_PORT
 from hublink.devcloud import DevCloud
 from hublink.live import LiveState
 from hublink.tunnel.supervisor import TunnelSupervisor
-from support.tunnel import (
-    HELLO,
-    fetch_eventually,
-    free_port,
-    free_port_range,
-    hub_app,
-    make_tunnel_hub,
-    running,
-    wait_for,
-)
-
-__all__ = ["hub_app"]
+from support.cli import HUBLINK_COMMAND
+from support.network import find_free_port, find_free_port_range
+from support.polling import wait_until
+from support.tunnel import FRP_PATIENCE, HELLO, fetch_eventually, make_tunnel_hub, running
 
 
 def test_frps_listens_on_the_hubs_default_server_port_unless_told() -> None:
@@ -38,9 +29,7 @@ def test_frps_listens_on_the_hubs_default_server_port_unless_told() -> None:
 async def serve_devcloud(*args: str) -> tuple[asyncio.subprocess.Process, list[str]]:
     """``hublink devcloud ARGS`` in a child, read until it says it is ready; its lines so far."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hublink",
+        *HUBLINK_COMMAND,
         "devcloud",
         *args,
         stdout=asyncio.subprocess.PIPE,
@@ -72,7 +61,7 @@ def accepts(port: int) -> bool:
 
 @pytest.mark.frp
 async def test_devcloud_keeps_the_frps_port_across_restarts(tmp_path: Path, frp_bin: Path) -> None:
-    frps_port = free_port()
+    frps_port = find_free_port()
     args = (
         *("--port", "0", "--data-dir", str(tmp_path / "cloud")),
         *("--frps", str(frp_bin / "frps"), "--frps-port", str(frps_port)),
@@ -94,9 +83,7 @@ async def test_a_taken_frps_port_is_a_clear_error(tmp_path: Path, frp_bin: Path)
         taken.listen()
         port = taken.getsockname()[1]
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hublink",
+            *HUBLINK_COMMAND,
             "devcloud",
             *("--port", "0", "--data-dir", str(tmp_path), "--frps", str(frp_bin / "frps")),
             *("--frps-port", str(port)),
@@ -114,7 +101,11 @@ async def test_a_taken_frps_port_is_a_clear_error(tmp_path: Path, frp_bin: Path)
 async def test_a_hubs_tunnel_comes_back_after_the_cloud_restarts(
     tmp_path: Path, frp_bin: Path, hub_app: int
 ) -> None:
-    cloud_port, frps_port, tunnel_ports = free_port(), free_port(), free_port_range(2)
+    cloud_port, frps_port, tunnel_ports = (
+        find_free_port(),
+        find_free_port(),
+        find_free_port_range(2),
+    )
 
     async def start_cloud() -> DevCloud:
         cloud = DevCloud(
@@ -138,6 +129,8 @@ async def test_a_hubs_tunnel_comes_back_after_the_cloud_restarts(
             assert cloud.frps is not None and cloud.frps.bind_port == frps_port
             # frpc logs in again to the same address: no hub needs a new setting.
             assert await fetch_eventually(through_the_tunnel, timeout=60) == HELLO
-            await wait_for(lambda: live.tunnel.state == "running", what="tunnel running")
+            await wait_until(
+                lambda: live.tunnel.state == "running", what="tunnel running", timeout=FRP_PATIENCE
+            )
     finally:
         await cloud.stop()

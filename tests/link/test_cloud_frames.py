@@ -4,7 +4,8 @@ The kind: any JSON the Cloud can send (any number size, any nesting, any
 string JSON can carry, lone surrogates included, of any length) is either
 handled or dropped as one frame; it never ends the link, and every text that
 leaves hublink because of it (hook stdin, log lines, status, the page) can be
-written out.
+written out. The same frames sent to a running daemon are in
+tests/contract/test_s02_websocket.py.
 """
 
 from __future__ import annotations
@@ -12,10 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +24,6 @@ from hublink.link.messages import BadFrame, PluginUpdateAvailable, UserRevoked, 
 from hublink.link.notices import StateStore
 from hublink.logs import LOG_EXCEPTION_CHARS, LOG_VALUE_CHARS, bound_text, mask_secrets
 from hublink.status import StatusReport, summary_lines
-from support.daemon import HublinkProcess, spawn
-from support.devcloud import HubEnv
-from support.polling import wait_until
-
-__all__ = ["spawn"]  # the fixture, imported for pytest
 
 BIG_INT = "9" * 5000
 #: Every string JSON can carry: surrogates (lone ones included) are category Cs.
@@ -240,114 +232,6 @@ def test_a_million_character_reason_is_cut_in_the_log_but_not_for_the_hook() -> 
 
 
 # --- in the daemon: the link stays up -------------------------------------------------
-
-
-NASTY_FRAMES = [
-    # Issue 10 item 7, as reported.
-    '{"type":"plugin_update_available","plugin_id":"inventory","current_version":"1.0.0",'
-    f'"new_version":"1.1.0","download_url":"https://cloud.example/p.zip","build":{BIG_INT}}}',
-    f'{{"type":"user_revoked","user_id":{BIG_INT},"email":"a@b.c"}}',
-    f'{{"type":"backup_request","requested_by":-{BIG_INT}}}',
-    f'{{"type":"nonsense","n":{BIG_INT}}}',
-    f'{{"type":{BIG_INT}}}',
-    f"[{BIG_INT}]",
-    '{"type":"user_revoked","user_id":"u","n":1e999999}',
-    '{"type":"user_revoked","user_id":"u","n":NaN,"m":-Infinity}',
-    '{"type":"user_revoked","user_id":"\\udc00","email":"\\ud800@x"}',
-    '{"type":"\\ud83d","user_id":"u"}',
-    '{"\\udfff":"\\ud800","type":"plugin_update_available"}',
-    '{"type":"user_revoked","user_id":"u","deep":' + "[" * 50_000 + "]" * 50_000 + "}",
-    '{"type":"user_revoked","user_id":' + '"' + "é" * 200_000 + '"}',
-    "not json at all",
-    "",
-    "null",
-]
-
-
-async def test_no_frame_the_cloud_can_send_ends_the_link(
-    hub_settings: HubEnv, spawn: Callable[..., Any]
-) -> None:
-    cloud, hub_id = hub_settings.cloud, hub_settings.hub_id
-    daemon = await spawn()
-    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
-    for frame in NASTY_FRAMES:
-        assert await cloud.push(hub_id, frame)
-    good = {"type": "user_revoked", "user_id": "after", "email": "a@b.c", "reason": "still here"}
-    assert await cloud.push(hub_id, good)
-    status = await daemon.wait_status(
-        lambda s: any(u["user_id"] == "after" for u in s["revoked_users"])
-    )
-    assert status["websocket"]["state"] == "connected"
-    assert status["websocket"]["reconnects"] == 0
-    assert cloud.connections(hub_id) == 1
-    dropped = [e for e in daemon.log_events() if "frame" in e["event"] or "unknown" in e["event"]]
-    assert len(dropped) >= 10
-    assert not [e for e in daemon.log_events() if e["event"] == "task crashed; restarting it"]
-    assert max(len(line) for line in daemon.log_text().splitlines()) < 20_000
-
-
-async def test_a_lone_surrogate_in_a_revocation_reaches_the_hook_status_and_cli(
-    hub_settings: HubEnv, spawn: Callable[..., Any], tmp_path: Path
-) -> None:
-    # Issue 10 item 8: recorded, but the hook never ran (UnicodeEncodeError on its stdin).
-    cloud, hub_id = hub_settings.cloud, hub_settings.hub_id
-    got = tmp_path / "stdin.json"
-    hook = ["/bin/sh", "-c", f"cat > {got}.tmp && mv {got}.tmp {got}"]
-    daemon = await spawn(env={"HUBLINK_HOOKS": json.dumps({"user_revoked": hook})})
-    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
-    frame = (
-        '{"type":"user_revoked","user_id":"u-7","email":"cajero@example.com",'
-        '"reason":"left \\ud83d"}'
-    )
-    assert await cloud.push(hub_id, frame)
-    await wait_until(got.exists, what="the hook's stdin")
-    received = json.loads(got.read_bytes().decode("utf-8"))
-    assert received == {
-        "type": "user_revoked",
-        "user_id": "u-7",
-        "email": "cajero@example.com",
-        "reason": "left \ufffd",
-    }
-    status = await daemon.wait_status(lambda s: bool(s["revoked_users"]))
-    assert status["revoked_users"][0]["reason"] == "left \ufffd"
-    for args in (["status"], ["status", "--json"]):
-        shown = run_cli(daemon, *args)
-        assert shown.returncode == 0, shown.stderr
-        assert "u-7" in shown.stdout.decode("utf-8")
-
-
-async def test_a_million_character_reason_writes_no_megabyte_log_line(
-    hub_settings: HubEnv, spawn: Callable[..., Any]
-) -> None:
-    # Issue 10 item 25: a 1,000,183-character log line.
-    cloud, hub_id = hub_settings.cloud, hub_settings.hub_id
-    daemon = await spawn(env={"HUBLINK_WEBSOCKET__MAX_MESSAGE_SIZE": str(4 * 1024 * 1024)})
-    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
-    message = {"type": "user_revoked", "user_id": "u-9", "email": "a@b.c", "reason": "y" * 10**6}
-    assert await cloud.push(hub_id, message)
-    status = await daemon.wait_status(lambda s: bool(s["revoked_users"]))
-    assert len(status["revoked_users"][0]["reason"]) < 2000
-    await wait_until(
-        lambda: any(e["event"] == "user revoked" for e in daemon.log_events()), what="the log line"
-    )
-    longest = max(len(line) for line in daemon.log_text().splitlines())
-    assert longest < 2 * LOG_VALUE_CHARS + 1000
-
-
-def run_cli(daemon: HublinkProcess, *args: str) -> subprocess.CompletedProcess[bytes]:
-    settings = daemon.settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
-    env |= {
-        "HUBLINK_CONFIG": os.environ["HUBLINK_CONFIG"],
-        "HUBLINK_STATE_DIR": str(settings.state_dir),
-        "HUBLINK_RUNTIME_DIR": str(settings.runtime_dir),
-        "HUBLINK_CLOUD_URL": settings.cloud_url,
-        # A terminal that is not UTF-8 must not break either.
-        "PYTHONIOENCODING": "utf-8",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "hublink", *args], env=env, capture_output=True, check=False
-    )
 
 
 def test_plugin_update_with_a_lone_surrogate_is_recorded_printably(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from hublink.errors import EventTooLargeError, OutboxError, OutboxFullError
 from hublink.link.messages import PluginInstalled, UserSync, validate_event
 from hublink.link.outbox import AsyncOutbox, Outbox, OutboxCounts
+from support.polling import wait_until
 
 
 def plugin_event(n: int) -> PluginInstalled:
@@ -295,12 +296,15 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     # This process drains meanwhile, as the daemon would.
     outbox = Outbox.open(tmp_path)
     seen: list[str] = []
-    deadline = time.monotonic() + 45
-    while len(seen) < 2 * count and time.monotonic() < deadline:
+
+    def drain() -> bool:
         items = outbox.peek(50)
-        seen += [json.loads(item.frame)["plugin_id"] for item in items]
+        seen.extend(json.loads(item.frame)["plugin_id"] for item in items)
         if items:
             outbox.ack(items[-1].seq)
+        return len(seen) >= 2 * count
+
+    asyncio.run(wait_until(drain, timeout=45, what="both writers' events"))
     assert [proc.wait(timeout=30) for proc in procs] == [0, 0]
     assert len(seen) == 2 * count
     for name in ("a", "b"):

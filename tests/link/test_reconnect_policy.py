@@ -21,7 +21,7 @@ from hublink.link.dispatch import Dispatcher
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
-from support.devcloud import HubEnv, make_hub_env
+from support.cloud import HubEnv, make_hub_env
 from support.polling import wait_until
 
 

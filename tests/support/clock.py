@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+from support.timing import scaled
+
 #: Real seconds the sleeping task gets to come back to sleep before the test fails.
-SETTLE_TIMEOUT = 10.0
+SETTLE_TIMEOUT = scaled(10.0)
 
 
 class FakeClock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hublink.devcloud import DevCloud
-from support.devcloud import HubEnv, make_hub_env
+from support.cloud import HubEnv, make_hub_env
 
 
 def unregistered_hub(cloud: DevCloud, base: Any, **overrides: Any) -> HubEnv:

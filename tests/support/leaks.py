@@ -2,9 +2,9 @@
 
     box = Box(base, umask, env)
     await box.hublink("register", "--email", E, "--password-stdin", stdin=P + "\\n")
-    assert not leaks(box.seen, [token, password, ...])
+    assert not find_leaks(box.seen, [token, password, ...])
 
-Used by tests/test_no_leaks.py (a hub's whole life) and tests/test_bundle.py (the
+Used by tests/contract/test_s04_files.py (a hub's whole life) and tests/test_bundle.py (the
 support bundle): whatever a command printed, and whatever else a test adds to
 ``seen``, is checked for every planted secret and for anything shaped like a JWT.
 """
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from support.cli import run_hublink
 
 JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
 
@@ -32,34 +33,33 @@ class Box:
 
     @property
     def state_dir(self) -> Path:
+        """Where hublink keeps its files on this box."""
         return self.base / "var" / "lib" / "hublink"
 
     @property
     def runtime_dir(self) -> Path:
+        """Where the daemon's control socket goes on this box."""
         return self.base / "run" / "hublink"
 
     async def hublink(self, *args: str, stdin: str = "", code: int = 0) -> str:
         """Run one command to completion under the box's umask; its stdout."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hublink",
+        result = await asyncio.to_thread(
+            run_hublink,
             *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
             env=self.env,
+            stdin=stdin,
+            timeout=50,
             umask=self.umask,
             cwd=self.base,
         )
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 50)
+        out, err = result.stdout.encode(), result.stderr.encode()
         self.seen[f"`hublink {' '.join(args)}` stdout"] = out
         self.seen[f"`hublink {' '.join(args)}` stderr"] = err
-        assert proc.returncode == code, f"hublink {args}: {proc.returncode}\n{err.decode()}"
+        assert result.returncode == code, f"hublink {args}: {result.returncode}\n{err.decode()}"
         return out.decode()
 
 
-def leaks(seen: Mapping[str, bytes], secrets: Iterable[str]) -> list[str]:
+def find_leaks(seen: Mapping[str, bytes], secrets: Iterable[str]) -> list[str]:
     """``"where: what"`` for every planted secret, or JWT, found in what was seen."""
     found = []
     planted = [s for s in secrets if s]

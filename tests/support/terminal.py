@@ -6,9 +6,11 @@ import asyncio
 import fcntl
 import os
 import pty
-import sys
 import termios
 import time
+
+from support.cli import HUBLINK_COMMAND
+from support.timing import scaled
 
 #: What Ctrl-D sends: end of input at the start of a line.
 CTRL_D = "\x04"
@@ -29,7 +31,7 @@ class Terminal:
     async def read_until(self, text: str, timeout: float = 20) -> None:
         """Collect output until ``text`` shows up (or the child closes the terminal)."""
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while text not in self.output:
             left = deadline - time.monotonic()
             assert left > 0, f"waited for {text!r}; got {self.output!r}"
@@ -44,12 +46,13 @@ class Terminal:
             self.output += chunk.decode(errors="replace")
 
     def type(self, line: str) -> None:
+        """Type ``line`` and Enter."""
         os.write(self.primary, (line + "\n").encode())
 
     async def finish(self, proc: asyncio.subprocess.Process, timeout: float = 20) -> int:
         """Wait for ``proc`` (killed after ``timeout``), close the terminal; its exit code."""
         try:
-            return await asyncio.wait_for(proc.wait(), timeout)
+            return await asyncio.wait_for(proc.wait(), scaled(timeout))
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -60,9 +63,7 @@ class Terminal:
 async def spawn_on(tty: Terminal, *args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     """``hublink ARGS`` with the pty as its stdin, stdout, stderr and controlling terminal."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hublink",
+        *HUBLINK_COMMAND,
         *args,
         stdin=tty.secondary,
         stdout=tty.secondary,

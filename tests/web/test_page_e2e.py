@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,9 @@ import pytest
 from hublink.config import BackupSettings
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
 from support.backup import make_database
-from support.daemon import HublinkProcess, spawn
+from support.daemon import Daemons, HublinkProcess
 from support.hubs import connected, running, unregistered_hub
 from support.polling import wait_until
-
-__all__ = ["spawn"]  # the fixture, imported for pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
@@ -84,7 +82,7 @@ class Visit:
 
 
 @pytest.fixture
-async def box(devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]) -> Box:
+async def page_box(devcloud: DevCloud, tmp_path: Path, daemons: Daemons) -> Box:
     database = tmp_path / "shop.sqlite3"
     make_database(database, rows=500)
     hook = tmp_path / "install.py"
@@ -96,7 +94,7 @@ async def box(devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any]) -> 
         backup=BackupSettings(database=database),
         hooks={"install_plugin_update": (sys.executable, str(hook), str(installs))},
     )
-    daemon: HublinkProcess = await spawn(hub)
+    daemon = await daemons.start(hub)
     status = await daemon.wait_status(lambda s: running(s) and s["web"]["url"])
     code = (hub.settings.state_dir / "web-code").read_text().strip()
     return Box(daemon, devcloud, status["web"]["url"], code, installs)
@@ -112,7 +110,7 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def visit(browser: Any, box: Box, **context: Any) -> Visit:
+async def visit(browser: Any, page_box: Box, **context: Any) -> Visit:
     """A fresh browser context whose every request is recorded; any not for the box fails."""
     ctx = await browser.new_context(**context)
     page = await ctx.new_page()
@@ -121,7 +119,7 @@ async def visit(browser: Any, box: Box, **context: Any) -> Visit:
     async def only_this_box(route: Any) -> None:
         url = route.request.url
         seen.requested.append(url)
-        if url.startswith(box.base + "/"):
+        if url.startswith(page_box.base + "/"):
             await route.continue_()
         else:
             await route.abort()
@@ -132,9 +130,9 @@ async def visit(browser: Any, box: Box, **context: Any) -> Visit:
     return seen
 
 
-def assert_stayed_on_the_box(seen: Visit, box: Box) -> None:
+def assert_stayed_on_the_box(seen: Visit, page_box: Box) -> None:
     assert seen.requested
-    assert all(url.startswith(box.base + "/") for url in seen.requested), seen.requested
+    assert all(url.startswith(page_box.base + "/") for url in seen.requested), seen.requested
     # The refused password's page is a 401, which chromium notes on the console.
     assert [p for p in seen.problems if not p.startswith("Failed to load resource")] == []
 
@@ -146,22 +144,22 @@ async def fits_the_screen(page: Any, width: int) -> None:
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 async def test_the_whole_wizard_then_install_back_up_and_checks(
-    box: Box, browser: Any, viewport: dict[str, int]
+    page_box: Box, browser: Any, viewport: dict[str, int]
 ) -> None:
     expect = playwright.expect
-    seen = await visit(browser, box, viewport=viewport)
+    seen = await visit(browser, page_box, viewport=viewport)
     page = seen.page
-    pid = box.daemon.pid
+    pid = page_box.daemon.pid
 
     # 1. Locked: only the code form. The desktop types the code, the phone opens
     #    the URL that `hublink status` prints.
     if viewport is DESKTOP:
-        await page.goto(box.url)
+        await page.goto(page_box.url)
         await expect(page.get_by_label("Setup code")).to_be_visible()
-        await page.get_by_label("Setup code").fill(box.code)
+        await page.get_by_label("Setup code").fill(page_box.code)
         await page.get_by_role("button", name="Unlock").click()
     else:
-        await page.goto(f"{box.url}?code={box.code}")
+        await page.goto(f"{page_box.url}?code={page_box.code}")
     await expect(page.get_by_role("heading", name="Set up this hub")).to_be_visible()
     assert "code=" not in page.url
     await fits_the_screen(page, viewport["width"])
@@ -176,16 +174,16 @@ async def test_the_whole_wizard_then_install_back_up_and_checks(
     await expect(page.get_by_label("Email")).to_have_value(DEMO_EMAIL)
     await expect(page.get_by_label("Hub name")).to_have_value("Main Street shop")
     await expect(page.get_by_label("Password")).to_have_value("")
-    assert not box.daemon.settings.credentials_path.exists()
+    assert not page_box.daemon.settings.credentials_path.exists()
 
     # 3. The right one: the status view, and the link comes up without a restart.
     await page.get_by_label("Password").fill(DEMO_PASSWORD)
     await page.get_by_role("button", name="Register this hub").click()
     await expect(page.get_by_role("heading", name="Main Street shop")).to_be_visible()
     await expect(page.locator("#status .state-connected")).to_be_visible(timeout=SLOW)
-    status = await box.daemon.wait_status(connected)
+    status = await page_box.daemon.wait_status(connected)
     assert status["daemon"]["pid"] == pid
-    box.daemon.assert_running()
+    page_box.daemon.assert_running()
     await expect(page.locator("#status")).to_contain_text(status["slug"])
     await fits_the_screen(page, viewport["width"])
     hub_id = status["hub_id"]
@@ -193,40 +191,44 @@ async def test_the_whole_wizard_then_install_back_up_and_checks(
     # 4. The Cloud announces an update: the view shows it without a reload; Install
     #    runs the hook with the recorded message.
     await page.evaluate("window.hublinkMark = 1")
-    assert await box.cloud.push(hub_id, UPDATE)
+    assert await page_box.cloud.push(hub_id, UPDATE)
     install = page.get_by_role("button", name="Install the update for inventory")
     await expect(install).to_be_visible(timeout=SLOW)
     await install.click()
     await expect(page.locator("#main > .notice")).to_contain_text("inventory")
-    await wait_until(lambda: box.installs.exists() and box.installs.read_text(), what="hook")
-    assert json.loads(box.installs.read_text().splitlines()[0]) == UPDATE
+    await wait_until(
+        lambda: page_box.installs.exists() and page_box.installs.read_text(), what="hook"
+    )
+    assert json.loads(page_box.installs.read_text().splitlines()[0]) == UPDATE
 
     # 5. Back up now: the real database goes to the Cloud, and the view says so.
     await page.get_by_role("button", name="Back up now").click()
     await expect(page.locator("#main > .notice")).to_contain_text("Backup started.")
     await expect(page.locator("#status")).to_contain_text("completed", timeout=SLOW)
-    assert len(box.cloud.backup_records(hub_id)) == 1
+    assert len(page_box.cloud.backup_records(hub_id)) == 1
 
     # 6. Run checks: the doctor's results, run by the daemon.
     await page.get_by_role("button", name="Run checks").click()
     checks = page.locator("#checks")
     await expect(checks).to_contain_text("credentials")
-    await expect(checks).to_contain_text("served at " + box.url)
+    await expect(checks).to_contain_text("served at " + page_box.url)
     assert await page.evaluate("window.hublinkMark") == 1  # never reloaded
     await fits_the_screen(page, viewport["width"])
 
-    assert_stayed_on_the_box(seen, box)
-    assert DEMO_PASSWORD not in box.daemon.log_text()
+    assert_stayed_on_the_box(seen, page_box)
+    assert DEMO_PASSWORD not in page_box.daemon.log_text()
 
 
-async def test_the_page_speaks_spanish(box: Box, browser: Any) -> None:
+async def test_the_page_speaks_spanish(page_box: Box, browser: Any) -> None:
     expect = playwright.expect
-    seen = await visit(browser, box, viewport=PHONE, extra_http_headers={"Accept-Language": "es"})
+    seen = await visit(
+        browser, page_box, viewport=PHONE, extra_http_headers={"Accept-Language": "es"}
+    )
     page = seen.page
 
-    await page.goto(box.url)
+    await page.goto(page_box.url)
     await expect(page.locator("html")).to_have_attribute("lang", "es")
-    await page.get_by_label("Código de configuración").fill(box.code)
+    await page.get_by_label("Código de configuración").fill(page_box.code)
     await page.get_by_role("button", name="Desbloquear").click()
     await expect(page.get_by_role("heading", name="Configurar este hub")).to_be_visible()
 
@@ -242,4 +244,4 @@ async def test_the_page_speaks_spanish(box: Box, browser: Any) -> None:
     await expect(page.locator("#status")).to_contain_text("Enlace")
     await expect(page.get_by_role("button", name="Hacer copia ahora")).to_be_visible()
     await expect(page.locator("#status .state-connected")).to_be_visible(timeout=SLOW)
-    assert_stayed_on_the_box(seen, box)
+    assert_stayed_on_the_box(seen, page_box)

@@ -29,16 +29,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import structlog
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 
-from hublink import __version__
 from hublink.clock import describe_duration, utc_now
 from hublink.errors import OutboxError
+from hublink.link.handshake import describe_failure, open_handshake
 from hublink.link.messages import BadFrame, UnknownMessageType, heartbeat_frame, parse_inbound
 from hublink.link.outbox import MAX_DELIVERY_ATTEMPTS
 from hublink.live import LinkStateName, LiveState
@@ -70,48 +69,8 @@ SPREAD_CLOSE_CODES = frozenset({1001, 1012, 1013, 1006})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 #: How many outbox events go out between two acknowledging pings.
 DRAIN_BATCH = 500
-#: Bounded wait for the closing handshake, so that shutdown ends within its deadline.
-CLOSE_TIMEOUT = 2.0
 #: How much of a bad frame's description reaches the log.
 LOGGED_FRAME_CHARS = 200
-
-
-def ws_url(settings: Settings, creds: Credentials) -> str:
-    """``ws(s)://host[:port]/ws/hub/{hub_id}/?token=…``; the token is a secret."""
-    scheme = "wss" if settings.cloud_scheme == "https" else "ws"
-    netloc = settings.cloud_url.split("://", 1)[1].rstrip("/")
-    # Percent-encoded: a token with "+", "&" or "=" must reach the Cloud's query
-    # parser unchanged ("+" would otherwise arrive as a space).
-    token = quote(creds.tunnel_token.get_secret_value(), safe="")
-    return f"{scheme}://{netloc}/ws/hub/{creds.hub_id}/?token={token}"
-
-
-def open_handshake(
-    settings: Settings,
-    creds: Credentials,
-    *,
-    ssl: ssl_module.SSLContext | None,
-    open_timeout: float | None = None,
-) -> connect:
-    """The link's WebSocket connection to the Cloud, not yet opened: await it or ``async with`` it.
-
-    The one place that knows the link's URL, TLS, proxy (websockets reads
-    ``HTTPS_PROXY``) and keepalive options; ``doctor`` opens its trial
-    handshake here too. ``open_timeout`` (seconds) defaults to the ping timeout.
-    """
-    ws_cfg = settings.websocket
-    return connect(
-        ws_url(settings, creds),
-        ssl=ssl if settings.cloud_scheme == "https" else None,
-        user_agent_header=f"hublink/{__version__}",
-        open_timeout=ws_cfg.ping_timeout if open_timeout is None else open_timeout,
-        ping_interval=ws_cfg.ping_interval,
-        ping_timeout=ws_cfg.ping_timeout,
-        close_timeout=CLOSE_TIMEOUT,
-        max_size=ws_cfg.max_message_size,
-        # Frames are small JSON: deflate would cost CPU and a zlib context per link.
-        compression=None,
-    )
 
 
 @dataclass(frozen=True)
@@ -198,7 +157,7 @@ class Link:
             # the idle link does not otherwise need (the idle footprint is benchmarked).
 
             # Permanent ones (a certificate that does not verify, …) are retried too, but loudly.
-            return Outcome(error=_describe(err), permanent=not is_transient(err))
+            return Outcome(error=describe_failure(err), permanent=not is_transient(err))
         return await self._serve(ws)
 
     def _refused(self, err: InvalidStatus) -> Outcome:
@@ -495,13 +454,3 @@ async def _goodbye(ws: ClientConnection) -> None:
     except Exception:
         # Closing a connection that is failing anyway: nothing left to report.
         log.debug("closing the link failed", exc_info=True)
-
-
-def _describe(err: BaseException) -> str:
-    """A short, secret-free description of a connection failure."""
-    text = str(err) or type(err).__name__
-    if isinstance(err, OSError) and err.strerror:
-        text = err.strerror
-    elif isinstance(err, TimeoutError):
-        text = "timed out opening the connection"
-    return mask_text(f"{type(err).__name__}: {text}"[:LOGGED_FRAME_CHARS])

@@ -1,60 +1,58 @@
-"""``hublink run`` with the tunnel: real frps (in the reference Cloud) and real frpc."""
+"""Contract section 3, the FRP tunnel: ``hublink run`` with real frpc, against the real frps
+(with the Cloud's per-hub plugin) of the reference Cloud.
+
+What it proves: the daemon runs frpc on the generated config and a request to
+the hub's ``tunnel_port`` on frps reaches the Hub application; frpc is reaped
+when the daemon stops, and dies with it even after a kill -9; new credentials
+restart the tunnel as the new hub; its metrics follow frpc (up, restarts,
+section 10); the tunnel stops while the Cloud refuses
+the hub's credentials and comes back once they are accepted; the token never
+reaches the daemon's log.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hublink.credentials import CredentialStore
-from support.daemon import spawn
-from support.devcloud import HubEnv
+from support.cloud import HubEnv, make_hub_env
+from support.daemon import Daemons, HublinkProcess
+from support.metrics import scrape_socket
 from support.polling import wait_until
-from support.tunnel import HELLO, fetch_eventually, frp_cloud, hub_app, tunnel_hub
-
-__all__ = ["frp_cloud", "hub_app", "spawn", "tunnel_hub"]  # fixtures, imported for pytest
+from support.processes import is_alive
+from support.tunnel import HELLO, fetch_eventually
 
 pytestmark = pytest.mark.frp
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def test_the_daemon_runs_frpc_and_reaps_it_on_sigterm(
-    tunnel_hub: HubEnv, spawn: Callable[..., Any]
+    tunnel_hub: HubEnv, daemons: Daemons
 ) -> None:
-    daemon = await spawn(tunnel_hub)
+    daemon = await daemons.start(tunnel_hub)
     status = await daemon.wait_status(
         lambda s: s["tunnel"]["state"] == "running" and s["websocket"]["state"] == "connected",
         timeout=30,
     )
     frpc_pid = status["tunnel"]["pid"]
-    assert frpc_pid and alive(frpc_pid)
+    assert frpc_pid and is_alive(frpc_pid)
     body = await fetch_eventually(f"http://127.0.0.1:{tunnel_hub.creds.tunnel_port}/")
     assert body == HELLO
     started = time.monotonic()
     assert await daemon.terminate() == 0
     assert time.monotonic() - started < 5
-    assert not alive(frpc_pid)
+    assert not is_alive(frpc_pid)
     assert tunnel_hub.token not in daemon.log_text()
 
 
 async def test_new_credentials_restart_the_tunnel_too(
-    tunnel_hub: HubEnv, spawn: Callable[..., Any], tmp_path: Path
+    tunnel_hub: HubEnv, daemons: Daemons, tmp_path: Path
 ) -> None:
-    from support.devcloud import make_hub_env
-
-    daemon = await spawn(tunnel_hub)
+    daemon = await daemons.start(tunnel_hub)
     first = await daemon.wait_status(lambda s: s["tunnel"]["state"] == "running", timeout=30)
     old_pid = first["tunnel"]["pid"]
     again = make_hub_env(tunnel_hub.cloud, tmp_path / "again", name="Again")
@@ -69,18 +67,16 @@ async def test_new_credentials_restart_the_tunnel_too(
         ),
         timeout=30,
     )
-    await wait_until(lambda: not alive(old_pid), what="the old frpc reaped")
+    await wait_until(lambda: not is_alive(old_pid), what="the old frpc reaped")
     body = await fetch_eventually(f"http://127.0.0.1:{again.creds.tunnel_port}/")
     assert body == HELLO
     assert status["websocket"]["state"] in ("connected", "connecting", "backoff")
 
 
 async def test_tunnel_up_and_restarts_in_the_metrics_follow_frpc(
-    tunnel_hub: HubEnv, spawn: Callable[..., Any]
+    tunnel_hub: HubEnv, daemons: Daemons
 ) -> None:
-    from support.metrics import scrape_socket
-
-    daemon = await spawn(tunnel_hub)
+    daemon = await daemons.start(tunnel_hub)
     first = await daemon.wait_status(lambda s: s["tunnel"]["state"] == "running", timeout=30)
     sock = tunnel_hub.settings.control_socket
 
@@ -101,11 +97,11 @@ async def test_tunnel_up_and_restarts_in_the_metrics_follow_frpc(
 
 
 async def test_the_tunnel_stops_while_the_cloud_refuses_the_hub_and_comes_back_after(
-    tunnel_hub: HubEnv, spawn: Callable[..., Any]
+    tunnel_hub: HubEnv, daemons: Daemons
 ) -> None:
     # Issue 10 item 17: a revoked hub kept serving the Hub application through frps.
     cloud = tunnel_hub.cloud
-    daemon = await spawn(tunnel_hub)
+    daemon = await daemons.start(tunnel_hub)
     first = await daemon.wait_status(
         lambda s: s["tunnel"]["state"] == "running" and s["websocket"]["state"] == "connected",
         timeout=30,
@@ -120,7 +116,7 @@ async def test_the_tunnel_stops_while_the_cloud_refuses_the_hub_and_comes_back_a
     )
     assert held["tunnel"]["pid"] is None
     assert "refuses this hub's credentials" in held["tunnel"]["last_error"]
-    await wait_until(lambda: not alive(old_pid), what="frpc stopped")
+    await wait_until(lambda: not is_alive(old_pid), what="frpc stopped")
     # Accepted again: the tunnel starts anew and serves the Hub application.
     back = await daemon.wait_status(
         lambda s: s["websocket"]["state"] == "connected" and s["tunnel"]["state"] == "running",
@@ -128,4 +124,31 @@ async def test_the_tunnel_stops_while_the_cloud_refuses_the_hub_and_comes_back_a
     )
     assert back["tunnel"]["pid"] not in (None, old_pid)
     body = await fetch_eventually(f"http://127.0.0.1:{tunnel_hub.creds.tunnel_port}/")
+    assert body == HELLO
+
+
+async def test_kill_9_of_the_daemon_leaves_no_frpc_behind(tunnel_hub: HubEnv) -> None:
+    tunnel = tunnel_hub.settings.tunnel
+    env = {
+        "HUBLINK_TUNNEL__FRPC_PATH": tunnel.frpc_path,
+        "HUBLINK_TUNNEL__SERVER_ADDR": "127.0.0.1",
+        "HUBLINK_TUNNEL__SERVER_PORT": str(tunnel.server_port),
+        "HUBLINK_TUNNEL__ADMIN_PORT": str(tunnel.admin_port),
+        "HUBLINK_HUB__LOCAL_PORT": str(tunnel_hub.settings.hub.local_port),
+    }
+    daemon = HublinkProcess(tunnel_hub, env=env)
+    await daemon.start()
+    try:
+        status = await daemon.wait_status(
+            lambda s: (s.get("tunnel") or {}).get("state") == "running", timeout=30
+        )
+        body = await fetch_eventually(f"http://127.0.0.1:{tunnel_hub.creds.tunnel_port}/")
+        frpc_pid = status["tunnel"]["pid"]
+        assert is_alive(frpc_pid)
+        await daemon.kill()
+        await wait_until(
+            lambda: not is_alive(frpc_pid), timeout=10, what="frpc gone with the daemon"
+        )
+    finally:
+        await daemon.stop()  # also checks that the token never reached the daemon's log
     assert body == HELLO
