@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from hublink.config import Settings, load_settings
+from hublink.config import Settings
+from hublink.configload import load_settings
 from hublink.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

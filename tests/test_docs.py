@@ -21,7 +21,8 @@ import pytest
 from pydantic import BaseModel
 
 from hublink import errors, statedir
-from hublink.config import Settings, hook_keys, load_settings
+from hublink.config import Settings, hook_keys
+from hublink.configload import load_settings
 from hublink.link import messages
 from support.cli import make_child_env, run_hublink
 

@@ -1,6 +1,6 @@
 """Reading the config file: bytes, encoding and TOML syntax, each failure named for a person.
 
-:func:`hublink.config.load_settings` validates what this returns. Whatever
+:func:`hublink.configload.load_settings` validates what this returns. Whatever
 the file holds (Latin-1 text, a BOM, a folder, a device, random bytes), the
 result is its tables or a :class:`~hublink.errors.ConfigError` (exit 78)
 naming the file and what to do; never another exception.

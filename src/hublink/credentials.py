@@ -13,7 +13,7 @@ import structlog
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from hublink.config import describe_validation_error
+from hublink.configload import describe_validation_error
 from hublink.errors import CredentialsError, NotRegisteredError, StateDirAccessError
 from hublink.fsutil import atomic_write, loose_permissions
 from hublink.logs import register_secret

@@ -113,7 +113,7 @@ def test_malformed_listen_addresses_are_named_by_the_settings(listen: str, named
 def test_a_malformed_listen_from_the_environment_is_exit_78(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from hublink.config import load_settings
+    from hublink.configload import load_settings
 
     monkeypatch.setenv("HUBLINK_WEB__LISTEN", "localhost")
     with pytest.raises(ConfigError) as caught:

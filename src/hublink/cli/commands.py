@@ -301,8 +301,8 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings | None) -> int:
     import json
 
     from hublink import doctor
-    from hublink.config import load_settings
     from hublink.configfile import config_path
+    from hublink.configload import load_settings
     from hublink.errors import EXIT_CONFIG, ConfigError
 
     path, _ = config_path(args.config)
@@ -324,8 +324,8 @@ def cmd_support_bundle(args: argparse.Namespace, settings: Settings | None) -> i
     from pathlib import Path
 
     from hublink import bundle
-    from hublink.config import load_settings
     from hublink.configfile import config_path
+    from hublink.configload import load_settings
     from hublink.errors import ConfigError
 
     path, _ = config_path(args.config)

@@ -217,7 +217,7 @@ def _run(argv: Sequence[str], context: _Context) -> int:
     # every installed distribution, the largest cost of loading the settings
     # after pydantic itself. PYDANTIC_DISABLE_PLUGINS is pydantic's own switch.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    from hublink.config import load_settings
+    from hublink.configload import load_settings
 
     context.settings = load_settings(args.config)
     commands.configure_logging(context.settings.log.level, context.settings.log.format)
