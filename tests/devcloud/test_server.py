@@ -439,6 +439,24 @@ async def test_fail_next_applies_to_the_websocket_handshake(hub_settings: HubEnv
         assert hub_settings.cloud.connections(hub_settings.hub_id) == 1
 
 
+async def test_every_handshake_is_recorded_with_its_arrival_and_answer(
+    hub_settings: HubEnv,
+) -> None:
+    cloud = hub_settings.cloud
+    cloud.fail_next("/ws/hub/", 503, retry_after=3)
+    before = time.monotonic()
+    with pytest.raises(InvalidStatus):
+        await _connect(hub_settings)
+    with pytest.raises(InvalidStatus):
+        await websockets.connect(cloud.ws_url(hub_settings.hub_id, "wrong-token"))
+    async with await _connect(hub_settings):
+        pass
+    attempts = cloud.handshakes(hub_settings.hub_id)
+    assert [a.status for a in attempts] == [503, 401, 101]
+    times = [a.at for a in attempts]
+    assert before <= times[0] <= times[1] <= times[2] <= time.monotonic()
+
+
 async def test_restart_on_the_same_port_and_data_keeps_the_hubs(hub_settings: HubEnv) -> None:
     cloud = hub_settings.cloud
     url = cloud.url

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from hublink.credentials import Credentials, CredentialStore
 from hublink.devcloud import admin, backups, rest, ws
 from hublink.devcloud.faults import Fault, Faults
-from hublink.devcloud.records import CLOUD_KEY, HubLink, HubRecord
+from hublink.devcloud.records import CLOUD_KEY, Handshake, HubLink, HubRecord
 from hublink.devcloud.store import CloudStore, StoredBackup
 from hublink.devcloud.tokens import TokenIssuer, User
 
@@ -167,7 +167,7 @@ class DevCloud:
         return f"{self.url.replace('http', 'ws', 1)}/ws/hub/{hub_id}/?token={token}"
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self.faults.middleware()])
+        app = web.Application(middlewares=[ws.handshake_recorder(), self.faults.middleware()])
         app[CLOUD_KEY] = self
         rest.add_routes(app)
         ws.add_routes(app)
@@ -295,6 +295,10 @@ class DevCloud:
     def connections(self, hub_id: str | uuid.UUID) -> int:
         """How many WebSocket handshakes of this hub were accepted in total."""
         return self._known_link(hub_id).connections
+
+    def handshakes(self, hub_id: str | uuid.UUID) -> list[Handshake]:
+        """Every handshake of this hub that reached the Cloud, refused ones too, oldest first."""
+        return list(self._known_link(hub_id).handshakes)
 
     def close_codes(self, hub_id: str | uuid.UUID) -> list[int | None]:
         """The close code of each ended link of this hub, oldest first."""
