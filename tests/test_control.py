@@ -67,6 +67,18 @@ async def test_status_is_the_contract_object(
     assert await fetch_status(hub_settings.settings.control_socket) is not None
 
 
+async def test_debug_counts_the_daemons_tasks_and_threads(
+    hub_settings: HubEnv, spawn: Callable[..., Any]
+) -> None:
+    daemon = await spawn()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    status, body = await call(hub_settings, "GET", "/v1/debug")
+    assert status == 200
+    # The supervised tasks, the link's loops and this very request, at least.
+    assert body["tasks"] >= 5
+    assert body["threads"] >= 1
+
+
 async def test_the_socket_is_0660_and_removed_on_exit(
     hub_settings: HubEnv, spawn: Callable[..., Any]
 ) -> None:

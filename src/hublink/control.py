@@ -5,6 +5,7 @@ Server side (inside ``hublink run``)::
     GET  /v1/status   the contract's status object
     POST /v1/events   {"type", "data"} → validated, queued durably → 201 {"id"}
     POST /v1/poke     wake the outbox drain (after a ``hublink send``)
+    GET  /v1/debug    asyncio tasks and threads alive (leak hunting; not in the contract)
 
 The socket lives at ``{runtime_dir}/control.sock`` with mode 0660 and is
 removed on exit. A socket left behind by a crashed daemon is replaced; one
@@ -22,6 +23,7 @@ import http.client
 import json
 import socket
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -78,6 +80,7 @@ class ControlServer:
         app.router.add_get("/v1/status", self._get_status)
         app.router.add_post("/v1/events", self._post_event)
         app.router.add_post("/v1/poke", self._post_poke)
+        app.router.add_get("/v1/debug", self._get_debug)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -106,6 +109,14 @@ class ControlServer:
         from aiohttp import web
 
         return web.json_response(await self._status())
+
+    async def _get_debug(self, request: web.Request) -> web.Response:
+        """``{"tasks", "threads"}``: counts that grow without bound betray a leak (the soak)."""
+        from aiohttp import web
+
+        return web.json_response(
+            {"tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
+        )
 
     async def _post_poke(self, request: web.Request) -> web.Response:
         from aiohttp import web
