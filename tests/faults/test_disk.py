@@ -104,7 +104,7 @@ async def test_a_full_state_dir_while_draining_keeps_the_link_up(
         back_at = watch.now()
         await devcloud.start(port=port)
         # The batch goes out; removing it from the outbox cannot be written.
-        full_for = sized(5.0, 15.0)
+        full_for = sized(3.0, 15.0)
         await wait_until(lambda: watch.now() - back_at >= full_for, timeout=full_for + 5)
         states = {state for at, state, _ in watch.samples if at >= back_at}
         errors = watch.errors(back_at)
@@ -163,7 +163,7 @@ async def test_a_backup_requested_with_the_state_dir_full_is_answered(
             ]
             return found[0] if found else None
 
-        wait = sized(5.0, 30.0)
+        wait = sized(3.0, 30.0)
         got = await within(answer, wait)
         if got is None:
             fs.free()

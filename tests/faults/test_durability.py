@@ -36,7 +36,7 @@ async def test_sigkill_at_random_moments_loses_nothing_and_keeps_the_order(
     seed = int(os.environ.get("HUBLINK_FAULTS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     hub = fault_hub(devcloud, tmp_path / "hub")
-    kills = sized(8, 30)
+    kills = sized(6, 30)
     moments: list[float] = []
     async with Producer(hub, interval=0.01, via="send") as events:
         for _ in range(kills):

@@ -158,7 +158,7 @@ async def test_a_half_open_link_is_found_by_its_pings(
 async def test_a_slow_path_keeps_the_link_and_delivers_every_event(
     devcloud: Any, proxy: FaultProxy, spawn: Callable[..., Any], recorder: Any, tmp_path: Any
 ) -> None:
-    latency = 2.0
+    latency = sized(1.0, 2.0)
     # Pings must outlast the 4 s round trip; with the defaults (20 s) they do.
     hub = fault_hub(
         devcloud,
@@ -169,7 +169,7 @@ async def test_a_slow_path_keeps_the_link_and_delivers_every_event(
     proxy.latency = latency
     daemon = await linked(spawn, hub)
     watch = await LinkWatch(daemon).start()
-    held_for = sized(8.0, 30.0)
+    held_for = sized(4.0, 30.0)
     async with Producer(hub, interval=0.1) as events:
         start = watch.now()
         await wait_until(lambda: watch.now() - start >= held_for, timeout=held_for + 5)
@@ -219,7 +219,7 @@ async def test_a_handshake_that_hangs_is_abandoned_and_retried(
     cloud = proxied_hub.cloud
     daemon = await linked(spawn, proxied_hub)
     watch = await LinkWatch(daemon).start()
-    hang_for = sized(4.0, 15.0)
+    hang_for = sized(3.0, 15.0)
     async with Producer(proxied_hub) as events:
         await wait_until(lambda: len(events.arrived()) >= 3, what="events flow")
         if mode == "stall":

@@ -25,16 +25,20 @@ from support.polling import wait_until
 from support.reliability import Row
 from support.scenario import LinkWatch, Producer, fault_hub, linked, sized
 
-DURATION = sized(40.0, 600.0)
-SAMPLE_EVERY = sized(5.0, 10.0)
+DURATION = sized(20.0, 600.0)
+SAMPLE_EVERY = sized(2.5, 10.0)
 #: Samples taken before this are warm-up: caches, the thread pool, the first reconnects.
-WARM_UP = sized(10.0, 30.0)
+WARM_UP = sized(5.0, 30.0)
 DROP_EVERY = 0.5
 RSS_GOAL_MB = 5.0
 #: How far a count may sit above its first value when a sample lands mid-reconnect.
 SLACK = {"fds": 2, "threads": 1, "tasks": 4}
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(DURATION + 120)]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 120 else f"{seconds:g} s"
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ async def test_a_soak_of_fast_heartbeats_and_drops_leaks_nothing(
     passed = growth < RSS_GOAL_MB and all(flat.values()) and not missing
     row = Row(
         key="soak/1-heartbeats-and-drops",
-        scenario=f"Soak, {DURATION / 60:g} min: heartbeat every 50 ms, the link dropped every "
+        scenario=f"Soak, {_duration(DURATION)}: heartbeat every 50 ms, the link dropped every "
         f"{DROP_EVERY} s",
         rule="no resource grows with the number of connections (a flaky uplink for weeks)",
         iterations=drops,

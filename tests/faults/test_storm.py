@@ -40,8 +40,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(sized(24
 
 TESTS = Path(__file__).resolve().parent.parent
 LINKS = sized(200, 1000)
-DAEMONS = sized(10, 50)
-SPREAD = sized(5.0, 10.0)
+DAEMONS = sized(5, 50)
+SPREAD = sized(4.0, 10.0)
 #: The contract's promise: everyone back within the spread window plus this.
 BACK_WITHIN = 10.0
 RETRY_AFTER = sized(3.0, 5.0)
