@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hublink.logs import set_hub_id
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Shared fixtures living in their own modules beside this file.
@@ -26,6 +28,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[N
     monkeypatch.setenv("HUBLINK_CONFIG", str(tmp_path / "hublink.toml"))
     (tmp_path / "hublink.toml").write_text("")
     yield
+    # A daemon run in-process leaves its hub id on the process's log lines.
+    set_hub_id(None)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ import pytest
 from pydantic import BaseModel
 
 from hublink import errors, statedir
-from hublink.config import HOOKABLE_TYPES, Settings, load_settings
+from hublink.config import Settings, hook_keys, load_settings
 from hublink.link import messages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -351,7 +351,7 @@ def test_every_state_file_is_documented() -> None:
 
 def test_every_hook_type_is_documented() -> None:
     doc = section(CONFIG_PAGE.read_text(), "## Hooks")
-    for name in HOOKABLE_TYPES:
+    for name in hook_keys():
         assert f"`{name}`" in doc, name
 
 

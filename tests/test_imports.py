@@ -101,3 +101,20 @@ def test_the_cli_skips_pydantics_plugin_scan(tmp_path: Path) -> None:
         env=quick_command_env(tmp_path),
     ).stdout
     assert out.splitlines()[-1] == "scanned: False"
+
+
+def test_packages_resolve_every_name_they_export_and_load_it_only_when_asked() -> None:
+    code = (
+        "import importlib, sys\n"
+        "loaded = []\n"
+        "for package in ('hublink.link', 'hublink.tunnel', 'hublink.backup'):\n"
+        "    module = importlib.import_module(package)\n"
+        "    loaded += [m for m in sys.modules if m.startswith(package + '.')]\n"
+        "    for name in module.__all__:\n"
+        "        getattr(module, name)\n"
+        "print('loaded:', *loaded)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.splitlines()[-1] == "loaded:"

@@ -25,7 +25,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hublink.errors import ConfigError
-from hublink.link.messages import INBOUND_TYPES
 from hublink.logs import register_secret_str
 
 DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
@@ -52,8 +51,16 @@ DEFAULT_HOOKS_TIMEOUT = 30.0
 
 #: The hook a person triggers to install a recorded plugin update (contract section 6).
 INSTALL_PLUGIN_UPDATE = "install_plugin_update"
-#: The keys of ``[hooks]``: every Cloud→Hub message type, plus the install hook.
-HOOKABLE_TYPES = INBOUND_TYPES | {INSTALL_PLUGIN_UPDATE}
+
+
+def hook_keys() -> frozenset[str]:
+    """The keys ``[hooks]`` accepts: every Cloud→Hub message type, plus the install hook."""
+    # The types come from the message models, whose build costs `hublink status`
+    # a sixth of its start-up: only a config that has hooks pays for it.
+    from hublink.link.messages import INBOUND_TYPES
+
+    return INBOUND_TYPES | {INSTALL_PLUGIN_UPDATE}
+
 
 _SECRET_KEYS = ("server_token", "tunnel_token", "password")
 
@@ -207,9 +214,10 @@ class Settings(BaseSettings):
     @field_validator("hooks")
     @classmethod
     def _hook_types(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        allowed_keys = hook_keys() if value else frozenset()
         for key in value:
-            if key not in HOOKABLE_TYPES:
-                allowed = ", ".join(sorted(HOOKABLE_TYPES))
+            if key not in allowed_keys:
+                allowed = ", ".join(sorted(allowed_keys))
                 raise ValueError(f"no Cloud message is called {key!r}; hooks exist for {allowed}")
         return value
 

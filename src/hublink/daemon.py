@@ -347,6 +347,7 @@ class Daemon:
             os.close(self._lock_fd)
             self._lock_fd = None
         log.info("hublink daemon stopped", forced=self.forced)
+        set_hub_id(None)
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

@@ -70,6 +70,34 @@ def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
     fsync_dir(folder)
 
 
+def create_once(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> bool:
+    """Create ``path`` holding ``data`` unless it exists; whether this call created it.
+
+    The file appears whole or not at all (written and fsynced under a temporary
+    name, then hard-linked into place), and of two processes racing, exactly
+    one creates it: the other finds the winner's file.
+    """
+    folder = path.parent
+    ensure_private_dir(folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        fsync_dir(folder)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

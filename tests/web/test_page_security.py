@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from hublink.errors import CloudAuthError
+from hublink.statedir import WEB_CODE as CODE_FILE
 from hublink.web import read_or_create_code
-from hublink.web.code import CODE_FILE, MIN_LENGTH
+from hublink.web.code import MIN_LENGTH
 from support.page import CONNECTED, FakeDaemon, csrf_of, origin, page_token, post
 
 Client = TestClient[Any, Any]

@@ -1,1 +1,29 @@
-"""backup"""
+"""Backups of the Hub's database and restoring them (contract section 7).
+
+snapshot  a consistent copy in one read transaction while the Hub writes
+keys      the hub's age identity and the owner's recipients
+pipeline  snapshot → zstd → age, streamed, one backup at a time
+service   a backup asked for by the Cloud or the CLI: run, upload, answer
+restore   decrypt, decompress, integrity_check; never a partial file
+
+The names below load their module when first used (:mod:`hublink._lazy`): the
+age and zstd libraries stay out of a daemon that has not backed up yet.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hublink._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from hublink.backup.restore import restore_backup
+    from hublink.backup.service import BackupService, back_up_now
+
+_EXPORTS = {
+    "restore_backup": "restore",
+    "BackupService": "service",
+    "back_up_now": "service",
+}
+__all__ = ["BackupService", "back_up_now", "restore_backup"]
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -24,13 +24,15 @@ the WebSockets is kept in memory. It is not a production server.
 
 from __future__ import annotations
 
-from hublink.devcloud.cloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
 from hublink.devcloud.records import HubRecord
+from hublink.devcloud.server import DevCloud
+from hublink.devcloud.state import DEMO_EMAIL, DEMO_PASSWORD, CloudState
 from hublink.devcloud.store import PortsExhaustedError, StoredBackup
 
 __all__ = [
     "DEMO_EMAIL",
     "DEMO_PASSWORD",
+    "CloudState",
     "DevCloud",
     "HubRecord",
     "PortsExhaustedError",

@@ -9,11 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from hublink.devcloud.http import fail
-from hublink.devcloud.records import CLOUD_KEY, HubRecord, iso
+from hublink.devcloud.records import HubRecord, iso
+from hublink.devcloud.state import STATE_KEY
 
 
 def _hub(request: web.Request) -> HubRecord:
-    record = request.app[CLOUD_KEY].hub(request.match_info["hub_id"])
+    record = request.app[STATE_KEY].hub(request.match_info["hub_id"])
     if record is None:
         fail(404, "No hub with this id")
     return record
@@ -33,12 +34,12 @@ def _iso(value: Any) -> Any:
 
 async def list_hubs(request: web.Request) -> web.Response:
     """``GET /admin/hubs``: every hub with its link state, tokens left out."""
-    return _json([record.public() for record in request.app[CLOUD_KEY].hubs()])
+    return _json([record.public() for record in request.app[STATE_KEY].hubs()])
 
 
 async def show_hub(request: web.Request) -> web.Response:
     """``GET /admin/hubs/{hub_id}``: one hub and counters of its link."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     record = _hub(request)
     return _json(
         {
@@ -53,7 +54,7 @@ async def show_hub(request: web.Request) -> web.Response:
 
 async def push_message(request: web.Request) -> web.Response:
     """``POST /admin/hubs/{hub_id}/messages``: send the JSON body to the hub as-is."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     record = _hub(request)
     text = await request.text()
     try:
@@ -67,7 +68,7 @@ async def push_message(request: web.Request) -> web.Response:
 
 async def revoke_hub(request: web.Request) -> web.Response:
     """``POST /admin/hubs/{hub_id}/revoke``: revoke the hub and close its link with 4003."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     record = _hub(request)
     await cloud.revoke(record.hub_id)
     updated = cloud.hub(record.hub_id)
@@ -77,17 +78,17 @@ async def revoke_hub(request: web.Request) -> web.Response:
 
 async def hub_events(request: web.Request) -> web.Response:
     """``GET /admin/hubs/{hub_id}/events``: the events received, in order."""
-    return _json(request.app[CLOUD_KEY].events(_hub(request).hub_id))
+    return _json(request.app[STATE_KEY].events(_hub(request).hub_id))
 
 
 async def hub_heartbeats(request: web.Request) -> web.Response:
     """``GET /admin/hubs/{hub_id}/heartbeats``: the heartbeats received, with receive times."""
-    return _json(request.app[CLOUD_KEY].heartbeats(_hub(request).hub_id))
+    return _json(request.app[STATE_KEY].heartbeats(_hub(request).hub_id))
 
 
 async def hub_backups(request: web.Request) -> web.Response:
     """``GET /admin/hubs/{hub_id}/backups``: the stored backups."""
-    records = request.app[CLOUD_KEY].backup_records(_hub(request).hub_id)
+    records = request.app[STATE_KEY].backup_records(_hub(request).hub_id)
     return _json(
         [
             {

@@ -15,7 +15,7 @@ import structlog
 from aiohttp import StreamReader, web
 
 from hublink.devcloud.http import bearer, fail
-from hublink.devcloud.records import CLOUD_KEY
+from hublink.devcloud.state import STATE_KEY
 from hublink.devcloud.store import StoredBackup
 
 log = structlog.get_logger(__name__)
@@ -28,7 +28,7 @@ MAX_FILENAME = 200
 
 async def upload(request: web.Request) -> web.Response:
     """``POST /api/hubs/{hub_id}/backups/``: store the streamed body, checked by its SHA-256."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     token = bearer(request)
     hub = cloud.store.get_hub(cloud.normalize_id(request.match_info["hub_id"]) or "")
     if hub is None or not secrets.compare_digest(hub.tunnel_token.encode(), token.encode()):

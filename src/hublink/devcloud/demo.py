@@ -28,7 +28,7 @@ import tomli_w
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from hublink import logs
-from hublink.devcloud.cloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
 
 #: Every wait of the demo is bounded: a stuck step fails the demo, it never hangs.
 STEP_TIMEOUT = 15.0

@@ -27,8 +27,8 @@ from hublink.fsutil import atomic_write
 from hublink.tunnel.supervisor import die_with_parent, parse_line
 
 if TYPE_CHECKING:
-    from hublink.devcloud.cloud import DevCloud
     from hublink.devcloud.records import HubRecord
+    from hublink.devcloud.server import DevCloud
 
 log = structlog.get_logger(__name__)
 

@@ -5,17 +5,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from hublink.devcloud.store import StoredHub
-
-if TYPE_CHECKING:
-    from hublink.devcloud.cloud import DevCloud
-
-#: How request handlers reach the :class:`DevCloud` that serves them.
-CLOUD_KEY: web.AppKey[DevCloud] = web.AppKey("hublink_devcloud")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from hublink.devcloud.http import bearer, fail, read_body
-from hublink.devcloud.records import CLOUD_KEY
+from hublink.devcloud.state import STATE_KEY
 from hublink.devcloud.store import PortsExhaustedError
 from hublink.devcloud.tokens import ALGORITHM, TokenError
 
@@ -39,7 +39,7 @@ class RegisterBody(_Body):
 
 async def login(request: web.Request) -> web.Response:
     """Trade an owner's email and password for an access and a refresh token."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     body = await read_body(request, LoginBody)
     user = cloud.users.get(body.email.strip().lower())
     if user is None or user.password != body.password:
@@ -55,7 +55,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def refresh(request: web.Request) -> web.Response:
     """Trade a refresh token for a new pair (rotation, like SimpleJWT's option)."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     body = await read_body(request, RefreshBody)
     try:
         claims = cloud.tokens.verify(body.refresh, "refresh")
@@ -74,13 +74,13 @@ async def refresh(request: web.Request) -> web.Response:
 
 async def public_key(request: web.Request) -> web.Response:
     """The PEM public key that verifies every access token."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     return web.json_response({"public_key": cloud.tokens.public_pem, "algorithm": ALGORITHM})
 
 
 async def register(request: web.Request) -> web.Response:
     """Enroll a hub for the owner of the bearer access token."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     token = bearer(request)
     try:
         claims = cloud.tokens.verify(token, "access")

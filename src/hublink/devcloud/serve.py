@@ -8,7 +8,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from hublink.devcloud.cloud import DevCloud
+from hublink.devcloud.server import DevCloud
 from hublink.errors import HublinkError
 
 

@@ -13,7 +13,8 @@ from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Handler, Middleware
 
 from hublink.devcloud.http import fail
-from hublink.devcloud.records import CLOUD_KEY, Frame, Handshake, HubLink
+from hublink.devcloud.records import Frame, Handshake, HubLink
+from hublink.devcloud.state import STATE_KEY
 
 log = structlog.get_logger(__name__)
 
@@ -23,8 +24,6 @@ MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 CLOSE_TIMEOUT = 2.0
 #: Close code and reason for the older of two sockets of the same hub.
 REPLACED_CODE = 4000
-#: Close code for a hub whose credentials were revoked (the contract's 4003).
-REVOKED_CODE = 4003
 #: The name of the hubs' WebSocket route, which :func:`handshake_recorder` watches.
 HUB_SOCKET_ROUTE = "hub-socket"
 #: The handshake record of the request being served, set by :func:`handshake_recorder`.
@@ -33,7 +32,7 @@ HANDSHAKE_KEY: web.RequestKey[Handshake] = web.RequestKey("hublink_handshake")
 
 async def hub_socket(request: web.Request) -> web.StreamResponse:
     """``GET /ws/hub/{hub_id}/?token=…``: one hub's link, until either side closes it."""
-    cloud = request.app[CLOUD_KEY]
+    cloud = request.app[STATE_KEY]
     hub = cloud.store.get_hub(cloud.normalize_id(request.match_info["hub_id"]) or "")
     token = request.query.get("token", "")
     # Refused before the upgrade, so the hub sees a plain HTTP status.
@@ -124,7 +123,7 @@ def handshake_recorder() -> Middleware:
 
     @web.middleware
     async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
-        cloud = request.app[CLOUD_KEY]
+        cloud = request.app[STATE_KEY]
         hub_id = cloud.normalize_id(request.match_info.get("hub_id", ""))
         if request.match_info.route.name != HUB_SOCKET_ROUTE or hub_id is None:
             return await handler(request)

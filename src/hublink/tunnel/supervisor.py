@@ -41,10 +41,17 @@ log = structlog.get_logger(__name__)
 STOP_GRACE = 5.0
 #: A child that stayed ``running`` this long resets the restart backoff.
 HEALTHY_RESET = 60.0
-#: Seconds between two questions to frpc's admin API.
-POLL_INTERVAL = 1.0
+#: Seconds between two questions to frpc's admin API while the tunnel runs. frpc
+#: logs every change it sees (a lost session, a refused proxy), and each of its
+#: lines brings the next question forward: the poll only catches what it did not
+#: say. (At 1 s the polling was most of an idle box's CPU, for hublink and frpc.)
+POLL_INTERVAL = 30.0
 #: The first admin API question after a start or a drop; doubled up to POLL_INTERVAL.
 FIRST_POLL = 0.02
+#: After a line from frpc, quick questions (doubling from FIRST_POLL) up to this delay.
+SETTLE_POLLS_UNTIL = 1.0
+#: Patience for one admin API answer (it is on 127.0.0.1).
+ADMIN_TIMEOUT = 2.0
 #: frpc's lines can carry long error chains; a generous limit keeps readline working.
 LINE_LIMIT = 1024 * 1024
 
@@ -200,6 +207,8 @@ class TunnelSupervisor:
         self._running_since: float | None = None
         self._last_complaint: str | None = None
         self._last_error_line: str | None = None
+        # Set by each of frpc's own lines: something may have changed, ask now.
+        self._news = asyncio.Event()
         logs.register_secret(creds.tunnel_token.get_secret_value())
         if settings.tunnel.server_token is not None:
             logs.register_secret(settings.tunnel.server_token.get_secret_value())
@@ -346,6 +355,8 @@ class TunnelSupervisor:
         if line.source is not None and line.source.startswith("client/admin_api.go"):
             level = "debug"
         getattr(log, level)(logs.mask_text(line.message), frpc_pid=pid, **line.fields())
+        if level != "debug":
+            self._news.set()
         login = _LOGIN_FAILED.search(line.message)
         if login:
             where = f"{self.settings.frps_addr}:{self.settings.tunnel.server_port}"
@@ -371,14 +382,17 @@ class TunnelSupervisor:
     async def _poll(self, session: aiohttp.ClientSession, password: str, pid: int) -> None:
         """Ask frpc's admin API whether the proxy is running.
 
-        Every ``poll_interval`` while it runs; quicker while it is not, so that
-        ``running`` shows within a few tens of milliseconds of being true.
+        Every ``poll_interval`` while it runs, and soon after each line frpc logs;
+        quicker while it is not running, so that ``running`` shows within a few
+        tens of milliseconds of being true.
         """
         url = f"http://127.0.0.1:{self.settings.tunnel.admin_port}/api/status"
         credentials = base64.b64encode(f"{ADMIN_USER}:{password}".encode()).decode()
         headers = {"Authorization": f"Basic {credentials}"}
-        timeout = aiohttp.ClientTimeout(total=max(2.0, self.poll_interval))
+        timeout = aiohttp.ClientTimeout(total=ADMIN_TIMEOUT)
         delay = FIRST_POLL / 2
+        # After a line from frpc, a few quick questions while the change settles.
+        quick: float | None = None
         while True:
             was_running = self.live.tunnel.state == "running"
             self._observe(await _proxy_status(session, url, headers, timeout), pid)
@@ -388,7 +402,15 @@ class TunnelSupervisor:
                 delay = FIRST_POLL
             else:
                 delay = min(delay * 2, self.poll_interval)
-            await asyncio.sleep(delay)
+            if quick is not None:
+                delay = min(delay, quick)
+                quick = quick * 2 if quick < SETTLE_POLLS_UNTIL else None
+            self._news.clear()
+            try:
+                await asyncio.wait_for(self._news.wait(), delay)
+            except TimeoutError:
+                continue
+            quick = FIRST_POLL
 
     def _observe(self, status: dict[str, Any] | None, pid: int) -> None:
         """Turn one admin API answer into a state change."""

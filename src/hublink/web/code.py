@@ -7,13 +7,12 @@ reads it with :func:`read_or_create_code` to print the page's URL.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 from pathlib import Path
 
-#: The file, relative to the state dir.
-CODE_FILE = "web-code"
+from hublink.fsutil import atomic_write, create_once
+from hublink.statedir import WEB_CODE
+
 #: Letters a person copies without confusing them (no 0/O, 1/l/I).
 ALPHABET = "abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY3479"
 #: 12 characters of a 49-letter alphabet: about 67 bits, far beyond 5 guesses a minute.
@@ -24,7 +23,7 @@ MIN_LENGTH = 8
 
 def code_path(state_dir: Path) -> Path:
     """Where the setup code is kept."""
-    return state_dir / CODE_FILE
+    return state_dir / WEB_CODE
 
 
 def read_or_create_code(state_dir: Path) -> str:
@@ -54,29 +53,7 @@ def _read(path: Path) -> str | None:
 
 
 def _publish(path: Path, code: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(code + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            # An unusable file (too short, not text) is replaced; a good one won the race.
-            if _read(path) is None:
-                tmp.replace(path)
-        _fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    data = f"{code}\n".encode("ascii")
+    # An unusable file (too short, not text) is replaced; a good one won the race.
+    if not create_once(path, data) and _read(path) is None:
+        atomic_write(path, data)

@@ -1,29 +1,26 @@
-"""The reference Cloud: one object that serves the contract and lets tests look inside."""
+"""What the reference Cloud knows, and what its routes act on: one object, no server in it.
+
+The routes (rest, ws, backups, admin) reach it through :data:`STATE_KEY`; the
+server class (:class:`hublink.devcloud.server.DevCloud`) extends it with the
+lifecycle (listening, frps), so tests inspect and steer the same object.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
 import re
 import secrets
-import ssl
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
 
 import structlog
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import SecretStr
 
-from hublink.credentials import Credentials, CredentialStore
-from hublink.devcloud import admin, backups, rest, ws
 from hublink.devcloud.faults import Fault, Faults
-from hublink.devcloud.records import CLOUD_KEY, Handshake, HubLink, HubRecord
+from hublink.devcloud.records import Handshake, HubLink, HubRecord
 from hublink.devcloud.store import CloudStore, StoredBackup
 from hublink.devcloud.tokens import TokenIssuer, User
 
@@ -32,33 +29,17 @@ log = structlog.get_logger(__name__)
 DEMO_EMAIL = "owner@example.com"
 DEMO_PASSWORD = "password123"  # noqa: S105 - the documented demo account
 DEFAULT_PORT_RANGE = (7001, 7100)
-#: How long in-flight requests may finish when the Cloud stops.
-SHUTDOWN_TIMEOUT = 1.0
-WAIT_POLL = 0.02
+#: Close code for a hub whose credentials were revoked (the contract's 4003).
+REVOKED_CODE = 4003
 
 
-class FrpsServer(Protocol):
-    """What :mod:`hublink.devcloud.frps` provides: frps run beside the Cloud."""
+class CloudState:
+    """Accounts, hubs, backups and links of the reference Cloud.
 
-    bind_port: int
-    vhost_http_port: int
-
-    async def start(self) -> None:
-        """Start frps."""
-
-    async def stop(self) -> None:
-        """Stop frps."""
-
-
-class DevCloud:
-    """The Cloud side of the contract, served by aiohttp on loopback.
-
-    Hubs and backups live in SQLite under ``data_dir``, so a stopped and
-    restarted Cloud (this object or a new one) still knows its hubs. What came
-    through the WebSockets is kept in memory by this object. The JWT signing
-    key is made here unless ``signing_key`` is given (tests share one: making
-    an RSA key costs tens of milliseconds). With ``ssl_context`` it serves
-    HTTPS and WSS.
+    Hubs and backups live in SQLite under ``data_dir`` (a restarted Cloud still
+    knows them); what came through the WebSockets is kept in memory. The JWT
+    signing key is made here unless ``signing_key`` is given (tests share one:
+    making an RSA key costs tens of milliseconds).
     """
 
     def __init__(
@@ -70,9 +51,7 @@ class DevCloud:
         access_ttl: float = 300,
         refresh_ttl: float = 86400,
         port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
-        frps_path: Path | None = None,
         signing_key: rsa.RSAPrivateKey | None = None,
-        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         accounts = {DEMO_EMAIL: DEMO_PASSWORD} if users is None else users
@@ -82,105 +61,16 @@ class DevCloud:
         }
         self.offline_after = offline_after
         self.port_range = port_range
-        self.frps_path = frps_path
-        self.ssl_context = ssl_context
         self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl, key=signing_key)
         self.faults = Faults()
-        self.frps: FrpsServer | None = None
         self._store: CloudStore | None = None
         self._links: dict[str, HubLink] = {}
-        self._runner: web.AppRunner | None = None
-        self._host = "127.0.0.1"
-        self._port = 0
 
-    # --- lifecycle ------------------------------------------------------------
-
-    async def start(self, host: str | None = None, port: int | None = None) -> None:
-        """Serve on ``host:port``; by default the previous ones (127.0.0.1 and a free port)."""
-        if self._runner is not None:
-            raise RuntimeError("the reference Cloud is already running")
-        self._host = host or self._host
-        port = self._port if port is None else port
-        self.store  # noqa: B018 - opened now, so an unwritable data dir fails at start
-        app = self._build_app()
-        frps_module = self._frps_module()
-        if frps_module is not None:
-            frps_module.add_plugin_routes(app, self)
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
-        )
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self._host, port, ssl_context=self.ssl_context)
-            await site.start()
-            self._port = _bound_port(runner)
-            self._runner = runner
-            if frps_module is not None:
-                assert self.frps_path is not None
-                self.frps = cast(FrpsServer, frps_module.FrpsServer(self, self.frps_path))
-                await self.frps.start()
-        except BaseException:
-            self._runner = None
-            await runner.cleanup()
-            raise
-        log.info("devcloud started", url=self.url)
-
-    async def stop(self, code: int = 1001, *, abrupt: bool = False) -> None:
-        """Stop serving; every open link is closed with ``code`` (or dropped, if ``abrupt``)."""
-        if self.frps is not None:
-            frps, self.frps = self.frps, None
-            await frps.stop()
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
-        hub_ids = list(self._links)
-        if abrupt:
-            for hub_id in hub_ids:
-                self.drop_hub(hub_id)
-        else:
-            await asyncio.gather(*(self.close_hub(h, code, "server stopping") for h in hub_ids))
-        await runner.cleanup()
+    def close_store(self) -> None:
+        """Close the SQLite store (reopened on next use)."""
         if self._store is not None:
             self._store.close()
             self._store = None
-        log.info("devcloud stopped")
-
-    @property
-    def running(self) -> bool:
-        """Whether the Cloud is serving."""
-        return self._runner is not None
-
-    @property
-    def port(self) -> int:
-        """The TCP port it serves on (0 before the first start)."""
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:43121`` (``https`` with an SSL context)."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        scheme = "http" if self.ssl_context is None else "https"
-        return f"{scheme}://{host}:{self._port}"
-
-    def ws_url(self, hub_id: str, token: str) -> str:
-        """The WebSocket URL of a hub's link."""
-        return f"{self.url.replace('http', 'ws', 1)}/ws/hub/{hub_id}/?token={token}"
-
-    def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[ws.handshake_recorder(), self.faults.middleware()])
-        app[CLOUD_KEY] = self
-        rest.add_routes(app)
-        ws.add_routes(app)
-        app.router.add_post("/api/hubs/{hub_id}/backups/", backups.upload)
-        admin.add_routes(app)
-        return app
-
-    def _frps_module(self) -> Any:
-        # Imported by name and only when asked for: frps support is optional,
-        # and the tunnel's module must not load for every test of the Cloud.
-        if self.frps_path is None:
-            return None
-        return importlib.import_module("hublink.devcloud.frps")
 
     # --- state used by the handlers -------------------------------------------
 
@@ -232,26 +122,6 @@ class DevCloud:
             "tunnel_port": hub.tunnel_port,
             "tunnel_token": hub.tunnel_token,
         }
-
-    def enroll_into(self, state_dir: Path, name: str = "Test Hub") -> Credentials:
-        """Create a hub and save its credentials in ``state_dir``, as `register` would.
-
-        For tests, benchmarks and tools that need an enrolled hub without
-        running the enrollment flow itself.
-        """
-        created = self.create_hub(name=name)
-        creds = Credentials(
-            hub_id=uuid.UUID(created["hub_id"]),
-            slug=created["slug"],
-            tunnel_port=created["tunnel_port"],
-            tunnel_token=SecretStr(created["tunnel_token"]),
-            cloud_url=self.url,
-            registered_at=datetime.now(UTC),
-        )
-        store = CredentialStore(state_dir)
-        with store.locked():
-            store.save(creds)
-        return creds
 
     def hub(self, hub_id: str | uuid.UUID) -> HubRecord | None:
         """A snapshot of the hub's registration and link, or None if unknown."""
@@ -344,7 +214,7 @@ class DevCloud:
         if key is None or not self.store.revoke(key):
             return False
         log.info("devcloud revoked a hub", hub_id=key)
-        await self.close_hub(key, ws.REVOKED_CODE, "hub revoked")
+        await self.close_hub(key, REVOKED_CODE, "hub revoked")
         return True
 
     def fail_next(
@@ -385,28 +255,9 @@ class DevCloud:
         key = self.normalize_id(hub_id)
         return [] if key is None else self.store.list_backups(key)
 
-    async def wait_for(
-        self,
-        predicate: Callable[[], bool],
-        timeout: float = 10,  # noqa: ASYNC109 - a polling helper whose signature tests share
-        what: str | None = None,
-    ) -> None:
-        """Poll ``predicate`` until it is true.
 
-        Raises:
-            TimeoutError: it stayed false for ``timeout`` seconds.
-        """
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                name = what or getattr(predicate, "__qualname__", repr(predicate))
-                raise TimeoutError(f"waited {timeout} s for {name}, in vain")
-            await asyncio.sleep(WAIT_POLL)
-
-
-def _bound_port(runner: web.AppRunner) -> int:
-    address = runner.addresses[0]
-    return int(address[1])
+#: How request handlers reach the :class:`CloudState` that serves them.
+STATE_KEY: web.AppKey[CloudState] = web.AppKey("hublink_devcloud_state")
 
 
 def _slugify(name: str) -> str:
