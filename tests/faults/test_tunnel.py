@@ -36,6 +36,9 @@ __all__ = ["frp_cloud", "hub_app", "tunnel_hub"]  # fixtures, imported for pytes
 
 pytestmark = [pytest.mark.faults, pytest.mark.frp, pytest.mark.timeout(sized(120, 600))]
 
+#: How long frps stays down: CI's short form 5 s, `make faults` a minute, or
+#: HUBLINK_FAULTS_FRPS_DOWN (read at import: the tests' fixture clears HUBLINK_*).
+FRPS_DOWN = float(os.environ.get("HUBLINK_FAULTS_FRPS_DOWN") or sized(5.0, 60.0))
 #: frpc's own start: spawn, log in to frps, open the proxy (seconds, measured ~1 s).
 FRPC_START = 3.0
 
@@ -105,8 +108,7 @@ async def test_frps_down_for_a_while_then_the_tunnel_comes_back_by_itself(
     daemon = await spawn(tunnel_hub)
     await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected", timeout=30)
     await _tunnel_up(daemon, tunnel_hub)
-    # A parameter: CI's short form takes 5 s, `make faults` a minute.
-    down_for = float(os.environ.get("HUBLINK_FAULTS_FRPS_DOWN", sized(5.0, 60.0)))
+    down_for = FRPS_DOWN
     down_at = time.monotonic()
     await frps.stop()
     await daemon.wait_status(lambda s: s["tunnel"]["state"] != "running", timeout=30)

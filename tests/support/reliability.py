@@ -38,9 +38,14 @@ GROUPS = (
 )
 
 
+#: ``full`` under ``make faults`` (``HUBLINK_FAULTS_FULL=1``), else ``short``. Read once,
+#: at import: the tests' autouse fixture removes every HUBLINK_* variable before each test.
+FORM = "full" if os.environ.get("HUBLINK_FAULTS_FULL") == "1" else "short"
+
+
 def run_form() -> str:
-    """``full`` under ``make faults`` (``HUBLINK_FAULTS_FULL=1``), else ``short``."""
-    return "full" if os.environ.get("HUBLINK_FAULTS_FULL") == "1" else "short"
+    """This run's form: ``full`` (``make faults``) or ``short`` (CI)."""
+    return FORM
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """Measuring a fault: events queued through it, and when the hub noticed and recovered.
 
-    async with Producer(hub) as events:          # queues user_sync events all along
-        watch = await LinkWatch(daemon).start()
+    daemon = await linked(spawn, hub)                  # a daemon, link up and beating
+    watch = await LinkWatch(daemon).start()            # samples websocket.state
+    async with Producer(hub) as events:                # queues user_sync events all along
         fault_at = watch.now()
         proxy.blackhole()
-        detected = await watch.left_connected(fault_at)     # seconds
-        recovered = await watch.back(hub, since=heal_at)    # seconds
-    await events.settle()
-    assert events.lost() == []
+        detected = await watch.left_connected(fault_at)           # seconds
+        recovered = await back_online(hub, fault_at + detected)   # seconds
+    assert await events.settle() == []                 # nothing lost
 
 Times are ``time.monotonic()`` seconds of the test process; the Cloud's
 handshake records (:attr:`hublink.devcloud.records.Handshake.at`) use the same clock.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,7 @@ from hublink.link.outbox import Outbox
 from support.daemon import HublinkProcess
 from support.devcloud import HubEnv, make_hub_env
 from support.polling import POLL
+from support.reliability import run_form
 
 #: Link timings of the fault suite: a silent link is found within
 #: ping_interval + ping_timeout (1.5 s); a lost one comes back within the spread.
@@ -52,7 +52,7 @@ SLACK = 1.0
 
 def full_size() -> bool:
     """Whether this is ``make faults`` (``HUBLINK_FAULTS_FULL=1``) rather than CI's short form."""
-    return os.environ.get("HUBLINK_FAULTS_FULL") == "1"
+    return run_form() == "full"
 
 
 def sized(short: Any, full: Any) -> Any:
