@@ -106,7 +106,7 @@ async def test_a_full_state_dir_while_draining_keeps_the_link_up(
         # The batch goes out; removing it from the outbox cannot be written.
         full_for = sized(3.0, 15.0)
         await wait_until(lambda: watch.now() - back_at >= full_for, timeout=full_for + 5)
-        states = {state for at, state, _ in watch.samples if at >= back_at}
+        states = watch.states(back_at)
         errors = watch.errors(back_at)
         duplicates = events.duplicates()
         fs.free()

@@ -59,18 +59,6 @@ class Fleet:
     async def start(self) -> None:
         """Register every hub, start the links and the daemons, wait until all are linked."""
         websocket = WebSocketSettings(reconnect_spread=SPREAD)
-        # The daemons first: their start-up (seconds of CPU each) overlaps the links'.
-        for number in range(DAEMONS):
-            hub = make_hub_env(
-                self.cloud,
-                self.base / f"daemon{number}",
-                websocket=websocket,
-                tunnel=TunnelSettings(enabled=False),
-            )
-            self.hub_ids.append(hub.hub_id)
-            daemon = HublinkProcess(hub, name=f"daemon{number}")
-            daemon.extra_env["HUBLINK_LOG__LEVEL"] = "info"
-            self.daemons.append(await daemon.start())
         hubs = [self.cloud.create_hub(name=f"fleet {i}") for i in range(LINKS)]
         self.hub_ids += [hub["hub_id"] for hub in hubs]
         fleet_file = write_fleet_file(
@@ -80,7 +68,9 @@ class Fleet:
             websocket=websocket.model_dump(),
             hubs=hubs,
         )
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
+        # A small environment: websockets looks for a proxy in it at every connect,
+        # which a thousand links pay a thousand times over in a big one.
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(TESTS), "HOME": str(self.base)}
         with (self.base / "fleet.log").open("ab") as log:
             self.links = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -93,8 +83,21 @@ class Fleet:
                 stderr=log,
             )
         assert self.links.stdout is not None
-        line = await asyncio.wait_for(self.links.stdout.readline(), 60)
+        # The links come up alone: beside fifty starting daemons on two cores they
+        # took over a minute.
+        line = await asyncio.wait_for(self.links.stdout.readline(), 180)
         assert line.startswith(b"fleet running"), line
+        for number in range(DAEMONS):
+            hub = make_hub_env(
+                self.cloud,
+                self.base / f"daemon{number}",
+                websocket=websocket,
+                tunnel=TunnelSettings(enabled=False),
+            )
+            self.hub_ids.append(hub.hub_id)
+            daemon = HublinkProcess(hub, name=f"daemon{number}")
+            daemon.extra_env["HUBLINK_LOG__LEVEL"] = "info"
+            self.daemons.append(await daemon.start())
         await self.all_linked(timeout=sized(120, 300))
 
     async def all_linked(self, timeout: float) -> None:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from hublink.config import WebSocketSettings
 from hublink.control import poke, request, status_now
@@ -203,15 +203,28 @@ class Producer:
         return missing
 
 
+class LinkSample(NamedTuple):
+    """One reading of the daemon's ``websocket`` object."""
+
+    at: float
+    #: None when the daemon did not answer.
+    state: str | None
+    error: str | None
+    #: ``websocket.reconnects``: connection attempts after the first.
+    reconnects: int
+
+
 class LinkWatch:
-    """Samples a daemon's ``websocket.state`` every few tens of milliseconds."""
+    """Samples a daemon's ``websocket`` status every few tens of milliseconds.
+
+    A drop is seen by the state leaving ``connected`` or, when the link came
+    back between two samples, by the ``reconnects`` counter moving.
+    """
 
     def __init__(self, daemon: HublinkProcess, period: float = 0.05) -> None:
         self.daemon = daemon
         self.period = period
-        #: ``(monotonic time, websocket.state, websocket.last_error)``; the state is
-        #: None when the daemon did not answer.
-        self.samples: list[tuple[float, str | None, str | None]] = []
+        self.samples: list[LinkSample] = []
         self._task: asyncio.Task[None] | None = None
 
     @staticmethod
@@ -220,8 +233,9 @@ class LinkWatch:
         return time.monotonic()
 
     async def start(self) -> LinkWatch:
-        """Start sampling."""
+        """Start sampling; returns once the first sample is in."""
         self._task = asyncio.create_task(self._run())
+        await _poll(lambda: self.samples or None, 30.0, "a first status sample")
         return self
 
     async def stop(self) -> None:
@@ -234,25 +248,37 @@ class LinkWatch:
 
     async def _run(self) -> None:
         path = self.daemon.settings.control_socket
+        last = 0
         while True:
             status = await asyncio.to_thread(status_now, path)
-            link = None if status is None else status["websocket"]
-            state = None if link is None else link["state"]
-            error = None if link is None else link["last_error"]
-            self.samples.append((time.monotonic(), state, error))
+            if status is None:
+                self.samples.append(LinkSample(time.monotonic(), None, None, last))
+            else:
+                link = status["websocket"]
+                last = link["reconnects"] or 0
+                self.samples.append(
+                    LinkSample(time.monotonic(), link["state"], link["last_error"], last)
+                )
             await asyncio.sleep(self.period)
 
+    def _baseline(self, since: float) -> int:
+        before = [s.reconnects for s in self.samples if s.at < since]
+        return before[-1] if before else 0
+
     async def left_connected(self, since: float, timeout: float = 30.0) -> float:
-        """Seconds from ``since`` to the first sample not ``connected``: the detection time.
+        """Seconds from ``since`` to the first sample showing the link lost: detection.
 
         Raises:
             TimeoutError: the link still looked up after ``timeout`` seconds.
         """
 
         def found() -> float | None:
-            for at, state, _ in self.samples:
-                if at >= since and state is not None and state != "connected":
-                    return at - since
+            baseline = self._baseline(since)
+            for sample in self.samples:
+                if sample.at < since or sample.state is None:
+                    continue
+                if sample.state != "connected" or sample.reconnects > baseline:
+                    return sample.at - since
             return None
 
         return await _poll(found, timeout, "the daemon to notice the fault")
@@ -265,9 +291,9 @@ class LinkWatch:
         """
 
         def found() -> float | None:
-            for at, _, error in self.samples:
-                if at >= since and error is not None and words in error:
-                    return at - since
+            for sample in self.samples:
+                if sample.at >= since and sample.error is not None and words in sample.error:
+                    return sample.at - since
             return None
 
         return await _poll(found, timeout, f"a last_error with {words!r}")
@@ -275,22 +301,19 @@ class LinkWatch:
     def errors(self, since: float) -> list[str]:
         """The distinct ``last_error`` values seen after ``since``, in order."""
         seen: list[str] = []
-        for at, _, error in self.samples:
-            if at >= since and error is not None and error not in seen:
-                seen.append(error)
+        for sample in self.samples:
+            if sample.at >= since and sample.error is not None and sample.error not in seen:
+                seen.append(sample.error)
         return seen
 
+    def states(self, since: float) -> set[str | None]:
+        """Every ``websocket.state`` seen after ``since`` (None: the daemon did not answer)."""
+        return {sample.state for sample in self.samples if sample.at >= since}
+
     def reconnects(self, since: float) -> int:
-        """How many times the link left ``connected`` after ``since`` (0: it held)."""
-        changes = 0
-        previous = "connected"
-        for at, state, _ in self.samples:
-            if at < since or state is None:
-                continue
-            if previous == "connected" and state != "connected":
-                changes += 1
-            previous = state
-        return changes
+        """How many times the link was lost after ``since`` (0: it held)."""
+        answered = [s.reconnects for s in self.samples if s.at >= since and s.state is not None]
+        return (answered[-1] - self._baseline(since)) if answered else 0
 
 
 async def back_online(hub: HubEnv, since: float, timeout: float = 30.0) -> float:
