@@ -58,7 +58,7 @@ async def _repeat_live_fault(
             fault_at = watch.now()
             assert inject() >= 1, "no connection to break"
             detected = await watch.left_connected(fault_at)
-            recovered = await back_online(hub, fault_at + detected)
+            recovered = await back_online(hub, fault_at) - detected
             detections.append(detected)
             recoveries.append(recovered)
         count = len(events.arrived())

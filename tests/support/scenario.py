@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple
@@ -46,6 +47,8 @@ FAULT_WEBSOCKET: dict[str, float] = {
     "ping_timeout": 1.0,
 }
 
+#: What the daemon logs when it gives a link up (connection.py, ``_wait_after``).
+LINK_LOST = "link lost; reconnecting"
 #: What a shared 2-core box adds to any timing goal: scheduling, polling, process start.
 SLACK = 1.0
 
@@ -235,7 +238,7 @@ class LinkWatch:
     async def start(self) -> LinkWatch:
         """Start sampling; returns once the first sample is in."""
         self._task = asyncio.create_task(self._run())
-        await _poll(lambda: self.samples or None, 30.0, "a first status sample")
+        await _poll(lambda: 0.0 if self.samples else None, 30.0, "a first status sample")
         return self
 
     async def stop(self) -> None:
@@ -266,22 +269,27 @@ class LinkWatch:
         return before[-1] if before else 0
 
     async def left_connected(self, since: float, timeout: float = 30.0) -> float:
-        """Seconds from ``since`` to the first sample showing the link lost: detection.
+        """Seconds from ``since`` until the daemon gave the link up: detection.
+
+        Read from the daemon's own log line ("link lost; reconnecting", with its
+        time stamp), which a quick return between two status samples cannot hide.
 
         Raises:
             TimeoutError: the link still looked up after ``timeout`` seconds.
         """
+        # The log's stamps are wall-clock time; this process's clock is monotonic.
+        since_wall = since + (time.time() - time.monotonic())
 
         def found() -> float | None:
-            baseline = self._baseline(since)
-            for sample in self.samples:
-                if sample.at < since or sample.state is None:
+            for event in self.daemon.log_events():
+                if event.get("event") != LINK_LOST:
                     continue
-                if sample.state != "connected" or sample.reconnects > baseline:
-                    return sample.at - since
+                stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+                if stamp.timestamp() >= since_wall:
+                    return max(0.0, stamp.timestamp() - since_wall)
             return None
 
-        return await _poll(found, timeout, "the daemon to notice the fault")
+        return await _poll(found, timeout, "the daemon to notice the fault", period=0.1)
 
     async def error_seen(self, since: float, words: str, timeout: float = 30.0) -> float:
         """Seconds from ``since`` to the first sample whose ``last_error`` contains ``words``.
@@ -346,7 +354,7 @@ async def within(probe: Callable[[], Any], timeout: float) -> Any:
     return value
 
 
-async def _poll(probe: Any, timeout: float, what: str) -> float:
+async def _poll(probe: Any, timeout: float, what: str, period: float = POLL) -> float:
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -354,4 +362,4 @@ async def _poll(probe: Any, timeout: float, what: str) -> float:
             return float(value)
         if time.monotonic() >= deadline:
             raise TimeoutError(f"waited {timeout} s for {what}, in vain")
-        await asyncio.sleep(POLL)
+        await asyncio.sleep(period)
