@@ -1,34 +1,48 @@
 """The benchmarks' shared rows and the writer of ``BENCHMARKS.md``.
 
-``make bench`` runs this file: every bench module with a ``rows()`` function
-returns its figures as :class:`Row`, each measured side by side with its
-baseline in the same run; the others run as scripts and print their own
-tables. The markdown file is written by this code only, never by hand.
+``make bench`` runs this file: every bench module returns its figures as
+:class:`Row`, each measured side by side with its baseline in the same run.
+The markdown file is written by this code only, never by hand.
 
 Sizes stay modest so the whole run takes a few minutes on a shared box; each
-bench names the environment variables that make it bigger (``BENCH_ROUNDS``
-for all of them).
+bench's docstring names the environment variables that make it bigger
+(``BENCH_ROUNDS`` for all of them); ``BENCH_ONLY=bench_idle,bench_tunnel``
+runs some of them and writes their rows to ``bench/out/BENCHMARKS.md``
+instead, so the committed file always holds the whole table. The knobs set
+for a run are written into the file.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hublink import logs
+
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "BENCHMARKS.md"
-#: Benches that return rows, in the order of the table.
-ROW_BENCHES = ("bench_commands", "bench_cli", "bench_outbox", "bench_idle")
-#: Benches that only print (their figures are not in the table yet).
-SCRIPT_BENCHES = ("bench_tunnel.py", "bench_backup.py")
+#: Where a run of some benches only (``BENCH_ONLY``) writes its table.
+PARTIAL_OUTPUT = ROOT / "bench" / "out" / "BENCHMARKS.md"
+#: The benches, in the order of the table.
+ROW_BENCHES = (
+    "bench_commands",
+    "bench_cli",
+    "bench_startup",
+    "bench_idle",
+    "bench_outbox",
+    "bench_metrics",
+    "bench_tunnel",
+    "bench_backup",
+)
 
 
 def rounds() -> int:
@@ -46,6 +60,9 @@ class Row:
     baseline: list[float]
     baseline_name: str
     goal: str = ""
+    #: Why the goal is out of reach here, or what the figure does not show, in
+    #: whole sentences; printed under the table, marked in the goal cell.
+    note: str = ""
 
     @property
     def ratio(self) -> float:
@@ -53,16 +70,18 @@ class Row:
         base = statistics.median(self.baseline)
         return statistics.median(self.hublink) / base if base else float("nan")
 
-    def cells(self) -> list[str]:
-        """The markdown cells of this row."""
+    def cells(self, note_number: int = 0) -> list[str]:
+        """The markdown cells of this row (its goal marked with ``note_number`` if not 0)."""
+        ratio = f"{self.ratio:.2f}x" if math.isfinite(self.ratio) else "n/a (baseline 0)"
+        goal = f"{self.goal} (note {note_number})".strip() if note_number else self.goal
         return [
             self.figure,
             f"{_num(statistics.median(self.hublink))} {self.unit}",
             f"{self.baseline_name} {_num(statistics.median(self.baseline))} {self.unit}",
-            f"{self.ratio:.2f}x",
+            ratio,
             str(len(self.hublink)),
             f"±{_spread(self.hublink):.0f} % / ±{_spread(self.baseline):.0f} %",
-            self.goal,
+            goal,
         ]
 
 
@@ -90,8 +109,8 @@ def interleaved(
     return ours, theirs
 
 
-def markdown(rows: Iterable[Row], seconds: float) -> str:
-    """The whole ``BENCHMARKS.md``."""
+def markdown(rows: Iterable[Row], seconds: float, sections: Iterable[str] = ()) -> str:
+    """The whole ``BENCHMARKS.md``: the table, then each bench's own sections."""
     head = ["figure", "hublink", "baseline (same run)", "ratio", "rounds", "spread", "goal"]
     lines = [
         "# Benchmarks",
@@ -102,36 +121,65 @@ def markdown(rows: Iterable[Row], seconds: float) -> str:
         f"{seconds:.0f} s. Medians of interleaved rounds; spread is half the range of the "
         "rounds over their median (hublink / baseline). The daemon runs at its default "
         "log level (`info`) in the journal format.",
+        f"Knobs set: {knobs() or 'none (the defaults)'}.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    numbers: dict[str, int] = {}  # note → its number; rows sharing a note share it
+    for row in rows:
+        if row.note:
+            numbers.setdefault(row.note, len(numbers) + 1)
+        lines.append("| " + " | ".join(row.cells(numbers.get(row.note, 0))) + " |")
+    if numbers:
+        lines += ["", "Notes:", ""]
+        lines += [f"{number}. {note}" for note, number in numbers.items()]
+    lines += ["", *sections]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def knobs() -> str:
+    """The ``BENCH_*`` variables of this run, as ``NAME=value, …``."""
+    return ", ".join(f"`{k}={v}`" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_"))
 
 
 def main() -> int:
-    """Run every bench; write ``BENCHMARKS.md`` from the rows."""
+    """Run every bench (or those of ``BENCH_ONLY``); write ``BENCHMARKS.md`` from the rows."""
     sys.path.insert(0, str(Path(__file__).parent))
+    only = [name for name in os.environ.get("BENCH_ONLY", "").split(",") if name]
+    unknown = set(only) - set(ROW_BENCHES)
+    if unknown:
+        print(f"BENCH_ONLY: no bench named {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    # The reference Cloud and frps log through structlog: keep them out of the output.
+    logs.configure("error", "console")
     started = time.monotonic()
     rows: list[Row] = []
-    for name in ROW_BENCHES:
+    sections: list[str] = []
+    failed: list[str] = []
+    for name in only or ROW_BENCHES:
         print(f"== {name}", flush=True)
-        module = importlib.import_module(name)
-        got = module.rows()
+        try:
+            module = importlib.import_module(name)
+            got = module.rows()
+        except Exception:  # the other benches' figures are still worth keeping
+            traceback.print_exc()
+            failed.append(name)
+            continue
         for row in got:
             print("  " + " | ".join(row.cells()), flush=True)
         rows += got
-    OUTPUT.write_text(markdown(rows, time.monotonic() - started))
-    print(f"wrote {OUTPUT}")
-    if os.environ.get("BENCH_SKIP_SCRIPTS"):
-        return 0
-    for script in SCRIPT_BENCHES:
-        print(f"== {script}", flush=True)
-        done = subprocess.run([sys.executable, str(Path(__file__).parent / script)], check=False)
-        if done.returncode:
-            return done.returncode
-    return 0
+        # A bench may add sections of its own below the table (samples, tool output).
+        if hasattr(module, "markdown"):
+            sections.append(module.markdown())
+    if failed:
+        # Never a partial table in the committed file: the rest goes to bench/out/.
+        sections.insert(0, f"**Failed** (traceback in the run's output): {', '.join(failed)}\n")
+    output = PARTIAL_OUTPUT if only or failed else OUTPUT
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(markdown(rows, time.monotonic() - started, sections))
+    print(f"wrote {output}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -87,7 +87,27 @@ DOCS: dict[str, Doc] = {
         example=["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"],
     ),
     "backup.zstd_level": Doc("zstd compression level, 1 to 22."),
+    "backup.schedule": Doc(
+        "Back up and upload every day at this local time, `HH:MM` (24-hour).",
+        example="03:30",
+        default_text="unset (no scheduled backups)",
+    ),
+    "backup.schedule_jitter": Doc(
+        "Seconds; each hub delays its scheduled backups by a random share of this, "
+        "drawn once (under a day)."
+    ),
+    "metrics.listen": Doc(
+        "`HOST:PORT` serving `GET /metrics` over TCP; the control socket serves it either way.",
+        example="127.0.0.1:9464",
+        default_text="unset",
+    ),
     "outbox.max_pending": Doc("Most events kept while the Cloud is unreachable; more are refused."),
+    "outbox.max_event_size": Doc(
+        "Bytes of one event's JSON; a larger one is refused when queued (the Cloud takes 1 MiB)."
+    ),
+    "notices.max_revoked_users": Doc(
+        "Revoked users `hublink status` keeps (the latest); it counts the older ones dropped."
+    ),
     "hooks": Doc(
         "Cloud message type → command (argv list, no shell) run with the message on stdin.",
         example={

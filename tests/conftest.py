@@ -1,4 +1,4 @@
-"""Shared fixtures: isolated settings, the real frp binaries."""
+"""Shared fixtures: isolated settings, the real frp binaries; the helpers' fixtures as plugins."""
 
 from __future__ import annotations
 
@@ -10,11 +10,34 @@ from pathlib import Path
 import pytest
 
 from hublink.logs import set_hub_id
+from support.timing import TIME_FACTOR, scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Shared fixtures living in their own modules beside this file.
-pytest_plugins = ["support.devcloud", "support.scripted_cloud"]
+# Fixtures living in tests/support/, usable by every test without an import.
+pytest_plugins = [
+    "support.cli",
+    "support.cloud",
+    "support.daemon",
+    "support.network",
+    "support.scripted_cloud",
+    "support.tunnel",
+]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stretch every test's timeout (pytest-timeout) by ``HUBLINK_TEST_TIME_FACTOR``."""
+    if TIME_FACTOR == 1:
+        return
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        given = marker.args[0] if marker and marker.args else None
+        if marker and "timeout" in marker.kwargs:
+            given = marker.kwargs["timeout"]
+        base = float(given) if given is not None else default
+        if base > 0:
+            item.add_marker(pytest.mark.timeout(scaled(base)), append=False)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ to files in the repository.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pydantic import BaseModel
 from hublink import errors, statedir
 from hublink.config import Settings, hook_keys, load_settings
 from hublink.link import messages
+from support.cli import make_child_env, run_hublink
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "hublink.example.toml"
@@ -191,23 +191,15 @@ def anchors(path: Path) -> set[str]:
     return {slug(m) for m in re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)}
 
 
-def run_hublink(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_unconfigured(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """``hublink ARGS`` with a private state dir and no config file or HUBLINK_* of ours."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
-    clean.update(
+    clean = make_child_env(
         HUBLINK_CONFIG=str(tmp_path / "absent.toml"),
         HUBLINK_STATE_DIR=str(tmp_path / "state"),
         HUBLINK_RUNTIME_DIR=str(tmp_path / "run"),
         **env,
     )
-    return subprocess.run(
-        [sys.executable, "-m", "hublink", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean,
-        check=False,
-    )
+    return run_hublink(*args, env=clean)
 
 
 def all_docs() -> list[Path]:
@@ -294,13 +286,8 @@ def test_the_codes_systemd_does_not_restart_are_the_units() -> None:
 
 
 def test_every_command_is_documented() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hublink", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    result = run_hublink("--help")
+    assert result.returncode == 0, result.stderr
     commands = re.findall(r"^ {4}([a-z][a-z-]*)\b", result.stdout, flags=re.MULTILINE)
     assert len(commands) >= 10, result.stdout
     documented = {
@@ -311,7 +298,7 @@ def test_every_command_is_documented() -> None:
 
 
 def test_every_status_field_is_documented(tmp_path: Path) -> None:
-    result = run_hublink(tmp_path, "status", "--json")
+    result = run_unconfigured(tmp_path, "status", "--json")
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     doc = section(OPERATIONS.read_text(), "## Status")
@@ -327,7 +314,7 @@ def test_every_status_field_is_documented(tmp_path: Path) -> None:
 
 def test_every_doctor_check_is_documented(tmp_path: Path) -> None:
     # A configuration that does not load makes doctor list every check, skipped, at once.
-    result = run_hublink(tmp_path, "doctor", "--json", HUBLINK_LOG__LEVEL="nope")
+    result = run_unconfigured(tmp_path, "doctor", "--json", HUBLINK_LOG__LEVEL="nope")
     assert result.returncode == 78, result.stderr
     names = [check["name"] for check in json.loads(result.stdout)["checks"]]
     assert len(names) >= 10

@@ -28,7 +28,7 @@ from hublink.errors import (
     CredentialsError,
 )
 from hublink.retry import RetryPolicy
-from support.scripted_cloud import Canned, ScriptedCloud, registration, shared_signer
+from support.scripted_cloud import Canned, ScriptedCloud, get_shared_signer, make_registration
 
 QUICK = RetryPolicy(attempts=3, deadline=3.0, backoff_base=0.01, backoff_max=0.05)
 
@@ -207,16 +207,16 @@ async def test_concurrent_enrollments_register_exactly_one_hub(
 
 
 async def test_wrong_local_clock_is_reported_but_does_not_break_enrollment(
-    scripted: ScriptedCloud, tmp_path: Path
+    scripted_cloud: ScriptedCloud, tmp_path: Path
 ) -> None:
     """The box's clock is 2 h fast: its tokens look expired locally, fine by the Cloud's clock."""
-    signer = shared_signer()
+    signer = get_shared_signer()
     cloud_now = time.time() - 7200
-    scripted.clock_offset = -7200
-    scripted.on("POST", LOGIN_PATH, signer.login_answer(now=cloud_now))
-    scripted.on("GET", PUBLIC_KEY_PATH, signer.public_key_answer())
-    scripted.on("POST", REGISTER_PATH, Canned(status=201, json=registration()))
-    settings = settings_for(scripted.url, tmp_path)
+    scripted_cloud.clock_offset = -7200
+    scripted_cloud.on("POST", LOGIN_PATH, signer.login_answer(now=cloud_now))
+    scripted_cloud.on("GET", PUBLIC_KEY_PATH, signer.public_key_answer())
+    scripted_cloud.on("POST", REGISTER_PATH, Canned(status=201, json=make_registration()))
+    settings = settings_for(scripted_cloud.url, tmp_path)
     steps: list[str] = []
     creds = await run_enroll(settings, steps=steps)
     (warning,) = [s for s in steps if s.startswith("warning:")]
@@ -229,52 +229,56 @@ async def test_wrong_local_clock_is_reported_but_does_not_break_enrollment(
 
 
 async def test_token_not_signed_by_the_clouds_key_is_refused(
-    scripted: ScriptedCloud, tmp_path: Path
+    scripted_cloud: ScriptedCloud, tmp_path: Path
 ) -> None:
     from support.scripted_cloud import Signer
 
-    scripted.on("POST", LOGIN_PATH, shared_signer().login_answer())
-    scripted.on("GET", PUBLIC_KEY_PATH, Signer().public_key_answer())
-    scripted.on("POST", REGISTER_PATH, Canned(status=201, json=registration()))
-    settings = settings_for(scripted.url, tmp_path)
+    scripted_cloud.on("POST", LOGIN_PATH, get_shared_signer().login_answer())
+    scripted_cloud.on("GET", PUBLIC_KEY_PATH, Signer().public_key_answer())
+    scripted_cloud.on("POST", REGISTER_PATH, Canned(status=201, json=make_registration()))
+    settings = settings_for(scripted_cloud.url, tmp_path)
     with pytest.raises(CloudResponseError, match="does not match its public key"):
         await run_enroll(settings)
-    assert scripted.requests_to(REGISTER_PATH) == []
+    assert scripted_cloud.requests_to(REGISTER_PATH) == []
     assert written(settings.state_dir) == set()
 
 
 async def test_a_cloud_without_a_public_key_still_enrolls(
-    scripted: ScriptedCloud, tmp_path: Path
+    scripted_cloud: ScriptedCloud, tmp_path: Path
 ) -> None:
     """Contract: the signature "may be checked"; stock SimpleJWT has no public-key endpoint."""
-    scripted.on("POST", LOGIN_PATH, Canned(json={"access": "opaque-a", "refresh": "opaque-r"}))
-    scripted.on("POST", REGISTER_PATH, Canned(status=201, json=registration()))
-    settings = settings_for(scripted.url, tmp_path)
+    scripted_cloud.on(
+        "POST", LOGIN_PATH, Canned(json={"access": "opaque-a", "refresh": "opaque-r"})
+    )
+    scripted_cloud.on("POST", REGISTER_PATH, Canned(status=201, json=make_registration()))
+    settings = settings_for(scripted_cloud.url, tmp_path)
     steps: list[str] = []
     creds = await run_enroll(settings, steps=steps)
-    assert str(creds.hub_id) == registration()["hub_id"]
-    assert len(scripted.requests_to(PUBLIC_KEY_PATH)) == 1  # answered 404, not retried
+    assert str(creds.hub_id) == make_registration()["hub_id"]
+    assert len(scripted_cloud.requests_to(PUBLIC_KEY_PATH)) == 1  # answered 404, not retried
     assert any("publishes no public key" in step for step in steps)
     assert "credentials.toml" in written(settings.state_dir)
 
 
 async def test_refused_refresh_starts_over_with_login(
-    scripted: ScriptedCloud, tmp_path: Path
+    scripted_cloud: ScriptedCloud, tmp_path: Path
 ) -> None:
     """Contract: refresh 401 means log in again; the password is still in memory."""
-    signer = shared_signer()
+    signer = get_shared_signer()
     expired = Canned(status=401, json={"detail": "Token is expired"})
-    scripted.on("POST", LOGIN_PATH, signer.login_answer())
-    scripted.on("GET", PUBLIC_KEY_PATH, signer.public_key_answer())
-    scripted.on("POST", REGISTER_PATH, expired, Canned(status=201, json=registration()))
-    scripted.on("POST", REFRESH_PATH, Canned(status=401, json={"detail": "Token is blacklisted"}))
-    settings = settings_for(scripted.url, tmp_path)
+    scripted_cloud.on("POST", LOGIN_PATH, signer.login_answer())
+    scripted_cloud.on("GET", PUBLIC_KEY_PATH, signer.public_key_answer())
+    scripted_cloud.on("POST", REGISTER_PATH, expired, Canned(status=201, json=make_registration()))
+    scripted_cloud.on(
+        "POST", REFRESH_PATH, Canned(status=401, json={"detail": "Token is blacklisted"})
+    )
+    settings = settings_for(scripted_cloud.url, tmp_path)
     steps: list[str] = []
     creds = await run_enroll(settings, steps=steps)
-    assert str(creds.hub_id) == registration()["hub_id"]
+    assert str(creds.hub_id) == make_registration()["hub_id"]
     assert f"logging in again as {DEMO_EMAIL}" in steps
-    assert len(scripted.requests_to(LOGIN_PATH)) == 2
-    assert len(scripted.requests_to(REGISTER_PATH)) == 2
+    assert len(scripted_cloud.requests_to(LOGIN_PATH)) == 2
+    assert len(scripted_cloud.requests_to(REGISTER_PATH)) == 2
 
 
 def test_state_dir_is_private(tmp_path: Path) -> None:
@@ -283,3 +287,25 @@ def test_state_dir_is_private(tmp_path: Path) -> None:
     with store.locked():
         pass
     assert stat.S_IMODE(os.stat(tmp_path / "fresh").st_mode) == 0o700
+
+
+async def test_registration_draws_this_hubs_backup_delay_once(
+    devcloud: DevCloud, tmp_path: Path
+) -> None:
+    from datetime import date
+
+    from hublink.backup.schedule import ScheduleState
+    from hublink.statedir import BACKUP_SCHEDULE
+
+    settings = settings_for(devcloud.url, tmp_path)
+    await run_enroll(settings)
+    path = settings.state_dir / BACKUP_SCHEDULE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = ScheduleState.load(settings.state_dir)
+    assert first is not None and 0 <= first.fraction < 1 and first.last_slot is None
+    # A new registration draws again, but keeps the last slot done: no second backup today.
+    ScheduleState(first.fraction, date(2026, 5, 4)).save(settings.state_dir)
+    await run_enroll(settings, force=True)
+    again = ScheduleState.load(settings.state_dir)
+    assert again is not None and again.last_slot == date(2026, 5, 4)
+    assert again.fraction != first.fraction

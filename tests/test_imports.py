@@ -52,6 +52,7 @@ NOT_FOR_THE_QUICK_COMMANDS = (
     "cryptography",
     "pyrage",
     "zstandard",
+    "prometheus_client",
     "hublink.daemon",
     "hublink.link.connection",
     "hublink.tunnel.supervisor",

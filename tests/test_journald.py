@@ -6,10 +6,11 @@ import asyncio
 import os
 import re
 import signal
-import sys
 from pathlib import Path
 
-from support.devcloud import HubEnv
+from support.cli import HUBLINK_COMMAND
+from support.cloud import HubEnv
+from support.polling import wait_until
 
 PRIORITY = re.compile(r"^<([0-7])>\S")
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}")
@@ -37,9 +38,7 @@ async def run_daemon(hub: HubEnv, tmp_path: Path, *, journal_stream: str | None)
         info = os.fstat(stderr.fileno())
         env["JOURNAL_STREAM"] = journal_stream or f"{info.st_dev}:{info.st_ino}"
         daemon = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hublink",
+            *HUBLINK_COMMAND,
             "run",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
@@ -48,7 +47,7 @@ async def run_daemon(hub: HubEnv, tmp_path: Path, *, journal_stream: str | None)
         )
         try:
             cloud = hub.cloud
-            await cloud.wait_for(lambda: len(cloud.heartbeats(hub.hub_id)) >= 2, timeout=20)
+            await wait_until(lambda: len(cloud.heartbeats(hub.hub_id)) >= 2, timeout=20)
             # A warning (unknown type) and an info with fields (a recorded update).
             await cloud.push(hub.hub_id, {"type": "no_such_type"})
             await cloud.push(
@@ -61,7 +60,7 @@ async def run_daemon(hub: HubEnv, tmp_path: Path, *, journal_stream: str | None)
                     "download_url": "https://example.invalid/inventory-1.1.zip",
                 },
             )
-            await cloud.wait_for(
+            await wait_until(
                 lambda: (
                     "plugin update" in stderr_path.read_text()
                     and "no_such_type" in stderr_path.read_text()
@@ -75,16 +74,14 @@ async def run_daemon(hub: HubEnv, tmp_path: Path, *, journal_stream: str | None)
     return [line for line in stderr_path.read_text().splitlines() if line.strip()]
 
 
-async def test_journal_lines_carry_priority_fields_and_no_time(
-    hub_settings: HubEnv, tmp_path: Path
-) -> None:
-    lines = await run_daemon(hub_settings, tmp_path, journal_stream=None)
+async def test_journal_lines_carry_priority_fields_and_no_time(hub: HubEnv, tmp_path: Path) -> None:
+    lines = await run_daemon(hub, tmp_path, journal_stream=None)
     assert len(lines) >= 4
     for line in lines:
         assert PRIORITY.match(line), line
         assert not TIMESTAMP.search(line), line  # journald stamps entries itself
-        assert f"hub_id={hub_settings.hub_id}" in line, line
-    assert hub_settings.token not in "\n".join(lines)
+        assert f"hub_id={hub.hub_id}" in line, line
+    assert hub.token not in "\n".join(lines)
 
     warning = next(line for line in lines if "no_such_type" in line)
     assert warning.startswith("<4>")
@@ -94,18 +91,18 @@ async def test_journal_lines_carry_priority_fields_and_no_time(
     assert "new_version=1.1" in update
 
 
-async def test_journal_lines_name_their_task(hub_settings: HubEnv, tmp_path: Path) -> None:
-    lines = await run_daemon(hub_settings, tmp_path, journal_stream=None)
+async def test_journal_lines_name_their_task(hub: HubEnv, tmp_path: Path) -> None:
+    lines = await run_daemon(hub, tmp_path, journal_stream=None)
     link_lines = [line for line in lines if line.startswith("<6>link connected")]
     assert link_lines
     assert all("task=link" in line for line in link_lines)
 
 
 async def test_a_stderr_that_is_not_the_journal_gets_timestamped_json(
-    hub_settings: HubEnv, tmp_path: Path
+    hub: HubEnv, tmp_path: Path
 ) -> None:
     # JOURNAL_STREAM inherited from a parent service, but stderr went elsewhere.
-    lines = await run_daemon(hub_settings, tmp_path, journal_stream="1:1")
+    lines = await run_daemon(hub, tmp_path, journal_stream="1:1")
     assert lines
     for line in lines:
         assert line.startswith("{"), line

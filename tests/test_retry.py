@@ -6,10 +6,13 @@ import errno
 import socket
 import ssl
 import time
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
@@ -19,6 +22,8 @@ from yarl import URL
 
 from hublink.errors import CloudAuthError, CloudResponseError, CloudUnreachableError
 from hublink.retry import (
+    MAX_RETRY_AFTER,
+    Backoff,
     RetryPolicy,
     full_jitter,
     is_transient,
@@ -108,9 +113,44 @@ def test_retry_after_in_seconds_and_as_a_date() -> None:
     assert retry_after_seconds({"Retry-After": past}, now=now) == 0
 
 
-@pytest.mark.parametrize("raw", ["soon", "-5", "nan", "inf", ""])
+@pytest.mark.parametrize("raw", ["soon", "-5", "nan", "-inf", ""])
 def test_unusable_retry_after_is_ignored(raw: str) -> None:
     assert retry_after_seconds({"Retry-After": raw}) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "9999999999999",  # issue 10 item 9: OverflowError, then a crash loop
+        "9" * 5000,
+        "1e999",
+        "inf",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ],
+)
+def test_a_huge_retry_after_is_clamped(raw: str) -> None:
+    assert retry_after_seconds({"Retry-After": raw}) == MAX_RETRY_AFTER == 300
+    assert retry_after_seconds({"Retry-After": raw}, limit=1.5) == 1.5
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    raw=st.one_of(
+        st.text(st.characters(codec=None, exclude_categories=()), max_size=40),
+        st.integers(min_value=-(10**40), max_value=10**40).map(str),
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.floats(min_value=-6e10, max_value=2.5e11).map(lambda t: formatdate(t, usegmt=True)),
+        st.datetimes().map(lambda d: d.strftime("%a, %d %b %Y %H:%M:%S GMT")),
+    ),
+    limit=st.floats(min_value=0.001, max_value=1e6),
+)
+def test_any_retry_after_gives_a_bounded_delay_or_none(raw: str, limit: float) -> None:
+    # The kind: seconds of any size, negative, NaN, HTTP dates of any year, garbage.
+    delay = retry_after_seconds({"Retry-After": raw}, limit=limit)
+    assert delay is None or 0 <= delay <= limit
+    if delay is not None:
+        # What the link does with it must not overflow either.
+        assert datetime.now(UTC) + timedelta(seconds=delay)
 
 
 def test_retry_after_absent() -> None:
@@ -131,6 +171,15 @@ def test_full_jitter_stays_within_the_exponential_ceiling() -> None:
     assert full_jitter(4, base=0.5, cap=8, rng=lambda: 0.0) == 0.0
     draws = {round(full_jitter(5, base=1, cap=60), 3) for _ in range(50)}
     assert len(draws) > 10 and all(0 <= d <= 16 for d in draws)
+
+
+def test_backoff_is_full_jitter_between_min_and_a_doubling_ceiling() -> None:
+    highs = Backoff(1.0, 60.0, rand=lambda: 1.0)
+    assert [highs.next() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    lows = Backoff(1.0, 60.0, rand=lambda: 0.0)
+    assert {lows.next() for _ in range(8)} == {1.0}
+    highs.reset()
+    assert highs.next() == 1.0
 
 
 def test_attempt_timeout_never_outlives_the_deadline() -> None:

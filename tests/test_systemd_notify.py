@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -81,9 +80,6 @@ def fake_systemd(request: pytest.FixtureRequest) -> Iterator[FakeSystemd]:
             server.close()
 
 
-wait_for = partial(wait_until, timeout=10.0)
-
-
 async def test_ready_status_stopping_reach_the_socket(
     fake_systemd: FakeSystemd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,7 +97,7 @@ async def test_ready_status_stopping_reach_the_socket(
         "STOPPING=1",
         "RELOADING=1\nSTATUS=reloading",
     ]
-    await wait_for(lambda: len(fake_systemd.received.texts()) == len(expected))
+    await wait_until(lambda: len(fake_systemd.received.texts()) == len(expected), timeout=10.0)
     assert fake_systemd.received.texts() == expected
 
 
@@ -116,7 +112,9 @@ async def test_watchdog_pings_at_half_the_interval(
 
     task = asyncio.create_task(notifier.watchdog())
     try:
-        await wait_for(lambda: len(fake_systemd.received.times_of("WATCHDOG=1")) >= 4)
+        await wait_until(
+            lambda: len(fake_systemd.received.times_of("WATCHDOG=1")) >= 4, timeout=10.0
+        )
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -145,7 +143,7 @@ async def test_watchdog_pid_of_another_process_means_no_pings(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: fake_systemd.received.texts() != [])
+    await wait_until(lambda: fake_systemd.received.texts() != [], timeout=10.0)
     assert fake_systemd.received.texts() == ["STATUS=marker"]
 
 
@@ -159,11 +157,13 @@ async def test_blocked_loop_stops_the_pings(
 
     task = asyncio.create_task(notifier.watchdog())
     try:
-        await wait_for(lambda: len(received.times_of("WATCHDOG=1")) >= 3)
+        await wait_until(lambda: len(received.times_of("WATCHDOG=1")) >= 3, timeout=10.0)
         blocked_at = time.monotonic()
         time.sleep(0.8)  # the bug being simulated: blocking work on the loop
         unblocked_at = time.monotonic()
-        await wait_for(lambda: any(t > unblocked_at for t in received.times_of("WATCHDOG=1")))
+        await wait_until(
+            lambda: any(t > unblocked_at for t in received.times_of("WATCHDOG=1")), timeout=10.0
+        )
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -62,7 +62,8 @@ def parse_http_date(text: str | None) -> datetime | None:
         return None
     try:
         moment = parsedate_to_datetime(text.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # email.utils raises any of these for text that only looks like a date.
         return None
     if moment.tzinfo is None:
         if not _ASCTIME.fullmatch(text.strip()):

@@ -7,14 +7,18 @@ contract's (section 5); defaults are the named constants below.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
-import tomllib
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -22,15 +26,25 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
+from hublink.configfile import (
+    CONTROL_SOCKET,
+    DEFAULT_RUNTIME_DIR,
+    config_path,
+    read_config_file,
+)
 from hublink.errors import ConfigError
 from hublink.logs import register_secret_str
 
-DEFAULT_CONFIG_PATH = Path("/etc/hublink/hublink.toml")
 DEFAULT_CLOUD_URL = "https://erplora.com"
 DEFAULT_STATE_DIR = Path("/var/lib/hublink")
-DEFAULT_RUNTIME_DIR = Path("/run/hublink")
 DEFAULT_LOCAL_PORT = 8001
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 DEFAULT_RECONNECT_MIN = 1.0
@@ -47,7 +61,16 @@ DEFAULT_RESTART_MIN = 1.0
 DEFAULT_RESTART_MAX = 60.0
 DEFAULT_ZSTD_LEVEL = 3
 DEFAULT_OUTBOX_MAX_PENDING = 100_000
+#: Below the Cloud's 1 MiB frame limit (contract section 2), with room for a
+#: proxy's or a newer Cloud's framing: an event over it could never be delivered.
+DEFAULT_OUTBOX_MAX_EVENT_SIZE = 1_000_000
+#: Revoked users kept for ``hublink status``: the latest ones; a count says how
+#: many older ones were dropped.
+DEFAULT_NOTICES_MAX_REVOKED_USERS = 100
 DEFAULT_HOOKS_TIMEOUT = 30.0
+DEFAULT_SCHEDULE_JITTER = 3600.0
+#: A scheduled backup's jitter must stay under a day, so that each day keeps its one slot.
+MAX_SCHEDULE_JITTER = 86400.0
 
 #: The hook a person triggers to install a recorded plugin update (contract section 6).
 INSTALL_PLUGIN_UPDATE = "install_plugin_update"
@@ -62,14 +85,84 @@ def hook_keys() -> frozenset[str]:
     return INBOUND_TYPES | {INSTALL_PLUGIN_UPDATE}
 
 
+ENV_PREFIX = "HUBLINK_"
+
 _SECRET_KEYS = ("server_token", "tunnel_token", "password")
+
+
+def _not_blank(value: object) -> object:
+    # Path("") is ".", the current folder: never what "" in a config means.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty; leave the key out to use the default")
+    return value
+
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0)]
+#: A path or name that has a default, so an empty one is a mistake rather than "unset".
+NonBlankPath = Annotated[Path, BeforeValidator(_not_blank)]
+NonBlankStr = Annotated[str, BeforeValidator(_not_blank)]
+
+
+def _blank_means_unset(fields: Mapping[str, FieldInfo], data: Any) -> Any:
+    """``""`` or whitespace for a key whose default is unset (``None``) means unset.
+
+    ``backup.database = ""`` in a file, or ``HUBLINK_BACKUP__DATABASE=`` in a
+    systemd drop-in, is how people switch a setting off; read as a path it
+    would be ``.``. Applied to every such key of every section, present and future.
+    """
+    if not isinstance(data, dict):
+        return data
+    return {
+        key: None
+        if isinstance(value, str)
+        and not value.strip()
+        and key in fields
+        and fields[key].default is None
+        else value
+        for key, value in data.items()
+    }
+
+
+#: ``HH:MM``, 24-hour, two digits each (contract section 11).
+_SCHEDULE = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
+_LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(?P<port>\d{1,5})")
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` → ``("127.0.0.1", 9464)``; ``"[::1]:9464"`` → ``("::1", 9464)``.
+
+    Raises:
+        ValueError: not ``HOST:PORT`` with a port in 1..65535 (the message says so).
+    """
+    match = _LISTEN.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f'{value!r} is not HOST:PORT; write it like "127.0.0.1:9464" or "[::1]:9464"'
+        )
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{value!r}: the port must be between 1 and 65535, not {port}")
+    return match["host"].strip("[]"), port
+
+
+def _listen_address(value: str) -> str:
+    split_listen(value)
+    return value.strip()
+
+
+#: A ``HOST:PORT`` to listen on (``metrics.listen``), checked when the settings load.
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan: "inf" seconds would sleep forever, "nan" compares false to every bound.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blanks(cls, data: Any) -> Any:
+        return _blank_means_unset(cls.model_fields, data)
 
 
 class HubSettings(_Section):
@@ -103,7 +196,7 @@ class TunnelSettings(_Section):
     """``[tunnel]``: the frpc child."""
 
     enabled: bool = True
-    frpc_path: str = DEFAULT_FRPC_PATH
+    frpc_path: NonBlankStr = DEFAULT_FRPC_PATH
     server_addr: str | None = None
     server_port: Port = DEFAULT_FRPS_PORT
     server_token: SecretStr | None = None
@@ -125,6 +218,20 @@ class BackupSettings(_Section):
     database: Path | None = None
     recipients: tuple[str, ...] = ()
     zstd_level: Annotated[int, Field(ge=1, le=22)] = DEFAULT_ZSTD_LEVEL
+    schedule: str | None = None
+    schedule_jitter: Annotated[float, Field(ge=0, lt=MAX_SCHEDULE_JITTER)] = DEFAULT_SCHEDULE_JITTER
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_shape(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # schedule = "" reads as "no schedule", as leaving it out does
+        if not _SCHEDULE.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} is not a time of day as HH:MM (24-hour, two digits each), "
+                'e.g. "03:30" or "23:05"'
+            )
+        return value.strip()
 
     @field_validator("recipients")
     @classmethod
@@ -138,9 +245,23 @@ class BackupSettings(_Section):
 
 
 class OutboxSettings(_Section):
-    """``[outbox]``: the durable queue's bound."""
+    """``[outbox]``: the durable queue's bounds."""
 
     max_pending: Annotated[int, Field(ge=1)] = DEFAULT_OUTBOX_MAX_PENDING
+    #: Bytes of one event's JSON frame; a larger event is refused when queued.
+    max_event_size: Annotated[int, Field(ge=1024)] = DEFAULT_OUTBOX_MAX_EVENT_SIZE
+
+
+class NoticesSettings(_Section):
+    """``[notices]``: how much of what the Cloud told the hub is kept for ``status``."""
+
+    max_revoked_users: Annotated[int, Field(ge=1)] = DEFAULT_NOTICES_MAX_REVOKED_USERS
+
+
+class MetricsSettings(_Section):
+    """``[metrics]``: the Prometheus endpoint on TCP (contract section 10)."""
+
+    listen: ListenAddress | None = None
 
 
 class TlsSettings(_Section):
@@ -171,21 +292,24 @@ class Settings(BaseSettings):
         frozen=True,
         extra="forbid",
         case_sensitive=False,
+        allow_inf_nan=False,
     )
 
     cloud_url: str = DEFAULT_CLOUD_URL
     allow_insecure_http: bool = False
-    state_dir: Path = DEFAULT_STATE_DIR
-    runtime_dir: Path = DEFAULT_RUNTIME_DIR
+    state_dir: NonBlankPath = DEFAULT_STATE_DIR
+    runtime_dir: NonBlankPath = DEFAULT_RUNTIME_DIR
     hub: HubSettings = HubSettings()
     websocket: WebSocketSettings = WebSocketSettings()
     tunnel: TunnelSettings = TunnelSettings()
     backup: BackupSettings = BackupSettings()
     outbox: OutboxSettings = OutboxSettings()
+    notices: NoticesSettings = NoticesSettings()
     hooks: dict[str, Annotated[tuple[str, ...], Field(min_length=1)]] = Field(default_factory=dict)
     hooks_timeout: Seconds = DEFAULT_HOOKS_TIMEOUT
     tls: TlsSettings = TlsSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -199,6 +323,11 @@ class Settings(BaseSettings):
         # The file's content arrives as init kwargs; listing env first makes
         # the environment win, as the contract says.
         return (env_settings, init_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blanks(cls, data: Any) -> Any:
+        return _blank_means_unset(cls.model_fields, data)
 
     @field_validator("cloud_url")
     @classmethod
@@ -255,7 +384,7 @@ class Settings(BaseSettings):
     @property
     def control_socket(self) -> Path:
         """``{runtime_dir}/control.sock``."""
-        return self.runtime_dir / "control.sock"
+        return self.runtime_dir / CONTROL_SOCKET
 
 
 def is_loopback(host: str) -> bool:
@@ -268,27 +397,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def config_path(explicit: str | None) -> tuple[Path, bool]:
-    """The config file to read, and whether ``--config`` named it (then it must exist)."""
-    if explicit:
-        return Path(explicit), True
-    # $HUBLINK_CONFIG only moves the default path (contract §5): a missing file
-    # there means defaults plus environment, as it does at /etc/hublink.
-    from_env = os.environ.get("HUBLINK_CONFIG")
-    if from_env:
-        return Path(from_env), False
-    return DEFAULT_CONFIG_PATH, False
-
-
 def load_settings(explicit: str | None = None) -> Settings:
     """Build the settings from the config file and the environment.
 
+    A table given whole in the environment (``HUBLINK_HOOKS='{}'``) replaces
+    the file's table; a variable for one key (``HUBLINK_HOOKS__USER_REVOKED``)
+    merges into it.
+
     Raises:
-        ConfigError: the file is missing (when named), unreadable, not TOML,
-            or a value is invalid; the message names the key and the value.
+        ConfigError: the file is missing (when named), unreadable, a folder,
+            not UTF-8, not TOML, or a value (from the file or a ``HUBLINK_*``
+            variable) is invalid; the message names the file or variable,
+            the key and the value.
     """
     path, named = config_path(explicit)
-    data = _read_toml(path, required=named)
+    data = read_config_file(path, required=named)
+    data = _drop_tables_given_whole(data, os.environ)
     try:
         settings = Settings(**data)
     except ValidationError as err:
@@ -297,32 +421,82 @@ def load_settings(explicit: str | None = None) -> Settings:
             + describe_validation_error(err),
             hint=f"fix the value in {path} or the matching HUBLINK_* variable",
         ) from None
+    except SettingsError as err:
+        raise _env_json_error(err, os.environ) from None
     # Masked from the start, whichever code path ends up holding it.
     register_secret_str(settings.tunnel.server_token)
     return settings
 
 
-def _read_toml(path: Path, *, required: bool) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        if required:
+def _is_table(field: FieldInfo) -> bool:
+    annotation = field.annotation
+    if get_origin(annotation) is dict:
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+#: The top-level keys that are TOML tables (``[hooks]``, ``[backup]``, …).
+TABLES = frozenset(name for name, field in Settings.model_fields.items() if _is_table(field))
+
+
+def _env_name(table: str) -> str:
+    return f"{ENV_PREFIX}{table.upper()}"
+
+
+def _drop_tables_given_whole(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """The file's data without the tables the environment gives whole.
+
+    pydantic-settings deep-merges the environment into the file, so
+    ``HUBLINK_HOOKS='{}'`` would leave every hook of the file in place: the
+    opposite of what an operator who empties the table means.
+
+    Raises:
+        ConfigError: such a variable is not a JSON object's text.
+    """
+    given = {name.upper(): value for name, value in environ.items()}
+    dropped = dict(data)
+    for table in TABLES:
+        value = given.get(_env_name(table))
+        if value is None:
+            continue
+        try:
+            json.loads(value)
+        except (ValueError, RecursionError) as err:
             raise ConfigError(
-                f"config file {path} does not exist",
-                hint="create it from hublink.example.toml, or drop --config",
+                f"the environment variable {_env_name(table)} is not valid JSON: "
+                + _json_problem(err),
+                hint=f"a table in the environment is a JSON object, e.g. "
+                f"{_env_name(table)}='{{}}' for an empty one; or unset it",
             ) from None
-        return {}
-    except PermissionError:
-        raise ConfigError(
-            f"config file {path} is not readable by this user",
-            hint="run as the hublink user, or fix the file's owner and mode",
-        ) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(
-            f"config file {path} is not valid TOML: {err}",
-            hint="fix the syntax; hublink.example.toml shows every key",
-        ) from None
+        dropped.pop(table, None)
+    return dropped
+
+
+def _json_problem(err: Exception) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg} (column {err.colno})"
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err)
+
+
+def _env_json_error(err: SettingsError, environ: Mapping[str, str]) -> ConfigError:
+    """A clear error for a ``HUBLINK_*`` list or table that pydantic-settings could not parse."""
+    culprits = []
+    for name, value in environ.items():
+        if not name.upper().startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        if value.strip()[:1] not in ("[", "{"):
+            continue
+        try:
+            json.loads(value)
+        except (ValueError, RecursionError) as json_err:
+            culprits.append(f"  {name.upper()}: {_json_problem(json_err)}")
+    detail = "\n".join(culprits) or f"  {err}"
+    return ConfigError(
+        "a HUBLINK_* variable holding a list or table is not valid JSON:\n" + detail,
+        hint="lists and tables in the environment are JSON, e.g. '[\"age1...\"]' or '{}'",
+    )
 
 
 def describe_validation_error(err: ValidationError) -> str:

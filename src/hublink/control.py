@@ -3,6 +3,7 @@
 Server side (inside ``hublink run``)::
 
     GET  /v1/status   the contract's status object
+    GET  /metrics     the Prometheus series (contract section 10)
     POST /v1/events   {"type", "data"} → validated, queued durably → 201 {"id"}
     POST /v1/poke     wake the outbox drain (after a ``hublink send``)
     GET  /v1/debug    asyncio tasks and threads alive (leak hunting; not in the contract)
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
     from hublink.link.notices import StateStore
     from hublink.link.outbox import AsyncOutbox
+    from hublink.metrics import Metrics
     from hublink.status import StatusReport
 
 log = structlog.get_logger(__name__)
@@ -57,12 +59,18 @@ class ControlServer:
     """The daemon's side of the control socket."""
 
     def __init__(
-        self, path: Path, status: StatusProvider, outbox: AsyncOutbox, notices: StateStore
+        self,
+        path: Path,
+        status: StatusProvider,
+        outbox: AsyncOutbox,
+        notices: StateStore,
+        metrics: Metrics,
     ) -> None:
         self.path = path
         self._status = status
         self._outbox = outbox
         self._notices = notices
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
         self._inode: int | None = None
 
@@ -80,6 +88,7 @@ class ControlServer:
         app.router.add_get("/v1/status", self._get_status)
         app.router.add_post("/v1/events", self._post_event)
         app.router.add_post("/v1/poke", self._post_poke)
+        app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/v1/debug", self._get_debug)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -110,6 +119,13 @@ class ControlServer:
 
         return web.json_response(await self._status())
 
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        # Not at the top: `hublink status` imports this module, and prometheus_client
+        # costs ~0.1 s to import (tests/test_imports.py keeps it out of the quick commands).
+        from hublink.metrics import metrics_response
+
+        return await metrics_response(self._metrics, request)
+
     async def _get_debug(self, request: web.Request) -> web.Response:
         """``{"tasks", "threads"}``: counts that grow without bound betray a leak (the soak)."""
         from aiohttp import web
@@ -129,7 +145,9 @@ class ControlServer:
 
         try:
             body = await request.json()
-        except ValueError:
+        except (ValueError, RecursionError):
+            # ValueError: not JSON, not UTF-8, an integer over 4300 digits;
+            # RecursionError: nested deeper than the decoder goes.
             return _error(400, 'the body must be a JSON object {"type": …, "data": {…}}')
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             return _error(
@@ -242,10 +260,10 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def request(
+def exchange(
     path: Path, method: str, url: str, body: Any = None, *, timeout: float = CLIENT_TIMEOUT
-) -> tuple[int, Any] | None:
-    """One request to the daemon: ``(status, decoded JSON)``, or None when no daemon answers."""
+) -> tuple[int, bytes] | None:
+    """One request to the daemon: ``(status, raw body)``, or None when no daemon answers."""
     conn = _UnixConnection(path, timeout)
     payload = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json"} if payload is not None else {}
@@ -257,10 +275,29 @@ def request(
         return None
     finally:
         conn.close()
+    return response.status, raw
+
+
+def request(
+    path: Path, method: str, url: str, body: Any = None, *, timeout: float = CLIENT_TIMEOUT
+) -> tuple[int, Any] | None:
+    """One request to the daemon: ``(status, decoded JSON)``, or None when no daemon answers."""
+    answer = exchange(path, method, url, body, timeout=timeout)
+    if answer is None:
+        return None
+    status, raw = answer
     try:
-        return response.status, json.loads(raw) if raw else None
+        return status, json.loads(raw) if raw else None
     except ValueError:
-        return response.status, None
+        return status, None
+
+
+def metrics_now(path: Path, *, timeout: float = CLIENT_TIMEOUT) -> str | None:
+    """The running daemon's ``GET /metrics`` (Prometheus text), or None when no daemon answers."""
+    answer = exchange(path, "GET", "/metrics", timeout=timeout)
+    if answer is None or answer[0] != 200:
+        return None
+    return answer[1].decode("utf-8", errors="replace")
 
 
 def status_now(path: Path) -> StatusReport | None:
@@ -270,6 +307,16 @@ def status_now(path: Path) -> StatusReport | None:
         return None
     # Our own daemon's answer (the socket is 0660, group hublink): trusted shape.
     return cast("StatusReport", answer[1])
+
+
+def post_event(path: Path, event_type: str, data: dict[str, Any]) -> tuple[int, Any] | None:
+    """``POST /v1/events`` to a running daemon: ``(status, answer)``, or None when none answers.
+
+    The daemon validates and queues the event itself (contract section 8), so
+    a user who may talk to the socket (group ``hublink``) but not write the
+    0700 state dir can still queue events.
+    """
+    return request(path, "POST", "/v1/events", {"type": event_type, "data": data})
 
 
 async def fetch_status(path: Path) -> StatusReport | None:

@@ -17,7 +17,7 @@ from hublink.config import describe_validation_error
 from hublink.errors import CredentialsError, NotRegisteredError
 from hublink.fsutil import atomic_write, loose_permissions
 from hublink.logs import register_secret
-from hublink.statedir import CREDENTIALS, CREDENTIALS_LOCK, exclusive_lock
+from hublink.statedir import CREDENTIALS, CREDENTIALS_LOCK, access_denied, exclusive_lock
 
 log = structlog.get_logger(__name__)
 
@@ -57,14 +57,22 @@ class CredentialStore:
         self._lock_path = state_dir / CREDENTIALS_LOCK
 
     def exists(self) -> bool:
-        """Whether a credentials file is present (valid or not)."""
-        return self.path.exists()
+        """Whether a credentials file is present (valid or not).
+
+        Raises:
+            StateDirAccessError: the state dir belongs to another user (exit 78).
+        """
+        try:
+            return self.path.exists()
+        except PermissionError:
+            raise access_denied(self.path, self.state_dir) from None
 
     def load(self) -> Credentials:
         """Read and validate the credentials.
 
         Raises:
             NotRegisteredError: there is no file.
+            StateDirAccessError: the state dir belongs to another user.
             CredentialsError: the file is unreadable, not TOML, or invalid.
         """
         try:
@@ -75,10 +83,7 @@ class CredentialStore:
                 hint="run `hublink register` to enroll it with the Cloud",
             ) from None
         except PermissionError:
-            raise CredentialsError(
-                f"cannot read {self.path}: permission denied",
-                hint="run hublink as the user that owns the state directory (usually hublink)",
-            ) from None
+            raise access_denied(self.path, self.state_dir) from None
         except OSError as err:
             # A directory in its place, an I/O error: still a named, exit-78 problem.
             raise CredentialsError(
@@ -119,10 +124,16 @@ class CredentialStore:
         atomic_write(self.path, creds.to_toml())
 
     def remove(self) -> bool:
-        """Forget the credentials; whether there were any."""
+        """Forget the credentials; whether there were any.
+
+        Raises:
+            StateDirAccessError: the state dir belongs to another user.
+        """
         with self.locked():
             try:
                 self.path.unlink()
             except FileNotFoundError:
                 return False
+            except PermissionError:
+                raise access_denied(self.path, self.state_dir) from None
         return True

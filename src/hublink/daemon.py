@@ -4,7 +4,8 @@ The lifecycle is a straight line::
 
     startup()    credentials, the one-daemon lock, stores, control socket, READY=1
     main_loop()  one TaskGroup: uplink (link + tunnel), dispatcher, watchdog,
-                 credentials watcher; each task restarted with backoff if it crashes
+                 credentials watcher; each task restarted with backoff if it crashes;
+                 the tunnel stops while the Cloud refuses the hub's credentials
     shutdown()   STOPPING=1, tasks cancelled (the link says 1001, frpc is reaped),
                  control socket removed, outbox closed
 
@@ -19,6 +20,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,16 +28,31 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from hublink import statedir
+from hublink.backup.schedule import BackupScheduler
 from hublink.cloud.client import make_session
 from hublink.control import ControlServer
 from hublink.credentials import Credentials, CredentialStore
-from hublink.errors import EXIT_FAILURE, EXIT_OK, CredentialsError, NotRegisteredError
+from hublink.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    CredentialsError,
+    NotRegisteredError,
+    StateDirAccessError,
+)
 from hublink.link.connection import Link
 from hublink.link.dispatch import Dispatcher
+from hublink.link.messages import (
+    APP_EVENT_TYPES,
+    INBOUND_TYPES,
+    BackupCompleted,
+    BackupFailed,
+    message_type,
+)
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
 from hublink.logs import set_hub_id
+from hublink.metrics import Metrics, MetricsServer
 from hublink.retry import Backoff, Jitter
 from hublink.status import StatusReport, build_status
 from hublink.systemd import Notifier
@@ -47,7 +64,7 @@ if TYPE_CHECKING:
 
     from hublink.backup.service import BackupService
     from hublink.config import Settings
-    from hublink.link.messages import BackupCompleted, BackupFailed
+    from hublink.link.notices import Notices
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +79,11 @@ RESTART_MAX = 30.0
 RESTART_STABLE = 60.0
 #: Seconds frpc gets between SIGTERM and SIGKILL when the daemon stops.
 TUNNEL_STOP_GRACE = 2.5
+#: The tunnel's last_error while the Cloud refuses the hub's credentials.
+TUNNEL_HELD = (
+    "stopped while the Cloud refuses this hub's credentials; it starts again once they are "
+    "accepted (re-register with `hublink register --force` if the hub was revoked)"
+)
 
 
 def run(settings: Settings) -> int:
@@ -130,6 +152,9 @@ class Daemon:
         self.creds: Credentials | None = None
         self._stop = asyncio.Event()
         self._creds_changed = asyncio.Event()
+        # The link's verdict on the credentials, for the tunnel: set by _follow_link.
+        self._link_refused = asyncio.Event()
+        self._link_accepted = asyncio.Event()
         self._creds_signature: tuple[int, int, int] | None = None
         self._signals = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -143,6 +168,9 @@ class Daemon:
         self._last_status_line = ""
         self._session: aiohttp.ClientSession | None = None
         self._backups: BackupService | None = None
+        self.metrics: Metrics | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._scheduler: BackupScheduler | None = None
 
     # --- startup --------------------------------------------------------------
 
@@ -159,15 +187,28 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            self._store = await asyncio.to_thread(StateStore.load, settings.state_dir)
-            self._outbox = await AsyncOutbox.open(settings.state_dir, settings.outbox.max_pending)
-            self._dispatcher = Dispatcher(
-                settings, self._store, self._outbox, backup=self._run_backup
+            self._store = await asyncio.to_thread(
+                partial(
+                    StateStore.load,
+                    settings.state_dir,
+                    hub_id=str(self.creds.hub_id),
+                    max_revoked_users=settings.notices.max_revoked_users,
+                )
             )
+            self._outbox = await AsyncOutbox.for_settings(settings)
+            self.metrics = self._make_metrics(await self._store.asnapshot())
+            self._dispatcher = Dispatcher(
+                settings, self._store, self._outbox, backup=self._run_backup, metrics=self.metrics
+            )
+            self._scheduler = BackupScheduler(settings, self._dispatcher.back_up)
             self._control = ControlServer(
-                settings.control_socket, self.status, self._outbox, self._store
+                settings.control_socket, self.status, self._outbox, self._store, self.metrics
             )
             await self._control.start()
+            if settings.metrics.listen is not None:
+                # A port it cannot bind is reported (log, status) and the daemon goes on.
+                self._metrics_server = MetricsServer(self.metrics, settings.metrics.listen)
+                await self._metrics_server.start()
         except BaseException:
             await self.shutdown()
             raise
@@ -175,6 +216,7 @@ class Daemon:
         # Until the tunnel task takes over, status must not call an enabled tunnel "disabled".
         self.live.set_tunnel("starting" if settings.tunnel.enabled else "disabled")
         self.live.subscribe(self._publish_status)
+        self.live.subscribe(self._follow_link)
         self._notifier.ready()
         self._publish_status()
         log.info(
@@ -185,11 +227,34 @@ class Daemon:
             control_socket=str(settings.control_socket),
         )
 
+    def _make_metrics(self, notices: Notices) -> Metrics:
+        """The daemon's metrics; the last successful backup comes back from the state dir."""
+        last = notices["last_completed_backup"]
+        last_at = None
+        if last is not None:
+            try:
+                last_at = datetime.fromisoformat(last["at"])
+            except (TypeError, ValueError):
+                log.warning("the last backup's time in the state store is unreadable", at=last)
+        return Metrics(
+            live=self.live,
+            outbox=self._outbox.sync if self._outbox is not None else None,
+            inbound_types=INBOUND_TYPES,
+            event_types=(
+                *APP_EVENT_TYPES,
+                message_type(BackupCompleted),
+                message_type(BackupFailed),
+            ),
+            hook_types=self.settings.hooks,
+            last_backup_at=last_at,
+        )
+
     # --- main loop --------------------------------------------------------------
 
     async def main_loop(self) -> None:
         """Run every task under one TaskGroup until the stop event; then cancel them."""
         assert self._dispatcher is not None and self._notifier is not None
+        assert self._scheduler is not None
         self._main_task = asyncio.current_task()
         deadline: asyncio.TimerHandle | None = None
         try:
@@ -200,6 +265,10 @@ class Daemon:
                     group.create_task(supervise("watchdog", self._notifier.watchdog)),
                     group.create_task(supervise("credentials", self._watch_credentials)),
                 ]
+                if self.settings.backup.schedule is not None:
+                    self._tasks.append(
+                        group.create_task(supervise("schedule", self._scheduler.run))
+                    )
                 await self._stop.wait()
                 log.info("stopping")
                 self._notifier.stopping()
@@ -216,10 +285,12 @@ class Daemon:
         while True:
             assert self.creds is not None
             creds = self.creds
+            # New credentials have not been refused yet: the tunnel starts at once.
+            self._link_refused.clear()
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(supervise("link", partial(self._run_link, creds)))]
                 if self.settings.tunnel.enabled:
-                    tunnel = partial(self._run_tunnel, creds)
+                    tunnel = partial(self._gated_tunnel, creds)
                     tasks.append(group.create_task(supervise("tunnel", tunnel)))
                 await self._creds_changed.wait()
                 self._creds_changed.clear()
@@ -233,12 +304,53 @@ class Daemon:
         tls = None
         if self.settings.cloud_scheme == "https":
             tls = ssl_context(self.settings)
-        await Link(self.settings, creds, self.live, self._outbox, self._dispatcher, ssl=tls).run()
+        await Link(
+            self.settings,
+            creds,
+            self.live,
+            self._outbox,
+            self._dispatcher,
+            ssl=tls,
+            metrics=self.metrics,
+        ).run()
+
+    def _follow_link(self) -> None:
+        """Live-state listener: note when the Cloud refuses or accepts the credentials."""
+        state = self.live.link.state
+        if state == "unauthorized" and not self._link_refused.is_set():
+            self._link_refused.set()
+            self._link_accepted.clear()
+        elif state == "connected" and not self._link_accepted.is_set():
+            self._link_accepted.set()
+            self._link_refused.clear()
+
+    async def _gated_tunnel(self, creds: Credentials) -> None:
+        """The tunnel, stopped while the Cloud refuses the credentials (contract section 2).
+
+        A revoked hub must not go on serving the Hub application to the Cloud
+        through frps; once the link is accepted again the tunnel starts anew.
+        """
+        while True:
+            if self._link_refused.is_set():
+                log.warning("the Cloud refuses this hub's credentials; tunnel stopped")
+                self.live.set_tunnel("stopped", pid=None, last_error=TUNNEL_HELD)
+                await self._link_accepted.wait()
+                log.info("the Cloud accepts this hub's credentials again; starting the tunnel")
+            async with asyncio.TaskGroup() as group:
+                tunnel = group.create_task(self._run_tunnel(creds))
+                refused = group.create_task(self._link_refused.wait())
+                await asyncio.wait({tunnel, refused}, return_when=asyncio.FIRST_COMPLETED)
+                # The tunnel only ends by raising; the group then hands that on.
+                refused.cancel()
+                tunnel.cancel()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
 
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
-        await TunnelSupervisor(self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE).run()
+        supervisor = TunnelSupervisor(
+            self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE, metrics=self.metrics
+        )
+        await supervisor.run()
 
     async def _run_backup(self, requested_by: str) -> BackupCompleted | BackupFailed:
         """The dispatcher's BackupRunner: back up, upload, answer (never raises)."""
@@ -266,7 +378,7 @@ class Daemon:
             self._creds_signature = signature
             try:
                 creds = await asyncio.to_thread(store.load)
-            except (NotRegisteredError, CredentialsError) as err:
+            except (NotRegisteredError, CredentialsError, StateDirAccessError) as err:
                 log.error(
                     "credentials.toml changed and cannot be used; keeping the ones loaded",
                     error=err.message,
@@ -277,6 +389,12 @@ class Daemon:
                 continue
             set_hub_id(str(creds.hub_id))
             log.info("credentials.toml changed", slug=creds.slug)
+            if self._store is not None and (
+                self.creds is None or creds.hub_id != self.creds.hub_id
+            ):
+                # A new hub: what the Cloud told the old one (revoked users, its
+                # last backup, updates) is not this hub's news.
+                self._store.bind_hub(str(creds.hub_id))
             self.creds = creds
             self._creds_changed.set()
 
@@ -319,8 +437,10 @@ class Daemon:
             self.creds,
             live=self.live,
             pid=os.getpid(),
-            pending=await self._outbox.pending(),
+            outbox=await self._outbox.counts(),
             snapshot=await self._store.asnapshot(),
+            next_backup_at=self._scheduler.next_at if self._scheduler is not None else None,
+            metrics_error=self._metrics_server.error if self._metrics_server else None,
         )
 
     # --- shutdown ---------------------------------------------------------------
@@ -333,6 +453,9 @@ class Daemon:
         if self._control is not None:
             await self._control.stop()
             self._control = None
+        if self._metrics_server is not None:
+            await self._metrics_server.stop()
+            self._metrics_server = None
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -18,6 +18,7 @@ import structlog
 from pydantic import SecretStr
 
 from hublink.backup.keys import NO_OWNER_RECIPIENT_REMINDER, ensure_identity, has_owner_recipient
+from hublink.backup.schedule import draw_delay
 from hublink.cloud import (
     CloudClient,
     Registration,
@@ -36,6 +37,7 @@ from hublink.errors import (
     UsageError,
 )
 from hublink.retry import DEFAULT_POLICY, RetryPolicy
+from hublink.statedir import access_denied
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +141,7 @@ async def _enroll_locked(
     log.info("hub registered", hub_id=str(creds.hub_id), slug=creds.slug)
     # The backup identity ({state_dir}/backup-identity.txt) is created here, after the save.
     await _prepare_backup_identity(store, progress)
+    await _draw_schedule_delay(store, progress)
     return creds
 
 
@@ -170,6 +173,16 @@ async def _prepare_backup_identity(store: CredentialStore, progress: Progress) -
     log.info("backup identity ready", public_key=str(identity.to_public()))
 
 
+async def _draw_schedule_delay(store: CredentialStore, progress: Progress) -> None:
+    # Contract section 11: each hub's delay of its scheduled backups is drawn at registration.
+    try:
+        state = await asyncio.to_thread(draw_delay, store.state_dir)
+    except OSError as err:
+        progress(f"warning: cannot save the backup schedule's delay: {err.strerror or err}")
+        return
+    log.info("backup schedule delay drawn", fraction=round(state.fraction, 4))
+
+
 def _warn_about_clock(client: CloudClient, progress: Progress) -> None:
     warning = describe_clock_skew(client.clock_skew)
     if warning is not None:
@@ -193,6 +206,8 @@ def _credentials(registration: Registration, client: CloudClient) -> Credentials
 async def _save(store: CredentialStore, creds: Credentials) -> None:
     try:
         await asyncio.to_thread(store.save, creds)
+    except PermissionError:
+        raise access_denied(store.path, store.state_dir) from None
     except OSError as err:
         raise CredentialsError(
             f"could not write {store.path}: {err.strerror or err}; "

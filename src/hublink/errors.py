@@ -1,15 +1,17 @@
 """The exceptions hublink raises, each knowing its exit code.
 
-Exit codes are the contract's (section 5); only ``cli.py`` turns an error
+Exit codes are the contract's (section 5); only ``hublink.cli`` turns an error
 into one.
 
     HublinkError                     1  failure not covered below
      ├── UsageError                  2  wrong usage
      │    └── InvalidEvent           2  an event to queue does not validate
+     │         └── EventTooLargeError 2  an event over outbox.max_event_size
      ├── ConfigError                78  invalid config
      │    ├── NotRegisteredError    78  no credentials yet
      │    ├── AlreadyRegisteredError 78 credentials exist; register needs --force
-     │    └── CredentialsError      78  credentials unreadable or invalid
+     │    ├── CredentialsError      78  credentials unreadable or invalid
+     │    └── StateDirAccessError   78  the state dir belongs to another user
      ├── CloudError                  1  the Cloud answered, but not as hoped
      │    ├── CloudUnreachableError 69  no answer at all (after retries)
      │    ├── CloudAuthError        77  wrong password, hub credential rejected
@@ -33,7 +35,10 @@ Every message says what went wrong and, through ``hint``, what to do next.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -73,6 +78,10 @@ class InvalidEvent(UsageError):
         self.problems = problems
 
 
+class EventTooLargeError(InvalidEvent):
+    """An event whose frame is over ``outbox.max_event_size`` bytes: refused, never queued."""
+
+
 class ConfigError(HublinkError):
     """The configuration is invalid."""
 
@@ -89,6 +98,22 @@ class AlreadyRegisteredError(ConfigError):
 
 class CredentialsError(ConfigError):
     """The credentials file exists but cannot be used."""
+
+
+class StateDirAccessError(ConfigError):
+    """The state dir, or a file in it, is not this user's (``sudo -u hublink`` forgotten).
+
+    ``path`` is what could not be used and ``state_dir`` its folder, so the
+    CLI can word the hint with the command that was typed
+    (:func:`hublink.statedir.access_denied`).
+    """
+
+    def __init__(
+        self, message: str, *, path: Path, state_dir: Path, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.state_dir = state_dir
 
 
 class CloudError(HublinkError):

@@ -78,7 +78,8 @@ class LiveState:
     def summary(self) -> str:
         """One line for systemd's STATUS=."""
         text = f"link {self.link.state}, tunnel {self.tunnel.state}"
-        if self.link.state != "connected" and self.link.last_error:
+        if self.link.last_error:
+            # Connected with an error: the outbox cannot be written (a full disk).
             text += f" ({self.link.last_error})"
         return text
 

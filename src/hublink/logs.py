@@ -2,7 +2,10 @@
 
 Every event passes through :func:`mask_secrets` before it is rendered, so a
 token, a password or a JWT never reaches a log line, whatever the code that
-logged it put in the event.
+logged it put in the event; then through :func:`bound_text`, so that text the
+Cloud controls (a revocation's reason, a frame's excerpt, an error body) can
+neither make a line a megabyte long nor break the renderer with a string that
+is not valid Unicode.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from typing import Any, TextIO
 import structlog
 from pydantic import SecretStr
 
+from hublink.untrusted import clip, printable
+
 MASK = "***"
+#: The longest a logged value may be, in characters (a hook's stderr excerpt fits).
+LOG_VALUE_CHARS = 2100
+#: The longest a logged traceback may be: long enough for any of hublink's own.
+LOG_EXCEPTION_CHARS = 20_000
 
 #: Event keys whose values are always secret.
 SECRET_KEYS = frozenset(
@@ -156,6 +165,31 @@ def mask_secrets(
     return event_dict
 
 
+def bound_text(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: cut every long text, escape lone surrogates (after the masking)."""
+    for key, value in event_dict.items():
+        if type(value) is str:
+            # The common case, inlined: short ASCII passes with two cheap checks.
+            if len(value) > LOG_VALUE_CHARS or not value.isascii():
+                limit = LOG_EXCEPTION_CHARS if key == "exception" else LOG_VALUE_CHARS
+                event_dict[key] = printable(clip(value, limit))
+        elif isinstance(value, dict | list | tuple):
+            event_dict[key] = _bound_value(value)
+    return event_dict
+
+
+def _bound_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(clip(value, LOG_VALUE_CHARS))
+    if isinstance(value, dict):
+        return {_bound_value(str(k)): _bound_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bound_value(v) for v in value]
+    return value
+
+
 def journal_renderer(_logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
     """``<N>event key=value …``: journald reads the priority, adds the time itself."""
     level = str(event_dict.pop("level", method))
@@ -241,6 +275,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         _hub_field,
         structlog.processors.format_exc_info,
         mask_secrets,
+        bound_text,
         structlog.processors.add_log_level,
     ]
     if chosen != "journal":

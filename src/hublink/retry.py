@@ -10,7 +10,9 @@ the two never disagree about what a passing outage looks like:
   heal itself), malformed URLs, and anything hublink does not recognise.
 
 ``Retry-After`` (seconds or an HTTP date) is read by :func:`retry_after_seconds`
-and honoured as a minimum wait.
+and honoured as a minimum wait, but never beyond :data:`MAX_RETRY_AFTER`: the
+header is the server's, and a server (or a proxy in front of it) that asks
+for a year, or for 10**13 seconds, must not park a Hub that long.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ DEFAULT_BACKOFF_BASE = 0.5
 DEFAULT_BACKOFF_MAX = 8.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
+#: The longest wait a ``Retry-After`` may impose, in seconds: the link's slow
+#: retry of a refused hub (``websocket.unauthorized_retry``, 300 s) is the
+#: longest hublink ever waits between two tries of anything, and a server's
+#: hint is not allowed to exceed it.
+MAX_RETRY_AFTER = 300.0
 
 #: OSErrors that mean "the network is in the way right now", not a local bug.
 _NETWORK_ERRNOS = frozenset(
@@ -104,21 +111,32 @@ def status_of(exc: BaseException) -> int | None:
     return None
 
 
-def retry_after_of(exc: BaseException) -> float | None:
-    """The ``Retry-After`` that came with ``exc`` (aiohttp or websockets), in seconds."""
-    headers: Mapping[str, str] | None = None
+def retry_after_of(exc: BaseException, *, limit: float = MAX_RETRY_AFTER) -> float | None:
+    """The ``Retry-After`` that came with ``exc`` (aiohttp or websockets), in seconds.
+
+    See :func:`retry_after_seconds` for the range and ``limit``.
+    """
+    return retry_after_seconds(headers_of(exc), limit=limit)
+
+
+def headers_of(exc: BaseException) -> Mapping[str, str]:
+    """The HTTP response headers behind ``exc`` (aiohttp or websockets); empty if none."""
     aio = _loaded("aiohttp")
     if aio is not None and isinstance(exc, aio.ClientResponseError):
-        headers = exc.headers
-    else:
-        response = _websockets_response(exc)
-        if response is not None:
-            headers = response.headers
-    return retry_after_seconds(headers) if headers is not None else None
+        return exc.headers or {}
+    response = _websockets_response(exc)
+    return response.headers if response is not None else {}
 
 
-def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Parse ``Retry-After`` (delay-seconds or HTTP-date) into seconds from now, or None."""
+def retry_after_seconds(
+    headers: Mapping[str, str], *, now: float | None = None, limit: float = MAX_RETRY_AFTER
+) -> float | None:
+    """``Retry-After`` as seconds from now, in ``[0, limit]``; None when there is none to honour.
+
+    Delay-seconds of any size (a huge one is cut to ``limit``) or an HTTP date
+    (one in the past is 0). Absent, empty, negative, NaN or unreadable values
+    give None: the caller's own backoff applies. Never raises.
+    """
     raw = headers.get("Retry-After")
     if raw is None:
         return None
@@ -128,12 +146,13 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None)
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        # inf ("1e999", 400 digits) is a huge delay: clamped like any other.
+        return min(seconds, limit) if seconds >= 0 and not math.isnan(seconds) else None
     when = parse_http_date(raw)
     if when is None:
         return None
     current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
+    return min(max(0.0, when.timestamp() - current), limit)
 
 
 class Jitter(enum.Enum):

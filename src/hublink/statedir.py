@@ -9,12 +9,14 @@ a stale lock behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import pwd
 from collections.abc import Iterator
 from pathlib import Path
 
-from hublink.errors import DaemonLockedError, HublinkError, LockHeldError
+from hublink.errors import DaemonLockedError, HublinkError, LockHeldError, StateDirAccessError
 from hublink.fsutil import PRIVATE_FILE, ensure_private_dir
 
 #: The hub's permanent credentials (0600).
@@ -29,6 +31,8 @@ NOTICES = "state.sqlite3"
 BACKUP_IDENTITY = "backup-identity.txt"
 #: The local page's setup code (0600, contract section 9).
 WEB_CODE = "web-code"
+#: The scheduled backups' delay (drawn once) and the last slot done (0600, contract section 11).
+BACKUP_SCHEDULE = "backup-schedule.json"
 
 #: Held by a running daemon for its whole life; holds the daemon's pid.
 DAEMON_LOCK = ".daemon.lock"
@@ -36,6 +40,60 @@ DAEMON_LOCK = ".daemon.lock"
 CREDENTIALS_LOCK = ".credentials.lock"
 #: Held by the one backup that may run at a time, in any process.
 BACKUP_LOCK = ".backup.lock"
+#: Held while an unreadable SQLite file (outbox, notices) is moved aside and replaced.
+REPAIR_LOCK = ".repair.lock"
+
+#: The user the packaged unit runs as; named in hints when the real owner is unknown.
+SERVICE_USER = "hublink"
+
+
+def is_access_denied(err: OSError) -> bool:
+    """Whether ``err`` means "not yours" (EACCES, EPERM) rather than a missing or broken file."""
+    return err.errno in (errno.EACCES, errno.EPERM)
+
+
+def access_denied(path: Path, state_dir: Path, *, command: str = "…") -> StateDirAccessError:
+    """The error for ``path`` (in ``state_dir``, or the folder itself) that this user may not use.
+
+    The message names the file, the folder's owner and this user; the hint
+    says how to run ``hublink COMMAND`` as the owner (the README's
+    ``sudo -u hublink``), or how to fix the mode when the folder is this user's.
+    """
+    me = _user_name(os.geteuid())
+    try:
+        owner_uid: int | None = state_dir.stat().st_uid
+    except OSError:
+        owner_uid = None
+    if owner_uid is None:
+        return StateDirAccessError(
+            f"cannot create the state directory {state_dir} as user {me}: permission denied",
+            path=path,
+            state_dir=state_dir,
+            hint=f"run it as the service's user: sudo -u {SERVICE_USER} hublink {command}, "
+            "or set state_dir to a folder this user may write",
+        )
+    if owner_uid == os.geteuid():
+        return StateDirAccessError(
+            f"cannot use {path}: permission denied, although {state_dir} belongs to {me}",
+            path=path,
+            state_dir=state_dir,
+            hint=f"give it back its modes: chmod 700 {state_dir}; chmod 600 {state_dir}/*",
+        )
+    owner = _user_name(owner_uid)
+    return StateDirAccessError(
+        f"cannot use {path}: permission denied "
+        f"(the state directory {state_dir} belongs to {owner}; this is {me})",
+        path=path,
+        state_dir=state_dir,
+        hint=f"run it as {owner}: sudo -u {owner} hublink {command}",
+    )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def take_lock(path: Path, *, wait: bool) -> int:
@@ -43,15 +101,18 @@ def take_lock(path: Path, *, wait: bool) -> int:
 
     Raises:
         LockHeldError: ``wait`` is False and another process holds the lock.
-        HublinkError: the lock file cannot be created (a folder owned by another user).
+        StateDirAccessError: the folder belongs to another user (exit 78).
+        HublinkError: the lock file cannot be created for another reason (a full disk).
     """
-    ensure_private_dir(path.parent)
     try:
+        ensure_private_dir(path.parent)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     except OSError as err:
+        if is_access_denied(err):
+            raise access_denied(path, path.parent) from None
         raise HublinkError(
             f"cannot create {path}: {err.strerror or err}",
-            hint="run hublink as the user that owns the state directory (usually hublink)",
+            hint="check the state directory: it must be a writable folder with free space",
         ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -12,11 +12,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from hublink import __version__, statedir
+from hublink.clock import iso_z
+from hublink.untrusted import printable
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from hublink.config import Settings
     from hublink.credentials import Credentials
     from hublink.link.notices import LastBackup, Notices, PluginUpdate, RevokedUser
+    from hublink.link.outbox import OutboxCounts
     from hublink.live import LiveState
 
 
@@ -49,9 +54,17 @@ class TunnelReport(TypedDict):
 
 
 class OutboxReport(TypedDict):
-    """``outbox``: events waiting to be sent."""
+    """``outbox``: events waiting, events set aside, damaged outbox files set aside.
+
+    ``dead_letters``: events the Cloud kept refusing (the link dropped each time
+    one was sent), kept in ``outbox.sqlite3``'s ``dead_letters`` table.
+    ``quarantined``: unreadable ``outbox.sqlite3.corrupt-*`` files moved aside.
+    Each is null when the outbox cannot be read.
+    """
 
     pending: int | None
+    dead_letters: int | None
+    quarantined: int | None
 
 
 class BackupReport(TypedDict):
@@ -59,6 +72,15 @@ class BackupReport(TypedDict):
 
     database: str | None
     owner_recipients: int
+
+
+class MetricsReport(TypedDict):
+    """``metrics``: the Prometheus endpoint on TCP (contract section 10)."""
+
+    #: ``metrics.listen``; null when unset (the control socket serves /metrics either way).
+    listen: str | None
+    #: Why a running daemon does not serve it there (port in use, …); null when it does.
+    error: str | None
 
 
 class StatusReport(TypedDict):
@@ -79,8 +101,14 @@ class StatusReport(TypedDict):
     outbox: OutboxReport
     plugin_updates: list[PluginUpdate]
     revoked_users: list[RevokedUser]
+    #: Older revocations no longer listed (``notices.max_revoked_users``).
+    revoked_users_dropped: int
     last_backup: LastBackup | None
     backup: BackupReport
+    #: When the next scheduled backup is due (contract section 11); null without
+    #: ``backup.schedule`` or a running daemon.
+    next_backup_at: str | None
+    metrics: MetricsReport
     version: str
     state_dir: str
 
@@ -107,10 +135,15 @@ def build_status(
     *,
     live: LiveState | None,
     pid: int | None,
-    pending: int | None,
+    outbox: OutboxCounts | None,
     snapshot: Notices,
+    next_backup_at: datetime | None = None,
+    metrics_error: str | None = None,
 ) -> StatusReport:
-    """The status object; ``live`` and ``pid`` are None when no daemon runs."""
+    """The status object; ``live`` and ``pid`` are None when no daemon runs.
+
+    ``outbox`` is None when the outbox cannot be read (its counts are then null).
+    """
     return {
         "registered": creds is not None,
         "hub_id": str(creds.hub_id) if creds else None,
@@ -119,14 +152,21 @@ def build_status(
         "daemon": {"running": live is not None, "pid": pid if live is not None else None},
         "websocket": live.link_report() if live is not None else offline_link(),
         "tunnel": live.tunnel_report() if live is not None else offline_tunnel(),
-        "outbox": {"pending": pending},
+        "outbox": {
+            "pending": outbox.pending if outbox else None,
+            "dead_letters": outbox.dead_letters if outbox else None,
+            "quarantined": outbox.quarantined if outbox else None,
+        },
         "plugin_updates": list(snapshot["plugin_updates"]),
         "revoked_users": list(snapshot["revoked_users"]),
+        "revoked_users_dropped": snapshot["revoked_users_dropped"],
         "last_backup": snapshot["last_backup"],
         "backup": {
             "database": str(settings.backup.database) if settings.backup.database else None,
             "owner_recipients": len(settings.backup.recipients),
         },
+        "next_backup_at": iso_z(next_backup_at),
+        "metrics": {"listen": settings.metrics.listen, "error": metrics_error},
         "version": __version__,
         "state_dir": str(settings.state_dir),
     }
@@ -152,8 +192,8 @@ def offline_status(settings: Settings) -> StatusReport:
         creds,
         live=None,
         pid=None,
-        pending=_pending_on_disk(settings),
-        snapshot=_snapshot_on_disk(settings),
+        outbox=_outbox_on_disk(settings),
+        snapshot=_snapshot_on_disk(settings, str(creds.hub_id) if creds else None),
     )
     holder = statedir.daemon_lock_holder(settings.state_dir)
     if holder is not None:
@@ -163,23 +203,33 @@ def offline_status(settings: Settings) -> StatusReport:
     return status
 
 
-def _pending_on_disk(settings: Settings) -> int:
-    from hublink.link.outbox import Outbox  # only without a daemon: see offline_status
+def _outbox_on_disk(settings: Settings) -> OutboxCounts | None:
+    # Only without a daemon: see offline_status.
+    from hublink import sqlite
+    from hublink.errors import OutboxError
+    from hublink.link.outbox import Outbox, OutboxCounts
 
-    if not (settings.state_dir / statedir.OUTBOX).exists():
+    path = settings.state_dir / statedir.OUTBOX
+    if not path.exists():
         # Reading status must not create the outbox (or the state dir) as a side effect.
-        return 0
-    outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
+        return OutboxCounts(0, 0, len(sqlite.quarantined(path)))
     try:
-        return outbox.pending()
+        # A look only: a damaged file is the daemon's to move aside, at its start.
+        outbox = Outbox.for_settings(settings, repair=False)
+    except OutboxError:
+        return None
+    try:
+        return outbox.counts()
     finally:
         outbox.close()
 
 
-def _snapshot_on_disk(settings: Settings) -> Notices:
+def _snapshot_on_disk(settings: Settings, hub_id: str | None) -> Notices:
     from hublink.link.notices import StateStore  # only without a daemon: see offline_status
 
-    store = StateStore.load(settings.state_dir)
+    store = StateStore.load(
+        settings.state_dir, hub_id=hub_id, max_revoked_users=settings.notices.max_revoked_users
+    )
     try:
         return store.snapshot()
     finally:
@@ -187,7 +237,11 @@ def _snapshot_on_disk(settings: Settings) -> Notices:
 
 
 def summary_lines(status: StatusReport) -> list[str]:
-    """A short human summary of ``status`` for the terminal."""
+    """A short human summary of ``status`` for the terminal, every line printable as UTF-8."""
+    return [printable(line) for line in _summary(status)]
+
+
+def _summary(status: StatusReport) -> list[str]:
     if not status["registered"]:
         lines = ["registered: no (run `hublink register`)"]
     else:
@@ -203,16 +257,21 @@ def summary_lines(status: StatusReport) -> list[str]:
         lines.append(f"daemon:     running (pid {daemon['pid']})")
         lines.append("link:       " + _describe_link(status["websocket"]))
         lines.append("tunnel:     " + _describe_tunnel(status["tunnel"]))
-    lines.append(f"outbox:     {status['outbox']['pending']} event(s) waiting")
+    lines.append("outbox:     " + _describe_outbox(status["outbox"]))
     updates = status["plugin_updates"]
     if updates:
         lines.append(f"plugin updates available: {len(updates)}")
         lines += [f"  {_brief(update)}" for update in updates]
     revoked = status["revoked_users"]
+    dropped = status.get("revoked_users_dropped") or 0
     if revoked:
-        lines.append(f"revoked users: {len(revoked)}")
+        older = f" (the latest; {dropped} older ones not kept)" if dropped else ""
+        lines.append(f"revoked users: {len(revoked)}{older}")
         lines += [f"  {_brief(user)}" for user in revoked]
     lines += _backup_lines(status)
+    metrics = status.get("metrics") or {}
+    if metrics.get("error"):
+        lines.append(f"metrics:    {metrics['error']}")
     return lines
 
 
@@ -222,6 +281,8 @@ def _backup_lines(status: StatusReport) -> list[str]:
     if last:
         what = last.get("filename") or last.get("error") or ""
         lines.append(f"last backup: {last.get('result')} at {last.get('at')} {what}".rstrip())
+    if status.get("next_backup_at"):
+        lines.append(f"next backup: {status['next_backup_at']} (backup.schedule)")
     backup = status.get("backup") or {}
     if backup.get("database") and not backup.get("owner_recipients"):
         # Imported only when needed: the backup keys bring the age library along.
@@ -237,10 +298,22 @@ def _describe_link(ws: LinkReport) -> str:
         text += f", last heartbeat {ws['last_heartbeat_at']}"
     if ws["reconnects"]:
         text += f", {ws['reconnects']} reconnect(s)"
-    if ws["state"] != "connected" and ws["last_error"]:
+    # A connected link has an error only when its outbox cannot be written (a full disk).
+    if ws["last_error"]:
         text += f"; last error: {ws['last_error']}"
     if ws["next_attempt_at"]:
         text += f"; next attempt {ws['next_attempt_at']}"
+    return text
+
+
+def _describe_outbox(outbox: OutboxReport) -> str:
+    if outbox.get("pending") is None:
+        return "cannot be read (see `hublink doctor`)"
+    text = f"{outbox['pending']} event(s) waiting"
+    if outbox.get("dead_letters"):
+        text += f"; {outbox['dead_letters']} set aside, the Cloud refused them (dead letters)"
+    if outbox.get("quarantined"):
+        text += f"; {outbox['quarantined']} damaged outbox file(s) moved aside in the state dir"
     return text
 
 

@@ -25,7 +25,8 @@ from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
 from hublink.enroll import enroll
 from hublink.errors import BackupError, ConfigError
 from hublink.retry import RetryPolicy
-from support.backup import make_database, run_hublink
+from support.backup import make_database
+from support.cli import run_hublink
 
 
 def test_identity_is_private_and_in_age_keygen_format(tmp_path: Path, age_bin: str) -> None:

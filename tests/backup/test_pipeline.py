@@ -16,25 +16,27 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import given
+from hypothesis import strategies as st
 from pyrage import x25519
 from structlog.testing import capture_logs
 
 from hublink.backup.keys import identity_file_text
-from hublink.backup.pipeline import backup_filename
+from hublink.backup.pipeline import backup_filename, disk_reserve, sealed_bound
 from hublink.backup.restore import restore_backup
 from hublink.backup.service import BackupService
 from hublink.config import BackupSettings, Settings
 from hublink.errors import BackupError, ConfigError
 from support.backup import (
-    age_zstd_restore,
-    committed_rows,
-    database_facts,
+    count_committed_rows,
+    list_temp_leftovers,
     make_database,
-    run_hublink,
-    temp_leftovers,
-    wait_until,
+    read_database_facts,
+    restore_with_age_and_zstd,
     writer_process,
 )
+from support.cli import run_hublink
+from support.polling import wait_until
 
 
 def settings_for(
@@ -64,23 +66,29 @@ async def test_backup_under_concurrent_writes_is_a_consistent_snapshot(
     output.parent.mkdir()
 
     with writer_process(db, journal_mode) as writer:
-        wait_until(lambda: committed_rows(db) > 30_200, what="the writer to commit rows")
-        before = committed_rows(db)
+        await wait_until(
+            lambda: count_committed_rows(db) > 30_200, timeout=20, what="the writer to commit rows"
+        )
+        before = count_committed_rows(db)
         outcome = await local_service(settings).back_up(output)
         # The Hub kept writing after the snapshot: it was never stopped for good.
-        wait_until(lambda: committed_rows(db) > before + 100, what="writes after the backup")
+        await wait_until(
+            lambda: count_committed_rows(db) > before + 100,
+            timeout=20,
+            what="writes after the backup",
+        )
         assert writer.poll() is None
 
     restored = tmp_path / "restored.sqlite3"
-    age_zstd_restore(age_bin, settings.state_dir / "backup-identity.txt", output, restored)
-    check, rows, top, counter = database_facts(restored)
+    restore_with_age_and_zstd(age_bin, settings.state_dir / "backup-identity.txt", output, restored)
+    check, rows, top, counter = read_database_facts(restored)
     assert check == "ok"
     assert rows >= before, "rows committed before the backup began are missing"
     assert rows == top == counter, "the snapshot mixes two moments of the database"
     assert outcome.size == output.stat().st_size
     assert outcome.sha256 == hashlib.sha256(output.read_bytes()).hexdigest()
-    assert temp_leftovers(settings.state_dir) == []
-    assert temp_leftovers(output.parent) == []
+    assert list_temp_leftovers(settings.state_dir) == []
+    assert list_temp_leftovers(output.parent) == []
 
 
 def test_output_file_is_private_and_reported(tmp_path: Path) -> None:
@@ -101,8 +109,8 @@ def test_output_file_is_private_and_reported(tmp_path: Path) -> None:
     assert stat.S_IMODE(output.stat().st_mode) == 0o600
     identity = state_dir / "backup-identity.txt"
     assert stat.S_IMODE(identity.stat().st_mode) == 0o600
-    assert temp_leftovers(state_dir) == []
-    assert temp_leftovers(tmp_path) == []
+    assert list_temp_leftovers(state_dir) == []
+    assert list_temp_leftovers(tmp_path) == []
 
 
 def _owner_keys(tmp_path: Path) -> tuple[str, Path, str, Path]:
@@ -138,10 +146,10 @@ async def test_owner_recipients_alone_can_restore(tmp_path: Path, age_bin: str) 
 
     for number, key in enumerate((age_file, ssh_file)):
         restored = restore_backup(output, key, tmp_path / f"with-hublink-{number}.sqlite3")
-        assert database_facts(restored.path)[:2] == ("ok", 500)
+        assert read_database_facts(restored.path)[:2] == ("ok", 500)
         by_tools = tmp_path / f"with-tools-{number}.sqlite3"
-        age_zstd_restore(age_bin, key, output, by_tools)
-        assert database_facts(by_tools)[:2] == ("ok", 500)
+        restore_with_age_and_zstd(age_bin, key, output, by_tools)
+        assert read_database_facts(by_tools)[:2] == ("ok", 500)
 
 
 async def test_missing_database_fails_clearly(tmp_path: Path) -> None:
@@ -149,7 +157,7 @@ async def test_missing_database_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match=r"the database .*nope\.sqlite3 does not exist"):
         await local_service(settings).back_up(tmp_path / "b.age")
     assert not (tmp_path / "b.age").exists()
-    assert temp_leftovers(settings.state_dir) == []
+    assert list_temp_leftovers(settings.state_dir) == []
 
 
 async def test_not_a_sqlite_file_fails_clearly(tmp_path: Path) -> None:
@@ -158,8 +166,8 @@ async def test_not_a_sqlite_file_fails_clearly(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, db)
     with pytest.raises(BackupError, match=r"is not a SQLite database"):
         await local_service(settings).back_up(tmp_path / "b.age")
-    assert temp_leftovers(settings.state_dir) == []
-    assert temp_leftovers(tmp_path) == []
+    assert list_temp_leftovers(settings.state_dir) == []
+    assert list_temp_leftovers(tmp_path) == []
 
 
 async def test_unset_database_is_a_config_error(tmp_path: Path) -> None:
@@ -193,8 +201,8 @@ async def test_database_locked_for_long_fails_after_a_bounded_wait(
         await local_service(settings, lock_timeout=0.5).back_up(tmp_path / "b.age")
     elapsed = time.monotonic() - started
     assert 0.4 < elapsed < 10
-    assert temp_leftovers(settings.state_dir) == []
-    assert temp_leftovers(tmp_path) == []
+    assert list_temp_leftovers(settings.state_dir) == []
+    assert list_temp_leftovers(tmp_path) == []
 
 
 @pytest.fixture
@@ -219,7 +227,7 @@ async def test_no_room_in_state_dir_fails_before_writing(
     tmp_path: Path, tiny_state_dir: Path
 ) -> None:
     db = tmp_path / "hub.sqlite3"
-    make_database(db, rows=1500)  # about 1 MB: the snapshot alone cannot fit
+    make_database(db, rows=3000)  # about 2 MB: the snapshot alone cannot fit
     settings = Settings(
         cloud_url="http://127.0.0.1:9",
         state_dir=tiny_state_dir,
@@ -227,7 +235,7 @@ async def test_no_room_in_state_dir_fails_before_writing(
     )
     with pytest.raises(BackupError, match=r"not enough room in .*tiny: need [\d.]+ MB, have"):
         await local_service(settings).back_up(tmp_path / "b.age")
-    assert temp_leftovers(tiny_state_dir) == []
+    assert list_temp_leftovers(tiny_state_dir) == []
     assert not (tmp_path / "b.age").exists()
 
 
@@ -238,7 +246,7 @@ async def test_invalid_recipient_is_a_config_error_naming_it(tmp_path: Path) -> 
     settings = settings_for(tmp_path, db, recipients=(bad,))
     with pytest.raises(ConfigError, match=r"backup\.recipients entry 'age1q+' is not a valid"):
         await local_service(settings).back_up(tmp_path / "b.age")
-    assert temp_leftovers(settings.state_dir) == []
+    assert list_temp_leftovers(settings.state_dir) == []
 
 
 async def test_cancelling_a_backup_stops_its_thread_and_leaves_nothing(tmp_path: Path) -> None:
@@ -256,15 +264,13 @@ async def test_cancelling_a_backup_stops_its_thread_and_leaves_nothing(tmp_path:
 
     with capture_logs() as logs:
         task = asyncio.create_task(runner.back_up(out / "b.age"))
-        async with asyncio.timeout(30):
-            while not sealing():
-                await asyncio.sleep(0.005)
+        await wait_until(sealing, timeout=30, what="the backup to seal", poll=0.005)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     # Right after the cancellation: the worker thread gave up mid-way and cleaned up.
-    assert temp_leftovers(out) == [] and temp_leftovers(settings.state_dir) == []
+    assert list_temp_leftovers(out) == [] and list_temp_leftovers(settings.state_dir) == []
     assert not (out / "b.age").exists()
     assert not [e for e in logs if e["event"] == "backup sealed"]
     assert not runner.running
@@ -302,4 +308,37 @@ async def test_leftovers_of_a_crashed_backup_are_removed_by_the_next(tmp_path: P
 
     await local_service(settings).back_up(tmp_path / "b.age")
 
-    assert temp_leftovers(settings.state_dir) == []
+    assert list_temp_leftovers(settings.state_dir) == []
+
+
+async def test_a_small_database_backs_up_on_a_small_state_disk(
+    tmp_path: Path, tiny_state_dir: Path
+) -> None:
+    # Issue 10 item 26: a ~100 KB database asked for 17.0 MB free in the state dir.
+    db = tmp_path / "hub.sqlite3"
+    make_database(db, rows=150)
+    assert 50_000 < db.stat().st_size < 200_000
+    settings = Settings(
+        cloud_url="http://127.0.0.1:9",
+        state_dir=tiny_state_dir,  # 1 MB in all
+        backup=BackupSettings(database=db),
+    )
+    out = tiny_state_dir / "b.age"
+    outcome = await local_service(settings).back_up(out)
+    assert outcome.size == out.stat().st_size > 0
+    assert list_temp_leftovers(tiny_state_dir) == []
+
+
+@given(size=st.integers(min_value=0, max_value=2**40))
+def test_the_room_a_backup_asks_for_is_sized_from_the_data(size: int) -> None:
+    # The kind: what the check asks grows with the data, never a fixed 16 MiB on top.
+    need = size + sealed_bound(size) + disk_reserve(size)
+    assert need >= 2 * size  # the snapshot and its sealed copy, worst case
+    assert need <= 2.6 * size + 1024 * 1024  # a quarter of the data, at least 256 KiB, kept free
+    assert disk_reserve(size) <= 16 * 1024 * 1024
+
+
+def test_the_room_asked_for_the_sizes_in_the_report() -> None:
+    for size, most in ((100_000, 1_000_000), (4_000_000, 10_500_000)):
+        need = size + sealed_bound(size) + disk_reserve(size)
+        assert need <= most, (size, need)

@@ -12,7 +12,8 @@ from pyrage import x25519
 from hublink.backup.keys import identity_file_text
 from hublink.backup.service import BackupService
 from hublink.config import BackupSettings, Settings
-from support.backup import database_facts, make_database, run_hublink
+from support.backup import make_database, read_database_facts
+from support.cli import run_hublink
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_restore_writes_a_checked_database(backup: tuple[Path, Path], tmp_path: 
 
     assert code == 0, text
     assert "integrity_check: ok" in text
-    assert database_facts(output)[:2] == ("ok", 1000)
+    assert read_database_facts(output)[:2] == ("ok", 1000)
     assert folder_listing(output.parent) == {"hub.sqlite3"}
 
 
@@ -67,7 +68,7 @@ def test_restore_refuses_to_overwrite_without_force(
     stale_wal.write_bytes(b"a WAL of the old database")
     code, text = restore(*backup, output, "--force")
     assert code == 0, text
-    assert database_facts(output)[:2] == ("ok", 1000)
+    assert read_database_facts(output)[:2] == ("ok", 1000)
     assert not stale_wal.exists(), "a stale WAL would be replayed onto the restored database"
 
 

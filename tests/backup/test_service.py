@@ -19,16 +19,17 @@ from hublink.cloud.client import make_session
 from hublink.config import BackupSettings
 from hublink.devcloud import DevCloud
 from hublink.link.messages import BackupCompleted, BackupFailed
-from hublink.link.notices import StateStore
 from hublink.retry import RetryPolicy
 from support.backup import (
-    age_zstd_restore,
-    database_facts,
+    list_temp_leftovers,
     make_database,
-    run_hublink,
-    temp_leftovers,
+    read_database_facts,
+    restore_with_age_and_zstd,
 )
-from support.devcloud import HubEnv, make_hub_env
+from support.cli import run_hublink
+from support.cloud import HubEnv, make_hub_env
+from support.polling import wait_until
+from support.timing import scaled
 
 #: Quick retries: the behaviour is the real one, only the waits shrink.
 FAST_UPLOAD = RetryPolicy(
@@ -78,15 +79,15 @@ async def test_backup_request_uploads_a_backup_the_standard_tools_restore(
 
     identity = hub.settings.state_dir / "backup-identity.txt"
     by_tools = tmp_path / "by-tools.sqlite3"
-    age_zstd_restore(age_bin, identity, record.path, by_tools)
-    assert database_facts(by_tools)[:2] == ("ok", 3000)
+    restore_with_age_and_zstd(age_bin, identity, record.path, by_tools)
+    assert read_database_facts(by_tools)[:2] == ("ok", 3000)
     by_hublink = tmp_path / "by-hublink.sqlite3"
     result = run_hublink(
         "restore", str(record.path), "--identity", str(identity), "--output", str(by_hublink)
     )
     assert result.returncode == 0, result.stderr
-    assert database_facts(by_hublink)[:2] == ("ok", 3000)
-    assert temp_leftovers(hub.settings.state_dir) == []
+    assert read_database_facts(by_hublink)[:2] == ("ok", 3000)
+    assert list_temp_leftovers(hub.settings.state_dir) == []
 
 
 async def test_rejected_credential_answers_backup_failed(
@@ -100,7 +101,7 @@ async def test_rejected_credential_answers_backup_failed(
     assert "the Cloud rejected this hub's credential (HTTP 403" in answer.error
     assert "not-the-token" not in answer.error
     assert hub.cloud.backups(hub.hub_id) == []
-    assert temp_leftovers(hub.settings.state_dir) == []
+    assert list_temp_leftovers(hub.settings.state_dir) == []
 
 
 async def test_server_errors_are_retried_until_the_upload_succeeds(
@@ -114,7 +115,7 @@ async def test_server_errors_are_retried_until_the_upload_succeeds(
     assert len(hub.cloud.backups(hub.hub_id)) == 1
     retries = [e for e in logs if e["event"] == "cloud request failed, retrying"]
     assert len(retries) == 2
-    assert temp_leftovers(hub.settings.state_dir) == []
+    assert list_temp_leftovers(hub.settings.state_dir) == []
 
 
 async def test_upload_gives_up_after_three_retries(
@@ -129,7 +130,7 @@ async def test_upload_gives_up_after_three_retries(
     assert "HTTP 500" in answer.error and "4 attempts" in answer.error
     assert len([e for e in logs if e["event"] == "cloud request failed, retrying"]) == 3
     assert hub.cloud.backups(hub.hub_id) == []
-    assert temp_leftovers(hub.settings.state_dir) == []
+    assert list_temp_leftovers(hub.settings.state_dir) == []
 
 
 async def test_cloud_down_answers_backup_failed(
@@ -140,7 +141,7 @@ async def test_cloud_down_answers_backup_failed(
 
     assert isinstance(answer, BackupFailed)
     assert "is unreachable" in answer.error
-    assert temp_leftovers(hub.settings.state_dir) == []
+    assert list_temp_leftovers(hub.settings.state_dir) == []
 
 
 async def test_a_second_request_during_a_backup_is_refused_at_once(
@@ -149,13 +150,11 @@ async def test_a_second_request_during_a_backup_is_refused_at_once(
     monkeypatch.setenv("HUBLINK_STATE_DIR", str(hub.settings.state_dir))
     monkeypatch.setenv("HUBLINK_BACKUP__DATABASE", str(hub.settings.backup.database))
     # The Cloud takes its time with the first upload (it still accepts it).
-    hub.cloud.fail_next(f"/api/hubs/{hub.hub_id}/backups/", None, delay=1.5)
+    hub.cloud.fail_next(f"/api/hubs/{hub.hub_id}/backups/", None, delay=scaled(1.5))
     runner = service(hub, session)
     first = asyncio.create_task(runner.run_requested("first@example.com"))
     try:
-        async with asyncio.timeout(20):
-            while not runner.running:
-                await asyncio.sleep(0.01)
+        await wait_until(lambda: runner.running, timeout=20, what="the first backup", poll=0.01)
         second = await asyncio.wait_for(runner.run_requested("second@example.com"), 2)
         # Another process (the CLI) is refused too: the lock is on state_dir.
         other = await asyncio.to_thread(run_hublink, "backup", "--output", str(tmp_path / "x"))
@@ -169,41 +168,3 @@ async def test_a_second_request_during_a_backup_is_refused_at_once(
     assert other.returncode == 1 and "a backup is already running" in other.stderr
     assert not (tmp_path / "x").exists()
     assert len(hub.cloud.backups(hub.hub_id)) == 1
-
-
-async def test_hublink_backup_uploads_and_remembers_it(
-    hub: HubEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert hub.settings.backup.database is not None
-    monkeypatch.setenv("HUBLINK_STATE_DIR", str(hub.settings.state_dir))
-    monkeypatch.setenv("HUBLINK_CLOUD_URL", hub.cloud.url)
-    monkeypatch.setenv("HUBLINK_BACKUP__DATABASE", str(hub.settings.backup.database))
-
-    result = await asyncio.to_thread(run_hublink, "backup")
-
-    assert result.returncode == 0, result.stderr
-    [record] = hub.cloud.backup_records(hub.hub_id)
-    assert f"backup_id: {record.backup_id}" in result.stdout
-    assert f"sha256:    {record.sha256}" in result.stdout
-    last = StateStore.load(hub.settings.state_dir).snapshot()["last_backup"]
-    assert last["result"] == "completed"
-    assert last["size"] == record.size and last["backup_id"] == record.backup_id
-
-
-async def test_hublink_backup_with_a_revoked_hub_exits_77(
-    hub: HubEnv, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert hub.settings.backup.database is not None
-    await hub.cloud.revoke(hub.hub_id)
-    monkeypatch.setenv("HUBLINK_STATE_DIR", str(hub.settings.state_dir))
-    monkeypatch.setenv("HUBLINK_CLOUD_URL", hub.cloud.url)
-    monkeypatch.setenv("HUBLINK_BACKUP__DATABASE", str(hub.settings.backup.database))
-
-    result = await asyncio.to_thread(run_hublink, "backup")
-
-    assert result.returncode == 77, result.stderr
-    assert "rejected this hub's credential" in result.stderr
-    last = StateStore.load(hub.settings.state_dir).snapshot()["last_backup"]
-    assert last["result"] == "failed"
-    assert "rejected this hub's credential" in last["error"]
-    assert temp_leftovers(hub.settings.state_dir) == []

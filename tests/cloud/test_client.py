@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -42,7 +41,14 @@ from hublink.errors import (
 )
 from hublink.retry import RetryPolicy
 from hublink.tls import ssl_context
-from support.scripted_cloud import Canned, ScriptedCloud, Signer, registration, shared_signer
+from support.network import find_free_port
+from support.scripted_cloud import (
+    Canned,
+    ScriptedCloud,
+    Signer,
+    get_shared_signer,
+    make_registration,
+)
 
 #: Retries that finish in well under a second.
 QUICK = RetryPolicy(attempts=4, deadline=5.0, backoff_base=0.01, backoff_max=0.05)
@@ -50,8 +56,8 @@ PASSWORD = SecretStr("correct horse battery")
 
 
 @pytest.fixture
-async def client(scripted: ScriptedCloud) -> AsyncIterator[CloudClient]:
-    settings = Settings(cloud_url=scripted.url)
+async def client(scripted_cloud: ScriptedCloud) -> AsyncIterator[CloudClient]:
+    settings = Settings(cloud_url=scripted_cloud.url)
     async with make_session(settings, policy=QUICK) as session:
         yield CloudClient(session, settings, policy=QUICK)
 
@@ -64,13 +70,13 @@ def tokens(signer: Signer) -> Tokens:
 
 
 async def test_login_returns_tokens_and_sends_user_agent(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    signer = shared_signer()
-    scripted.on("POST", LOGIN_PATH, signer.login_answer())
+    signer = get_shared_signer()
+    scripted_cloud.on("POST", LOGIN_PATH, signer.login_answer())
     got = await client.login("owner@example.com", PASSWORD)
     assert got.user is not None and got.user.email == "owner@example.com"
-    (seen,) = scripted.requests_to(LOGIN_PATH)
+    (seen,) = scripted_cloud.requests_to(LOGIN_PATH)
     assert seen.headers["User-Agent"] == f"hublink/{__version__}"
     assert seen.json() == {"email": "owner@example.com", "password": PASSWORD.get_secret_value()}
     # The tokens are secrets: their repr shows nothing.
@@ -78,10 +84,10 @@ async def test_login_returns_tokens_and_sends_user_agent(
 
 
 async def test_login_without_user_object_like_simplejwt(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    signer = shared_signer()
-    scripted.on("POST", LOGIN_PATH, signer.login_answer(with_user=False))
+    signer = get_shared_signer()
+    scripted_cloud.on("POST", LOGIN_PATH, signer.login_answer(with_user=False))
     got = await client.login("owner@example.com", PASSWORD)
     assert got.user is None
 
@@ -99,45 +105,47 @@ async def test_login_without_user_object_like_simplejwt(
     ],
 )
 async def test_wrong_credentials_are_an_auth_error_and_not_retried(
-    scripted: ScriptedCloud, client: CloudClient, status: int, body: Any, shown: str
+    scripted_cloud: ScriptedCloud, client: CloudClient, status: int, body: Any, shown: str
 ) -> None:
-    scripted.on("POST", LOGIN_PATH, Canned(status=status, json=body))
+    scripted_cloud.on("POST", LOGIN_PATH, Canned(status=status, json=body))
     with pytest.raises(CloudAuthError) as caught:
         await client.login("owner@example.com", PASSWORD)
     assert caught.value.exit_code == EXIT_NOPERM
     assert shown in str(caught.value)
     assert PASSWORD.get_secret_value() not in str(caught.value)
-    assert len(scripted.requests_to(LOGIN_PATH)) == 1
+    assert len(scripted_cloud.requests_to(LOGIN_PATH)) == 1
 
 
 # --- retries -----------------------------------------------------------------------
 
 
-async def test_503_twice_then_success(scripted: ScriptedCloud, client: CloudClient) -> None:
-    signer = shared_signer()
+async def test_503_twice_then_success(scripted_cloud: ScriptedCloud, client: CloudClient) -> None:
+    signer = get_shared_signer()
     unavailable = Canned(status=503, json={"detail": "maintenance"})
-    scripted.on("POST", LOGIN_PATH, unavailable, unavailable, signer.login_answer())
+    scripted_cloud.on("POST", LOGIN_PATH, unavailable, unavailable, signer.login_answer())
     await client.login("owner@example.com", PASSWORD)
-    assert len(scripted.requests_to(LOGIN_PATH)) == 3
+    assert len(scripted_cloud.requests_to(LOGIN_PATH)) == 3
 
 
 async def test_persistent_503_is_unreachable_with_the_clouds_words(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    scripted.on("GET", PUBLIC_KEY_PATH, Canned(status=503, json={"detail": "down for upgrade"}))
+    scripted_cloud.on(
+        "GET", PUBLIC_KEY_PATH, Canned(status=503, json={"detail": "down for upgrade"})
+    )
     with pytest.raises(CloudUnreachableError) as caught:
         await client.public_key()
     assert caught.value.exit_code == EXIT_UNAVAILABLE
     assert "HTTP 503" in str(caught.value) and "down for upgrade" in str(caught.value)
-    assert len(scripted.requests_to(PUBLIC_KEY_PATH)) == QUICK.attempts
+    assert len(scripted_cloud.requests_to(PUBLIC_KEY_PATH)) == QUICK.attempts
 
 
 async def test_retry_after_is_honoured_as_a_minimum_wait(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    signer = shared_signer()
+    signer = get_shared_signer()
     busy = Canned(status=429, json={"detail": "slow down"}, headers={"Retry-After": "1"})
-    scripted.on("GET", PUBLIC_KEY_PATH, busy, signer.public_key_answer())
+    scripted_cloud.on("GET", PUBLIC_KEY_PATH, busy, signer.public_key_answer())
     started = time.monotonic()
     await client.public_key()
     # QUICK's own backoff is at most 0.05 s; only Retry-After explains a full second.
@@ -145,10 +153,10 @@ async def test_retry_after_is_honoured_as_a_minimum_wait(
 
 
 async def test_other_4xx_are_shown_verbatim_and_never_retried(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    signer = shared_signer()
-    scripted.on(
+    signer = get_shared_signer()
+    scripted_cloud.on(
         "POST",
         REGISTER_PATH,
         Canned(status=409, json={"detail": "No tunnel ports left (7001-7100 all in use)"}),
@@ -157,29 +165,31 @@ async def test_other_4xx_are_shown_verbatim_and_never_retried(
         await client.register(tokens(signer), "Shop", "Main St 1")
     assert "HTTP 409" in str(caught.value)
     assert "No tunnel ports left (7001-7100 all in use)" in str(caught.value)
-    assert len(scripted.requests_to(REGISTER_PATH)) == 1
+    assert len(scripted_cloud.requests_to(REGISTER_PATH)) == 1
 
 
 async def test_html_error_page_from_a_proxy_shows_its_title(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
     page = (
         "<!DOCTYPE html><html><head><title>403 Forbidden</title><style>h1{}</style></head>"
         "<body><h1>Access denied by corporate proxy</h1><p>" + "x" * 5000 + "</p></body></html>"
     )
-    scripted.on("POST", REGISTER_PATH, Canned(status=403, text=page, content_type="text/html"))
+    scripted_cloud.on(
+        "POST", REGISTER_PATH, Canned(status=403, text=page, content_type="text/html")
+    )
     with pytest.raises(CloudResponseError) as caught:
-        await client.register(tokens(shared_signer()), "Shop", "")
+        await client.register(tokens(get_shared_signer()), "Shop", "")
     message = str(caught.value)
     assert "403 Forbidden: Access denied by corporate proxy" in message
     assert "xxxxxxxx" not in message and "<" not in message.split("hint:", maxsplit=1)[0]
 
 
 async def test_html_502_from_a_proxy_is_retried_then_unreachable(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
     page = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
-    scripted.on("POST", LOGIN_PATH, Canned(status=502, text=page, content_type="text/html"))
+    scripted_cloud.on("POST", LOGIN_PATH, Canned(status=502, text=page, content_type="text/html"))
     with pytest.raises(CloudUnreachableError) as caught:
         await client.login("owner@example.com", PASSWORD)
     assert "502 Bad Gateway" in str(caught.value)
@@ -187,9 +197,9 @@ async def test_html_502_from_a_proxy_is_retried_then_unreachable(
 
 
 async def test_redirect_is_reported_not_followed(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    scripted.on(
+    scripted_cloud.on(
         "POST",
         LOGIN_PATH,
         Canned(
@@ -198,7 +208,7 @@ async def test_redirect_is_reported_not_followed(
     )
     with pytest.raises(CloudResponseError, match=r"redirected to https://www\.erplora\.com"):
         await client.login("owner@example.com", PASSWORD)
-    assert len(scripted.seen) == 1
+    assert len(scripted_cloud.seen) == 1
 
 
 # --- validation of answers ---------------------------------------------------------
@@ -207,54 +217,56 @@ async def test_redirect_is_reported_not_followed(
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
-        (registration(tunnel_token=None), "tunnel_token: missing"),
-        (registration(hub_id="hub-42"), "hub_id = 'hub-42'"),
-        (registration(tunnel_port=70000), "tunnel_port = 70000"),
-        (registration(tunnel_port=0), "tunnel_port = 0"),
-        (registration(tunnel_port="7001"), "tunnel_port = '7001'"),
-        (registration(slug=""), "slug = ''"),
-        (registration(tunnel_token=""), "tunnel_token: "),
+        (make_registration(tunnel_token=None), "tunnel_token: missing"),
+        (make_registration(hub_id="hub-42"), "hub_id = 'hub-42'"),
+        (make_registration(tunnel_port=70000), "tunnel_port = 70000"),
+        (make_registration(tunnel_port=0), "tunnel_port = 0"),
+        (make_registration(tunnel_port="7001"), "tunnel_port = '7001'"),
+        (make_registration(slug=""), "slug = ''"),
+        (make_registration(tunnel_token=""), "tunnel_token: "),
     ],
 )
 async def test_invalid_registration_is_a_clear_error(
-    scripted: ScriptedCloud, client: CloudClient, answer: dict[str, Any], expected: str
+    scripted_cloud: ScriptedCloud, client: CloudClient, answer: dict[str, Any], expected: str
 ) -> None:
-    scripted.on("POST", REGISTER_PATH, Canned(status=201, json=answer))
+    scripted_cloud.on("POST", REGISTER_PATH, Canned(status=201, json=answer))
     with pytest.raises(CloudResponseError) as caught:
-        await client.register(tokens(shared_signer()), "Shop", "")
+        await client.register(tokens(get_shared_signer()), "Shop", "")
     message = str(caught.value)
     assert expected in message
     assert "nothing was saved" in message
     assert "x" * 40 not in message  # the token's value never shows
 
 
-async def test_unknown_fields_are_ignored(scripted: ScriptedCloud, client: CloudClient) -> None:
-    answer = registration(frps_addr="frp.example.com", plan={"tier": "pro"})
-    scripted.on("POST", REGISTER_PATH, Canned(status=201, json=answer))
-    got = await client.register(tokens(shared_signer()), "Shop", "")
+async def test_unknown_fields_are_ignored(
+    scripted_cloud: ScriptedCloud, client: CloudClient
+) -> None:
+    answer = make_registration(frps_addr="frp.example.com", plan={"tier": "pro"})
+    scripted_cloud.on("POST", REGISTER_PATH, Canned(status=201, json=answer))
+    got = await client.register(tokens(get_shared_signer()), "Shop", "")
     assert str(got.hub_id) == answer["hub_id"]
     assert got.tunnel_port == 7001
 
 
 async def test_a_200_html_page_is_an_error_not_a_crash(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
     portal = "<html><head><title>Hotel WiFi - please log in</title></head><body></body></html>"
-    scripted.on("POST", LOGIN_PATH, Canned(status=200, text=portal, content_type="text/html"))
+    scripted_cloud.on("POST", LOGIN_PATH, Canned(status=200, text=portal, content_type="text/html"))
     with pytest.raises(CloudResponseError, match=r"HTML page \(Hotel WiFi - please log in\)"):
         await client.login("owner@example.com", PASSWORD)
 
 
-async def test_a_json_list_is_an_error(scripted: ScriptedCloud, client: CloudClient) -> None:
-    scripted.on("GET", PUBLIC_KEY_PATH, Canned(json=["not", "an", "object"]))
+async def test_a_json_list_is_an_error(scripted_cloud: ScriptedCloud, client: CloudClient) -> None:
+    scripted_cloud.on("GET", PUBLIC_KEY_PATH, Canned(json=["not", "an", "object"]))
     with pytest.raises(CloudResponseError, match="JSON list, not an object"):
         await client.public_key()
 
 
 async def test_a_wrong_type_for_the_access_token_never_shows_its_value(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    scripted.on("POST", LOGIN_PATH, Canned(json={"access": 12345678901, "refresh": "r" * 30}))
+    scripted_cloud.on("POST", LOGIN_PATH, Canned(json={"access": 12345678901, "refresh": "r" * 30}))
     with pytest.raises(CloudResponseError) as caught:
         await client.login("owner@example.com", PASSWORD)
     assert "access" in str(caught.value)
@@ -265,44 +277,46 @@ async def test_a_wrong_type_for_the_access_token_never_shows_its_value(
 
 
 async def test_register_401_refreshes_once_and_retries(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    signer = shared_signer()
+    signer = get_shared_signer()
     old = tokens(signer)
     fresh_access = signer.token(now=time.time() + 1)
-    scripted.on(
+    scripted_cloud.on(
         "POST",
         REGISTER_PATH,
         Canned(status=401, json={"detail": "Given token not valid for any token type"}),
-        Canned(status=201, json=registration()),
+        Canned(status=201, json=make_registration()),
     )
-    scripted.on("POST", REFRESH_PATH, Canned(json={"access": fresh_access}))
+    scripted_cloud.on("POST", REFRESH_PATH, Canned(json={"access": fresh_access}))
     got = await client.register(old, "Shop", "Main St 1")
     assert got.slug == "corner-shop"
-    first, second = scripted.requests_to(REGISTER_PATH)
+    first, second = scripted_cloud.requests_to(REGISTER_PATH)
     assert first.headers["Authorization"] == f"Bearer {old.access.get_secret_value()}"
     assert second.headers["Authorization"] == f"Bearer {fresh_access}"
-    (refresh,) = scripted.requests_to(REFRESH_PATH)
+    (refresh,) = scripted_cloud.requests_to(REFRESH_PATH)
     assert refresh.json() == {"refresh": old.refresh.get_secret_value()}
     assert first.json() == {"name": "Shop", "address": "Main St 1"}
 
 
 async def test_register_401_after_refresh_is_an_auth_error(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    signer = shared_signer()
-    scripted.on("POST", REGISTER_PATH, Canned(status=401, json={"detail": "nope"}))
-    scripted.on("POST", REFRESH_PATH, Canned(json={"access": signer.token()}))
+    signer = get_shared_signer()
+    scripted_cloud.on("POST", REGISTER_PATH, Canned(status=401, json={"detail": "nope"}))
+    scripted_cloud.on("POST", REFRESH_PATH, Canned(json={"access": signer.token()}))
     with pytest.raises(CloudAuthError):
         await client.register(tokens(signer), "Shop", "")
-    assert len(scripted.requests_to(REGISTER_PATH)) == 2
-    assert len(scripted.requests_to(REFRESH_PATH)) == 1
+    assert len(scripted_cloud.requests_to(REGISTER_PATH)) == 2
+    assert len(scripted_cloud.requests_to(REFRESH_PATH)) == 1
 
 
 async def test_refused_refresh_says_to_log_in_again(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    scripted.on("POST", REFRESH_PATH, Canned(status=401, json={"detail": "Token is blacklisted"}))
+    scripted_cloud.on(
+        "POST", REFRESH_PATH, Canned(status=401, json={"detail": "Token is blacklisted"})
+    )
     with pytest.raises(SessionExpiredError, match="Token is blacklisted") as caught:
         await client.refresh(SecretStr("r" * 30))
     assert caught.value.exit_code == EXIT_NOPERM
@@ -311,14 +325,8 @@ async def test_refused_refresh_says_to_log_in_again(
 # --- unreachable, slow --------------------------------------------------------------
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_connection_refused_is_unreachable_within_the_deadline() -> None:
-    settings = Settings(cloud_url=f"http://127.0.0.1:{closed_port()}")
+    settings = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}")
     policy = RetryPolicy(attempts=50, deadline=1.0, backoff_base=0.05, backoff_max=0.2)
     async with make_session(settings) as session:
         client = CloudClient(session, settings, policy=policy)
@@ -330,9 +338,9 @@ async def test_connection_refused_is_unreachable_within_the_deadline() -> None:
     assert "cannot connect" in str(caught.value)
 
 
-async def test_slow_cloud_times_out_with_a_clear_error(scripted: ScriptedCloud) -> None:
-    scripted.on("GET", PUBLIC_KEY_PATH, Canned(json={}, delay=5))
-    settings = Settings(cloud_url=scripted.url)
+async def test_slow_cloud_times_out_with_a_clear_error(scripted_cloud: ScriptedCloud) -> None:
+    scripted_cloud.on("GET", PUBLIC_KEY_PATH, Canned(json={}, delay=5))
+    settings = Settings(cloud_url=scripted_cloud.url)
     policy = RetryPolicy(attempts=2, deadline=1.0, request_timeout=0.3, backoff_base=0.01)
     async with make_session(settings) as session:
         client = CloudClient(session, settings, policy=policy)
@@ -342,9 +350,9 @@ async def test_slow_cloud_times_out_with_a_clear_error(scripted: ScriptedCloud) 
     assert time.monotonic() - started < 3.0  # the Cloud would have taken 5 s
 
 
-async def test_deadline_cuts_a_slow_attempt_short(scripted: ScriptedCloud) -> None:
-    scripted.on("GET", PUBLIC_KEY_PATH, Canned(json={}, delay=5))
-    settings = Settings(cloud_url=scripted.url)
+async def test_deadline_cuts_a_slow_attempt_short(scripted_cloud: ScriptedCloud) -> None:
+    scripted_cloud.on("GET", PUBLIC_KEY_PATH, Canned(json={}, delay=5))
+    settings = Settings(cloud_url=scripted_cloud.url)
     # The per-attempt timeout alone would allow 3 s; the 0.5 s deadline wins.
     policy = RetryPolicy(attempts=5, deadline=0.5, request_timeout=3.0)
     async with make_session(settings) as session:
@@ -358,11 +366,11 @@ async def test_deadline_cuts_a_slow_attempt_short(scripted: ScriptedCloud) -> No
 
 
 async def test_clock_skew_is_measured_from_the_date_header(
-    scripted: ScriptedCloud, client: CloudClient
+    scripted_cloud: ScriptedCloud, client: CloudClient
 ) -> None:
-    signer = shared_signer()
+    signer = get_shared_signer()
     cloud_time = time.time() - 7200
-    scripted.on("POST", LOGIN_PATH, signer.login_answer(now=cloud_time))
+    scripted_cloud.on("POST", LOGIN_PATH, signer.login_answer(now=cloud_time))
     await client.login("owner@example.com", PASSWORD)
     assert client.clock_skew is not None
     assert abs(client.clock_skew + 7200) < 5
@@ -392,18 +400,20 @@ def key_of(signer: Signer) -> PublicKey:
 
 
 def test_valid_token_verifies() -> None:
-    signer = shared_signer()
+    signer = get_shared_signer()
     claims = verify_access_token(SecretStr(signer.token()), key_of(signer), now=time.time())
     assert claims["token_type"] == "access"
 
 
 def test_token_signed_by_another_key_is_refused() -> None:
     with pytest.raises(CloudResponseError, match="does not match its public key"):
-        verify_access_token(SecretStr(Signer().token()), key_of(shared_signer()), now=time.time())
+        verify_access_token(
+            SecretStr(Signer().token()), key_of(get_shared_signer()), now=time.time()
+        )
 
 
 def test_expiry_is_judged_on_the_given_clock_with_leeway() -> None:
-    signer = shared_signer()
+    signer = get_shared_signer()
     cloud_now = time.time() - 3 * 3600  # a box whose clock runs 3 h fast
     token = SecretStr(signer.token(now=cloud_now, lifetime=300))
     verify_access_token(token, key_of(signer), now=cloud_now)
@@ -413,7 +423,7 @@ def test_expiry_is_judged_on_the_given_clock_with_leeway() -> None:
 
 
 def test_token_from_the_future_is_refused() -> None:
-    signer = shared_signer()
+    signer = get_shared_signer()
     token = SecretStr(signer.token(now=time.time() + 600))
     with pytest.raises(CloudResponseError, match="not valid yet"):
         verify_access_token(token, key_of(signer), now=time.time())
@@ -428,12 +438,12 @@ def test_token_from_the_future_is_refused() -> None:
 )
 def test_unusable_public_key(key: PublicKey, expected: str) -> None:
     with pytest.raises(CloudResponseError, match=expected):
-        verify_access_token(SecretStr(shared_signer().token()), key, now=time.time())
+        verify_access_token(SecretStr(get_shared_signer().token()), key, now=time.time())
 
 
 def test_garbage_token_is_refused() -> None:
     with pytest.raises(CloudResponseError, match="not a valid RS256 JWT"):
-        verify_access_token(SecretStr("garbage"), key_of(shared_signer()), now=time.time())
+        verify_access_token(SecretStr("garbage"), key_of(get_shared_signer()), now=time.time())
 
 
 # --- error bodies ----------------------------------------------------------------------
@@ -474,7 +484,7 @@ async def tls_cloud(ca: trustme.CA) -> AsyncIterator[ScriptedCloud]:
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_context)
     cloud = ScriptedCloud(ssl_context=server_context)
     await cloud.start()
-    cloud.on("GET", PUBLIC_KEY_PATH, shared_signer().public_key_answer())
+    cloud.on("GET", PUBLIC_KEY_PATH, get_shared_signer().public_key_answer())
     try:
         yield cloud
     finally:
@@ -516,7 +526,7 @@ async def test_http_proxy_from_the_environment_is_used(
 ) -> None:
     """trust_env: a request for a far-away Cloud goes to the proxy named in the environment."""
     asked: list[str] = []
-    signer = shared_signer()
+    signer = get_shared_signer()
 
     async def proxy(request: web.Request) -> web.Response:
         asked.append(str(request.url))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from support.cli import run_hublink
 
 STEPS = (
     "cloud started",
@@ -29,14 +30,7 @@ STEPS = (
 def test_demo_runs_the_whole_flow(frp_bin: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
     env["HUBLINK_FRP_BIN"] = str(frp_bin)
-    result = subprocess.run(
-        [sys.executable, "-m", "hublink", "demo"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=80,
-        check=False,
-    )
+    result = run_hublink("demo", env=env, timeout=80)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     for step in STEPS:
@@ -50,13 +44,6 @@ def test_demo_says_how_to_get_frp_when_missing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBLINK_")}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + "/usr/bin:/bin"
     env["HUBLINK_FRP_BIN"] = str(tmp_path)  # empty: no frp here
-    result = subprocess.run(
-        [sys.executable, "-m", "hublink", "demo"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=80,
-        check=False,
-    )
+    result = run_hublink("demo", env=env, timeout=80)
     assert "make frp" in result.stdout
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,9 +10,6 @@ import aiohttp
 import pytest
 
 from hublink.devcloud import DevCloud
-from support.tunnel import frp_cloud
-
-__all__ = ["frp_cloud"]
 
 
 async def _ask(cloud: DevCloud, op: str, content: dict[str, Any]) -> dict[str, Any]:

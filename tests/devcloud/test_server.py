@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import ssl
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +24,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud, ws
-from support.devcloud import HubEnv
+from support.cli import HUBLINK_COMMAND
+from support.cloud import HubEnv
+from support.polling import wait_until
 
 OWNER = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
 
@@ -187,18 +188,18 @@ async def test_register_validates_the_body(
 
 
 @pytest.mark.parametrize("wrong", ["token", "hub"])
-async def test_handshake_with_bad_credentials_is_401(hub_settings: HubEnv, wrong: str) -> None:
-    cloud = hub_settings.cloud
-    hub_id = "5f0c6b4e-0000-4000-8000-000000000000" if wrong == "hub" else hub_settings.hub_id
-    token = "wrong-token" if wrong == "token" else hub_settings.token
+async def test_handshake_with_bad_credentials_is_401(hub: HubEnv, wrong: str) -> None:
+    cloud = hub.cloud
+    hub_id = "5f0c6b4e-0000-4000-8000-000000000000" if wrong == "hub" else hub.hub_id
+    token = "wrong-token" if wrong == "token" else hub.token
     with pytest.raises(InvalidStatus) as refused:
         await websockets.connect(cloud.ws_url(hub_id, token))
     assert refused.value.response.status_code == 401
-    assert cloud.connections(hub_settings.hub_id) == 0
+    assert cloud.connections(hub.hub_id) == 0
 
 
 async def test_heartbeat_makes_the_hub_online_until_it_stops(tmp_path: Path) -> None:
-    from support.devcloud import make_hub_env
+    from support.cloud import make_hub_env
 
     cloud = DevCloud(tmp_path / "cloud", offline_after=0.3)
     await cloud.start()
@@ -209,86 +210,86 @@ async def test_heartbeat_makes_the_hub_online_until_it_stops(tmp_path: Path) -> 
         assert before is not None
         assert (before.connected, before.online, before.last_heartbeat) == (True, False, None)
         await socket.send(json.dumps({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z"}))
-        await cloud.wait_for(lambda: cloud.hub(env.hub_id).online)  # type: ignore[union-attr]
+        await wait_until(lambda: cloud.hub(env.hub_id).online)  # type: ignore[union-attr]
         beats = cloud.heartbeats(env.hub_id)
         assert beats[0]["timestamp"] == "2026-01-01T00:00:00Z"
         assert beats[0]["received_at"].tzinfo is not None
-        await cloud.wait_for(lambda: not cloud.hub(env.hub_id).online)  # type: ignore[union-attr]
+        await wait_until(lambda: not cloud.hub(env.hub_id).online)  # type: ignore[union-attr]
         await socket.close()
-        await cloud.wait_for(lambda: not cloud.hub(env.hub_id).connected)  # type: ignore[union-attr]
+        await wait_until(lambda: not cloud.hub(env.hub_id).connected)  # type: ignore[union-attr]
     finally:
         await cloud.stop()
     assert cloud.close_codes(env.hub_id) == [1000]
 
 
-async def test_events_are_recorded_in_order_without_duplicates(hub_settings: HubEnv) -> None:
-    cloud = hub_settings.cloud
+async def test_events_are_recorded_in_order_without_duplicates(hub: HubEnv) -> None:
+    cloud = hub.cloud
     first = {"type": "user_sync", "id": "3d0e9f2c-1f1b-4f43-9a53-6a1d2f0b0001", "users": []}
     second = {"type": "plugin_installed", "id": "3d0e9f2c-1f1b-4f43-9a53-6a1d2f0b0002"}
-    async with await _connect(hub_settings) as socket:
+    async with await _connect(hub) as socket:
         for message in (first, second, first):
             await socket.send(json.dumps(message))
         await socket.send(json.dumps({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z"}))
-        await cloud.wait_for(lambda: len(cloud.frames(hub_settings.hub_id)) == 4)
-    assert cloud.events(hub_settings.hub_id) == [first, second]
-    assert cloud.duplicates(hub_settings.hub_id) == 1
-    assert len(cloud.heartbeats(hub_settings.hub_id)) == 1
+        await wait_until(lambda: len(cloud.frames(hub.hub_id)) == 4)
+    assert cloud.events(hub.hub_id) == [first, second]
+    assert cloud.duplicates(hub.hub_id) == 1
+    assert len(cloud.heartbeats(hub.hub_id)) == 1
 
 
-async def test_invalid_frames_are_recorded_and_the_link_stays_up(hub_settings: HubEnv) -> None:
-    cloud = hub_settings.cloud
-    async with await _connect(hub_settings) as socket:
+async def test_invalid_frames_are_recorded_and_the_link_stays_up(hub: HubEnv) -> None:
+    cloud = hub.cloud
+    async with await _connect(hub) as socket:
         for junk in ("not json", "[1, 2]", '{"no": "type"}'):
             await socket.send(junk)
         await socket.send(b"\x00\x01")
         await socket.send(json.dumps({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z"}))
-        await cloud.wait_for(lambda: len(cloud.heartbeats(hub_settings.hub_id)) == 1)
-        assert await cloud.push(hub_settings.hub_id, {"type": "still_here"})
+        await wait_until(lambda: len(cloud.heartbeats(hub.hub_id)) == 1)
+        assert await cloud.push(hub.hub_id, {"type": "still_here"})
         assert json.loads(await socket.recv()) == {"type": "still_here"}
-    frames = cloud.frames(hub_settings.hub_id)
+    frames = cloud.frames(hub.hub_id)
     assert [frame["valid"] for frame in frames] == [False, False, False, False, True]
     assert frames[3]["data"] == b"\x00\x01"
-    assert cloud.events(hub_settings.hub_id) == []
+    assert cloud.events(hub.hub_id) == []
 
 
-async def test_push_sends_dicts_as_json_and_raw_frames_as_is(hub_settings: HubEnv) -> None:
-    cloud = hub_settings.cloud
-    assert not await cloud.push(hub_settings.hub_id, {"type": "nobody_listens"})
-    async with await _connect(hub_settings) as socket:
+async def test_push_sends_dicts_as_json_and_raw_frames_as_is(hub: HubEnv) -> None:
+    cloud = hub.cloud
+    assert not await cloud.push(hub.hub_id, {"type": "nobody_listens"})
+    async with await _connect(hub) as socket:
         message = {"type": "backup_request", "requested_by": "owner@example.com"}
-        assert await cloud.push(hub_settings.hub_id, message)
-        assert await cloud.push(hub_settings.hub_id, "{broken")
-        assert await cloud.push(hub_settings.hub_id, b"\xff")
+        assert await cloud.push(hub.hub_id, message)
+        assert await cloud.push(hub.hub_id, "{broken")
+        assert await cloud.push(hub.hub_id, b"\xff")
         assert json.loads(await socket.recv()) == message
         assert await socket.recv() == "{broken"
         assert await socket.recv() == b"\xff"
 
 
-async def test_a_second_connection_replaces_the_first(hub_settings: HubEnv) -> None:
-    cloud = hub_settings.cloud
-    old = await _connect(hub_settings)
-    async with await _connect(hub_settings) as new:
+async def test_a_second_connection_replaces_the_first(hub: HubEnv) -> None:
+    cloud = hub.cloud
+    old = await _connect(hub)
+    async with await _connect(hub) as new:
         assert await _closed_code(old) == 4000
-        assert cloud.connections(hub_settings.hub_id) == 2
-        assert await cloud.push(hub_settings.hub_id, {"type": "ping"})
+        assert cloud.connections(hub.hub_id) == 2
+        assert await cloud.push(hub.hub_id, {"type": "ping"})
         assert json.loads(await new.recv()) == {"type": "ping"}
 
 
-async def test_a_dead_old_connection_does_not_hold_up_the_new_one(hub_settings: HubEnv) -> None:
-    cloud = hub_settings.cloud
+async def test_a_dead_old_connection_does_not_hold_up_the_new_one(hub: HubEnv) -> None:
+    cloud = hub.cloud
     # A peer that completes the handshake and then never reads nor answers.
     reader, writer = await asyncio.open_connection("127.0.0.1", cloud.port)
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
-        f"GET /ws/hub/{hub_settings.hub_id}/?token={hub_settings.token} HTTP/1.1\r\n"
+        f"GET /ws/hub/{hub.hub_id}/?token={hub.token} HTTP/1.1\r\n"
         f"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     assert b" 101 " in await reader.readline()
     started = time.monotonic()
-    async with await _connect(hub_settings) as socket:
+    async with await _connect(hub) as socket:
         await socket.send(json.dumps({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z"}))
-        await cloud.wait_for(lambda: len(cloud.heartbeats(hub_settings.hub_id)) == 1)
+        await wait_until(lambda: len(cloud.heartbeats(hub.hub_id)) == 1)
         assert time.monotonic() - started < ws.CLOSE_TIMEOUT
         # The silent peer got the close frame (4000 "replaced"), then was dropped.
         rest = await asyncio.wait_for(reader.read(), ws.CLOSE_TIMEOUT + 5)
@@ -297,38 +298,38 @@ async def test_a_dead_old_connection_does_not_hold_up_the_new_one(hub_settings: 
 
 
 async def test_revoke_closes_with_4003_and_refuses_the_hub_afterwards(
-    hub_settings: HubEnv, http: aiohttp.ClientSession
+    hub: HubEnv, http: aiohttp.ClientSession
 ) -> None:
-    cloud = hub_settings.cloud
-    socket = await _connect(hub_settings)
-    assert await cloud.revoke(hub_settings.hub_id)
+    cloud = hub.cloud
+    socket = await _connect(hub)
+    assert await cloud.revoke(hub.hub_id)
     assert await _closed_code(socket) == 4003
     with pytest.raises(InvalidStatus) as refused:
-        await websockets.connect(cloud.ws_url(hub_settings.hub_id, hub_settings.token))
+        await websockets.connect(cloud.ws_url(hub.hub_id, hub.token))
     assert refused.value.response.status_code == 403
-    status, _ = await _upload(http, hub_settings, b"data")
+    status, _ = await _upload(http, hub, b"data")
     assert status == 403
-    record = cloud.hub(hub_settings.hub_id)
+    record = cloud.hub(hub.hub_id)
     assert record is not None
     assert record.revoked
 
 
 @pytest.mark.parametrize(("code", "reason"), [(1001, ""), (1012, "restart")])
 async def test_close_hub_and_stop_close_with_the_code_given(
-    hub_settings: HubEnv, code: int, reason: str
+    hub: HubEnv, code: int, reason: str
 ) -> None:
-    cloud = hub_settings.cloud
-    socket = await _connect(hub_settings)
-    assert await cloud.close_hub(hub_settings.hub_id, code, reason)
+    cloud = hub.cloud
+    socket = await _connect(hub)
+    assert await cloud.close_hub(hub.hub_id, code, reason)
     assert await _closed_code(socket) == code
-    socket = await _connect(hub_settings)
+    socket = await _connect(hub)
     await cloud.stop(code)
     assert await _closed_code(socket) == code
 
 
-async def test_drop_hub_cuts_the_connection_without_a_close_frame(hub_settings: HubEnv) -> None:
-    socket = await _connect(hub_settings)
-    assert hub_settings.cloud.drop_hub(hub_settings.hub_id)
+async def test_drop_hub_cuts_the_connection_without_a_close_frame(hub: HubEnv) -> None:
+    socket = await _connect(hub)
+    assert hub.cloud.drop_hub(hub.hub_id)
     assert await _closed_code(socket) is None
 
 
@@ -360,16 +361,14 @@ async def _upload(
         return response.status, await response.json(content_type=None)
 
 
-async def test_backup_upload_is_stored_and_listed(
-    hub_settings: HubEnv, http: aiohttp.ClientSession
-) -> None:
+async def test_backup_upload_is_stored_and_listed(hub: HubEnv, http: aiohttp.ClientSession) -> None:
     data = bytes(range(256)) * 4096 + b"tail"
-    status, body = await _upload(http, hub_settings, data)
+    status, body = await _upload(http, hub, data)
     assert status == 201
-    [path] = hub_settings.cloud.backups(hub_settings.hub_id)
+    [path] = hub.cloud.backups(hub.hub_id)
     assert path.read_bytes() == data
     assert path.name == "hub-test-20260101T000000Z.db.zst.age"
-    async with http.get(f"{hub_settings.cloud.url}/admin/hubs/{hub_settings.hub_id}/backups") as r:
+    async with http.get(f"{hub.cloud.url}/admin/hubs/{hub.hub_id}/backups") as r:
         [listed] = await r.json()
     assert listed["backup_id"] == body["backup_id"]
     assert (listed["size"], listed["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
@@ -386,20 +385,20 @@ async def test_backup_upload_is_stored_and_listed(
     ],
 )
 async def test_backup_upload_refuses_bad_requests_and_keeps_nothing(
-    hub_settings: HubEnv, http: aiohttp.ClientSession, change: dict[str, str], status: int
+    hub: HubEnv, http: aiohttp.ClientSession, change: dict[str, str], status: int
 ) -> None:
-    got, body = await _upload(http, hub_settings, b"x" * 100_000, **change)
+    got, body = await _upload(http, hub, b"x" * 100_000, **change)
     assert got == status
     assert "detail" in body
-    folder = hub_settings.cloud.data_dir / "backups" / hub_settings.hub_id
+    folder = hub.cloud.data_dir / "backups" / hub.hub_id
     assert not folder.exists() or list(folder.iterdir()) == []
-    assert hub_settings.cloud.backups(hub_settings.hub_id) == []
+    assert hub.cloud.backups(hub.hub_id) == []
 
 
 async def test_backup_upload_without_authorization_is_401(
-    hub_settings: HubEnv, http: aiohttp.ClientSession
+    hub: HubEnv, http: aiohttp.ClientSession
 ) -> None:
-    url = f"{hub_settings.cloud.url}/api/hubs/{hub_settings.hub_id}/backups/"
+    url = f"{hub.cloud.url}/api/hubs/{hub.hub_id}/backups/"
     async with http.post(url, data=b"x") as response:
         assert response.status == 401
 
@@ -429,74 +428,70 @@ async def test_fail_next_answers_the_injected_status_then_recovers(
         await _post(http, url, OWNER, timeout=aiohttp.ClientTimeout(total=0.1))
 
 
-async def test_fail_next_applies_to_the_websocket_handshake(hub_settings: HubEnv) -> None:
-    hub_settings.cloud.fail_next("/ws/hub/", 429, retry_after=7)
+async def test_fail_next_applies_to_the_websocket_handshake(hub: HubEnv) -> None:
+    hub.cloud.fail_next("/ws/hub/", 429, retry_after=7)
     with pytest.raises(InvalidStatus) as refused:
-        await _connect(hub_settings)
+        await _connect(hub)
     assert refused.value.response.status_code == 429
     assert refused.value.response.headers["Retry-After"] == "7"
-    async with await _connect(hub_settings):
-        assert hub_settings.cloud.connections(hub_settings.hub_id) == 1
+    async with await _connect(hub):
+        assert hub.cloud.connections(hub.hub_id) == 1
 
 
 async def test_every_handshake_is_recorded_with_its_arrival_and_answer(
-    hub_settings: HubEnv,
+    hub: HubEnv,
 ) -> None:
-    cloud = hub_settings.cloud
+    cloud = hub.cloud
     cloud.fail_next("/ws/hub/", 503, retry_after=3)
     before = time.monotonic()
     with pytest.raises(InvalidStatus):
-        await _connect(hub_settings)
+        await _connect(hub)
     with pytest.raises(InvalidStatus):
-        await websockets.connect(cloud.ws_url(hub_settings.hub_id, "wrong-token"))
-    async with await _connect(hub_settings):
+        await websockets.connect(cloud.ws_url(hub.hub_id, "wrong-token"))
+    async with await _connect(hub):
         pass
-    attempts = cloud.handshakes(hub_settings.hub_id)
+    attempts = cloud.handshakes(hub.hub_id)
     assert [a.status for a in attempts] == [503, 401, 101]
     times = [a.at for a in attempts]
     assert before <= times[0] <= times[1] <= times[2] <= time.monotonic()
 
 
-async def test_restart_on_the_same_port_and_data_keeps_the_hubs(hub_settings: HubEnv) -> None:
-    cloud = hub_settings.cloud
+async def test_restart_on_the_same_port_and_data_keeps_the_hubs(hub: HubEnv) -> None:
+    cloud = hub.cloud
     url = cloud.url
     await cloud.stop()
     await cloud.start()
     assert cloud.url == url
-    async with await _connect(hub_settings):
+    async with await _connect(hub):
         pass
     await cloud.stop()
 
     fresh = DevCloud(cloud.data_dir)
     await fresh.start(port=int(url.rsplit(":", 1)[1]))
     try:
-        record = fresh.hub(hub_settings.hub_id)
+        record = fresh.hub(hub.hub_id)
         assert record is not None
-        assert record.tunnel_port == hub_settings.creds.tunnel_port
-        async with await _connect(HubEnv(hub_settings.settings, hub_settings.creds, fresh)):
+        assert record.tunnel_port == hub.creds.tunnel_port
+        async with await _connect(HubEnv(hub.settings, hub.creds, fresh)):
             pass
         assert fresh.create_hub()["tunnel_port"] != record.tunnel_port
     finally:
         await fresh.stop()
 
 
-async def test_admin_api_lists_pushes_and_revokes(
-    hub_settings: HubEnv, http: aiohttp.ClientSession
-) -> None:
-    base = f"{hub_settings.cloud.url}/admin/hubs"
-    hub_url = f"{base}/{hub_settings.hub_id}"
+async def test_admin_api_lists_pushes_and_revokes(hub: HubEnv, http: aiohttp.ClientSession) -> None:
+    base = f"{hub.cloud.url}/admin/hubs"
+    hub_url = f"{base}/{hub.hub_id}"
     message = {"type": "user_revoked", "user_id": 7, "email": "a@b.c", "reason": "left"}
     assert (await _post(http, f"{hub_url}/messages", message))[0] == 409
-    async with await _connect(hub_settings) as socket:
+    async with await _connect(hub) as socket:
         await socket.send(json.dumps({"type": "heartbeat", "timestamp": "2026-01-01T00:00:00Z"}))
         await socket.send(json.dumps({"type": "user_sync", "id": "e1", "users": []}))
-        await hub_settings.cloud.wait_for(
-            lambda: len(hub_settings.cloud.frames(hub_settings.hub_id)) == 2
-        )
+        await wait_until(lambda: len(hub.cloud.frames(hub.hub_id)) == 2)
         async with http.get(base) as response:
             [listed] = await response.json()
         assert (listed["connected"], listed["online"]) == (True, True)
-        assert hub_settings.token not in json.dumps(listed)
+        assert hub.token not in json.dumps(listed)
         async with http.get(f"{hub_url}/events") as response:
             assert await response.json() == [{"type": "user_sync", "id": "e1", "users": []}]
         async with http.get(f"{hub_url}/heartbeats") as response:
@@ -515,15 +510,15 @@ async def test_admin_api_lists_pushes_and_revokes(
         assert response.status == 404
 
 
-def test_hub_settings_fixture_writes_loadable_credentials(hub_settings: HubEnv) -> None:
-    creds = CredentialStore(hub_settings.settings.state_dir).load()
-    assert creds.hub_id == hub_settings.creds.hub_id
-    assert creds.cloud_url == hub_settings.settings.cloud_url == hub_settings.cloud.url
-    record = hub_settings.cloud.hub(creds.hub_id)
+def test_hub_settings_fixture_writes_loadable_credentials(hub: HubEnv) -> None:
+    creds = CredentialStore(hub.settings.state_dir).load()
+    assert creds.hub_id == hub.creds.hub_id
+    assert creds.cloud_url == hub.settings.cloud_url == hub.cloud.url
+    record = hub.cloud.hub(creds.hub_id)
     assert record is not None
     assert record.tunnel_token == creds.tunnel_token.get_secret_value()
-    assert not hub_settings.settings.tunnel.enabled
-    assert hub_settings.settings.websocket.heartbeat_interval == 0.2
+    assert not hub.settings.tunnel.enabled
+    assert hub.settings.websocket.heartbeat_interval == 0.2
 
 
 async def test_serves_https_and_wss_with_an_ssl_context(tmp_path: Path) -> None:
@@ -557,9 +552,7 @@ async def test_devcloud_command_serves_until_sigterm(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hublink",
+        *HUBLINK_COMMAND,
         "devcloud",
         "--port",
         "0",

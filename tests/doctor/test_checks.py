@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import signal
-import socket
 import sqlite3
 import ssl
-import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -25,9 +20,9 @@ from pydantic import SecretStr
 
 from hublink.config import BackupSettings, HubSettings, Settings, TlsSettings, TunnelSettings
 from hublink.credentials import CredentialStore
-from hublink.devcloud import DevCloud
 from hublink.doctor import Check, Report, run_checks
-from support.devcloud import HubEnv
+from support.cloud import HubEnv
+from support.network import Listeners, find_free_port
 
 PATIENCE = 5.0
 
@@ -52,48 +47,14 @@ def with_(settings: Settings, **update: Any) -> Settings:
     return Settings(**(settings.model_dump() | update))
 
 
-class Listeners:
-    """TCP listeners on 127.0.0.1: a stand-in frps port, the Hub application's port."""
-
-    def __init__(self) -> None:
-        self.servers: list[asyncio.Server] = []
-
-    async def open(self) -> int:
-        """A new listener that accepts and hangs up; its port."""
-
-        async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.close()
-
-        server = await asyncio.start_server(accept, "127.0.0.1", 0)
-        self.servers.append(server)
-        port: int = server.sockets[0].getsockname()[1]
-        return port
-
-
-@pytest.fixture
-async def listeners() -> AsyncIterator[Listeners]:
-    opened = Listeners()
-    yield opened
-    for server in opened.servers:
-        server.close()
-        await server.wait_closed()
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 # --- healthy ---------------------------------------------------------------------
 
 
 async def test_healthy_hub_passes_every_check_but_the_absent_daemon(
-    hub_settings: HubEnv, frp_bin: Path, listeners: Listeners
+    hub: HubEnv, frp_bin: Path, listeners: Listeners
 ) -> None:
     settings = with_(
-        hub_settings.settings,
+        hub.settings,
         tunnel=TunnelSettings(
             enabled=True,
             frpc_path=str(frp_bin / "frpc"),
@@ -120,9 +81,9 @@ async def test_healthy_hub_passes_every_check_but_the_absent_daemon(
         "daemon": "fail",
     }
     assert "0.65.0" in checks["frpc"].detail
-    assert hub_settings.hub_id in checks["credentials"].detail
+    assert hub.hub_id in checks["credentials"].detail
     # The handshake really happened, and closed cleanly.
-    assert hub_settings.cloud.connections(hub_settings.hub_id) == 1
+    assert hub.cloud.connections(hub.hub_id) == 1
     assert_failed(checks["daemon"], "no daemon answers")
     assert "systemctl start hublink" in (checks["daemon"].hint or "")
 
@@ -130,9 +91,9 @@ async def test_healthy_hub_passes_every_check_but_the_absent_daemon(
 # --- the Cloud ---------------------------------------------------------------------
 
 
-async def test_unreachable_cloud(hub_settings: HubEnv) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
-    checks = await doctor(with_(hub_settings.settings, cloud_url=url))
+async def test_unreachable_cloud(hub: HubEnv) -> None:
+    url = f"http://127.0.0.1:{find_free_port()}"
+    checks = await doctor(with_(hub.settings, cloud_url=url))
     assert_failed(checks["cloud"], "cannot be reached", "connection refused")
     assert checks["clock"].status == "skip"
     assert_failed(checks["websocket"], "handshake failed")
@@ -140,20 +101,20 @@ async def test_unreachable_cloud(hub_settings: HubEnv) -> None:
     assert checks["credentials"].status == "warn"
 
 
-async def test_wrong_token_is_refused_at_the_handshake(hub_settings: HubEnv) -> None:
-    store = CredentialStore(hub_settings.settings.state_dir)
-    wrong = hub_settings.creds.model_copy(update={"tunnel_token": SecretStr("not-the-token")})
+async def test_wrong_token_is_refused_at_the_handshake(hub: HubEnv) -> None:
+    store = CredentialStore(hub.settings.state_dir)
+    wrong = hub.creds.model_copy(update={"tunnel_token": SecretStr("not-the-token")})
     with store.locked():
         store.save(wrong)
-    checks = await doctor(hub_settings.settings)
+    checks = await doctor(hub.settings)
     assert_failed(checks["websocket"], "refused", "HTTP 401")
     assert "register --force" in (checks["websocket"].hint or "")
     assert "not-the-token" not in json.dumps([c.__dict__ for c in checks.values()])
 
 
-async def test_revoked_hub_is_refused(hub_settings: HubEnv) -> None:
-    await hub_settings.cloud.revoke(hub_settings.hub_id)
-    checks = await doctor(hub_settings.settings)
+async def test_revoked_hub_is_refused(hub: HubEnv) -> None:
+    await hub.cloud.revoke(hub.hub_id)
+    checks = await doctor(hub.settings)
     assert_failed(checks["websocket"], "HTTP 403")
 
 
@@ -266,7 +227,7 @@ def tunnel(frpc_path: str, frps_port: int) -> TunnelSettings:
 
 
 async def test_frpc_missing_not_executable_and_too_old(tmp_path: Path) -> None:
-    base = Settings(cloud_url=f"http://127.0.0.1:{closed_port()}", state_dir=tmp_path)
+    base = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
     missing = await doctor(with_(base, tunnel=tunnel(str(tmp_path / "nope" / "frpc"), 7000)))
     assert_failed(missing["frpc"], "not found")
     assert "tunnel.frpc_path" in (missing["frpc"].hint or "")
@@ -287,7 +248,7 @@ async def test_frpc_found_on_path_by_name(
     tmp_path: Path, frp_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", f"{frp_bin}{os.pathsep}{os.environ['PATH']}")
-    base = Settings(cloud_url=f"http://127.0.0.1:{closed_port()}", state_dir=tmp_path)
+    base = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
     checks = await doctor(with_(base, tunnel=tunnel("frpc", 7000)))
     assert checks["frpc"].status == "pass"
     assert str(frp_bin / "frpc") in checks["frpc"].detail
@@ -295,10 +256,10 @@ async def test_frpc_found_on_path_by_name(
 
 async def test_frps_and_local_port_not_listening(tmp_path: Path, frp_bin: Path) -> None:
     settings = Settings(
-        cloud_url=f"http://127.0.0.1:{closed_port()}",
+        cloud_url=f"http://127.0.0.1:{find_free_port()}",
         state_dir=tmp_path,
-        tunnel=tunnel(str(frp_bin / "frpc"), closed_port()),
-        hub=HubSettings(local_port=closed_port()),
+        tunnel=tunnel(str(frp_bin / "frpc"), find_free_port()),
+        hub=HubSettings(local_port=find_free_port()),
     )
     checks = await doctor(settings)
     assert_failed(checks["frps"], "does not accept connections", "connection refused")
@@ -314,39 +275,37 @@ async def test_frps_and_local_port_not_listening(tmp_path: Path, frp_bin: Path) 
 
 async def test_not_registered(tmp_path: Path) -> None:
     checks = await doctor(
-        Settings(cloud_url=f"http://127.0.0.1:{closed_port()}", state_dir=tmp_path)
+        Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
     )
     assert_failed(checks["credentials"], "not registered")
     assert "hublink register" in (checks["credentials"].hint or "")
     assert checks["websocket"].status == "skip"
 
 
-async def test_loose_credentials_mode(hub_settings: HubEnv) -> None:
-    hub_settings.settings.credentials_path.chmod(0o644)
-    checks = await doctor(hub_settings.settings)
+async def test_loose_credentials_mode(hub: HubEnv) -> None:
+    hub.settings.credentials_path.chmod(0o644)
+    checks = await doctor(hub.settings)
     assert_failed(checks["credentials"], "0644", "0600")
-    assert f"chmod 600 {hub_settings.settings.credentials_path}" in (
-        checks["credentials"].hint or ""
-    )
+    assert f"chmod 600 {hub.settings.credentials_path}" in (checks["credentials"].hint or "")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
-async def test_credentials_owned_by_another_user(hub_settings: HubEnv) -> None:
-    os.chown(hub_settings.settings.credentials_path, 65534, 65534)
-    checks = await doctor(hub_settings.settings)
+async def test_credentials_owned_by_another_user(hub: HubEnv) -> None:
+    os.chown(hub.settings.credentials_path, 65534, 65534)
+    checks = await doctor(hub.settings)
     assert_failed(checks["credentials"], "owned by")
 
 
-async def test_unparseable_credentials(hub_settings: HubEnv) -> None:
-    hub_settings.settings.credentials_path.write_text("hub_id = [unterminated")
-    checks = await doctor(hub_settings.settings)
+async def test_unparseable_credentials(hub: HubEnv) -> None:
+    hub.settings.credentials_path.write_text("hub_id = [unterminated")
+    checks = await doctor(hub.settings)
     assert_failed(checks["credentials"], "not valid TOML")
     assert checks["websocket"].status == "skip"
 
 
 async def test_missing_state_dir(tmp_path: Path) -> None:
     settings = Settings(
-        cloud_url=f"http://127.0.0.1:{closed_port()}",
+        cloud_url=f"http://127.0.0.1:{find_free_port()}",
         state_dir=tmp_path / "absent",
         runtime_dir=tmp_path / "absent-run",
     )
@@ -369,7 +328,7 @@ def make_database(path: Path, journal_mode: str) -> Path:
 async def test_backup_database_reads(tmp_path: Path, journal_mode: str, shown: str) -> None:
     database = make_database(tmp_path / "hub.sqlite3", journal_mode)
     settings = Settings(
-        cloud_url=f"http://127.0.0.1:{closed_port()}",
+        cloud_url=f"http://127.0.0.1:{find_free_port()}",
         state_dir=tmp_path / "state",
         backup=BackupSettings(database=database),
     )
@@ -379,7 +338,7 @@ async def test_backup_database_reads(tmp_path: Path, journal_mode: str, shown: s
 
 
 async def test_backup_database_missing_or_not_sqlite(tmp_path: Path) -> None:
-    base = Settings(cloud_url=f"http://127.0.0.1:{closed_port()}", state_dir=tmp_path)
+    base = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
     missing = await doctor(with_(base, backup=BackupSettings(database=tmp_path / "nope.db")))
     assert_failed(missing["backup_database"], "does not exist")
     junk = tmp_path / "junk.db"
@@ -394,105 +353,10 @@ async def test_backup_database_that_cannot_be_opened(tmp_path: Path) -> None:
     folder = tmp_path / "hub.sqlite3"
     folder.mkdir()
     settings = Settings(
-        cloud_url=f"http://127.0.0.1:{closed_port()}",
+        cloud_url=f"http://127.0.0.1:{find_free_port()}",
         state_dir=tmp_path / "state",
         backup=BackupSettings(database=folder),
     )
     checks = await doctor(settings)
     assert_failed(checks["backup_database"], "cannot be read by", "is a directory")
     assert "drop-in" in (checks["backup_database"].hint or "")
-
-
-# --- the command line, and a running daemon -------------------------------------------
-
-
-def write_config(path: Path, settings: Settings, **extra_tables: dict[str, Any]) -> Path:
-    lines = [
-        f'cloud_url = "{settings.cloud_url}"',
-        f'state_dir = "{settings.state_dir}"',
-        f'runtime_dir = "{settings.runtime_dir}"',
-    ]
-    for table, values in extra_tables.items():
-        lines.append(f"[{table}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-async def hublink(config: Path, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hublink",
-        "--config",
-        str(config),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
-
-
-async def test_cli_reports_a_broken_config_and_exits_78(tmp_path: Path) -> None:
-    config = tmp_path / "hublink.toml"
-    config.write_text('[websocket]\nheartbeat_interval = "often"\n')
-    code, out = await hublink(config, "doctor", "--json")
-    assert code == 78
-    report = json.loads(out)
-    assert report["ok"] is False
-    first = report["checks"][0]
-    assert (first["name"], first["status"]) == ("config", "fail")
-    assert "heartbeat_interval" in first["detail"]
-    assert {c["status"] for c in report["checks"][1:]} == {"skip"}
-
-
-async def test_cli_exits_1_when_a_check_fails(tmp_path: Path) -> None:
-    settings = Settings(cloud_url=f"http://127.0.0.1:{closed_port()}", state_dir=tmp_path)
-    config = write_config(tmp_path / "hublink.toml", settings)
-    code, out = await hublink(config, "doctor")
-    assert code == 1
-    assert "FAIL  cloud" in out
-    assert "hint: " in out
-
-
-async def test_with_the_daemon_running_everything_passes(
-    hub_settings: HubEnv, devcloud: DevCloud, listeners: Listeners
-) -> None:
-    settings = hub_settings.settings
-    local_port = await listeners.open()
-    config = write_config(
-        settings.state_dir.parent / "hublink.toml",
-        settings,
-        tunnel={"enabled": False},
-        hub={"local_port": local_port},
-    )
-    daemon = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hublink",
-        "--config",
-        str(config),
-        "run",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        await devcloud.wait_for(lambda: devcloud.connections(hub_settings.hub_id) >= 1, timeout=20)
-        await devcloud.wait_for(lambda: len(devcloud.heartbeats(hub_settings.hub_id)) >= 1)
-        code, out = await hublink(config, "doctor", "--json")
-        report = json.loads(out)
-        statuses = {c["name"]: c["status"] for c in report["checks"]}
-        assert code == 0, out
-        assert report["ok"] is True
-        daemon_check = next(c for c in report["checks"] if c["name"] == "daemon")
-        assert daemon_check["status"] == "pass"
-        assert f"pid {daemon.pid}" in daemon_check["detail"]
-        assert "link connected" in daemon_check["detail"]
-        assert statuses["websocket"] == "pass"
-        # doctor did not open a second link that would have replaced the daemon's.
-        assert devcloud.connections(hub_settings.hub_id) == 1
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(daemon.wait(), 15)

@@ -13,13 +13,10 @@ from pathlib import Path
 import pytest
 
 from hublink.devcloud import DevCloud
-from support.daemon import spawn
-from support.devcloud import HubEnv
+from support.cloud import HubEnv
 from support.faultproxy import FaultProxy
 from support.reliability import Row, record
 from support.scenario import fault_hub
-
-__all__ = ["spawn"]  # the fixture, imported for pytest
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ section 2: heartbeats keep their interval, the link holds, events arrive.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from hublink.devcloud import DevCloud
+from support.daemon import Daemons
 from support.polling import wait_until
 from support.reliability import Row
 from support.scenario import FAULT_WEBSOCKET, SLACK, LinkWatch, Producer, fault_hub, linked, sized
@@ -44,7 +44,7 @@ def _skew(beat: dict[str, Any]) -> float:
 
 
 async def test_the_wall_clock_jumping_an_hour_either_way_changes_nothing(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], recorder: Any
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, recorder: Any
 ) -> None:
     if not LIBFAKETIME.exists():
         pytest.fail(f"{LIBFAKETIME} is missing; run `make tools` (Debian's faketime)")
@@ -62,7 +62,7 @@ async def test_the_wall_clock_jumping_an_hour_either_way_changes_nothing(
         "FAKETIME_FORCE_MONOTONIC_FIX": "0",
     }
     hub = fault_hub(devcloud, tmp_path / "hub")
-    daemon = await linked(spawn, hub, env=env)
+    daemon = await linked(daemons, hub, env=env)
     watch = await LinkWatch(daemon).start()
     hold = sized(1.5, 15.0)
     interval = FAULT_WEBSOCKET["heartbeat_interval"]

@@ -9,13 +9,13 @@ be lost.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hublink.devcloud import DevCloud
+from support.daemon import Daemons
 from support.polling import wait_until
 from support.reliability import Row
 from support.scenario import (
@@ -43,10 +43,11 @@ def _events(events: Producer, missing: list[str]) -> str:
 
 @pytest.mark.parametrize("status", [429, 503])
 async def test_retry_after_on_the_handshake_holds_the_hub_back(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], recorder: Any, status: int
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, recorder: Any, status: int
 ) -> None:
-    hub = fault_hub(devcloud, tmp_path / "hub")
-    daemon = await linked(spawn, hub)
+    # Retry-After is honoured up to max(unauthorized_retry, reconnect_max): room for it here.
+    hub = fault_hub(devcloud, tmp_path / "hub", websocket={"unauthorized_retry": 30.0})
+    daemon = await linked(daemons, hub)
     watch = await LinkWatch(daemon).start()
     iterations = sized(1, 3)
     waits: list[float] = []
@@ -77,7 +78,8 @@ async def test_retry_after_on_the_handshake_holds_the_hub_back(
     row = Row(
         key=f"cloud/1-retry-after-{status}",
         scenario=f"Handshake answered {status} with Retry-After: {RETRY_AFTER:.0f}",
-        rule="§2: a 429 or 503 with Retry-After waits at least that long",
+        rule="§2: a 429 or 503 with Retry-After waits at least that long (up to the "
+        "unauthorized_retry)",
         iterations=iterations,
         figure=f"next attempt {shortest:.2f} to {max(waits):.2f} s after the {status}; "
         + _events(events, missing),
@@ -97,10 +99,10 @@ def hub_handshakes(hub: Any) -> list[Any]:
 
 
 async def test_a_cloud_restart_closes_with_1012_and_every_hub_comes_back(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], recorder: Any
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, recorder: Any
 ) -> None:
     hub = fault_hub(devcloud, tmp_path / "hub")
-    daemon = await linked(spawn, hub)
+    daemon = await linked(daemons, hub)
     watch = await LinkWatch(daemon).start()
     iterations = sized(1, 3)
     down_for = sized(2.0, 10.0)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hublink.devcloud import DevCloud
+from support.daemon import Daemons
 from support.reliability import Row
 from support.scenario import Producer, fault_hub, sized
 
@@ -34,7 +34,7 @@ SEED = os.environ.get("HUBLINK_FAULTS_SEED")
 
 
 async def test_sigkill_at_random_moments_loses_nothing_and_keeps_the_order(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], recorder: Any
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, recorder: Any
 ) -> None:
     seed = int(SEED) if SEED else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -43,13 +43,13 @@ async def test_sigkill_at_random_moments_loses_nothing_and_keeps_the_order(
     moments: list[float] = []
     async with Producer(hub, interval=0.01, via="send") as events:
         for _ in range(kills):
-            daemon = await spawn(hub)
+            daemon = await daemons.start(hub)
             moment = rng.uniform(*KILL_WINDOW)
             moments.append(moment)
             # The kill's moment is the scenario itself, drawn at random; nothing to wait for.
             await asyncio.sleep(moment)
             await daemon.kill()
-        survivor = await spawn(hub)
+        survivor = await daemons.start(hub)
         await survivor.wait_status(lambda s: s["websocket"]["state"] == "connected", timeout=30)
         queued_at_end = len(events.accepted)
         await survivor.wait_status(lambda s: len(events.accepted) >= queued_at_end + 20)

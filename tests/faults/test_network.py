@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from hublink.link.connection import CLOSE_TIMEOUT
-from support.devcloud import HubEnv
+from hublink.link.handshake import CLOSE_TIMEOUT
+from support.cloud import HubEnv
+from support.daemon import Daemons
 from support.faultproxy import FaultProxy
 from support.polling import wait_until
 from support.reliability import Row
@@ -40,14 +41,14 @@ SPREAD = FAULT_WEBSOCKET["reconnect_spread"]
 
 
 async def _repeat_live_fault(
-    spawn: Callable[..., Any],
+    daemons: Daemons,
     hub: HubEnv,
     inject: Callable[[], int],
     *,
     iterations: int = ITERATIONS,
 ) -> dict[str, Any]:
     """Inject a fault on the live link ``iterations`` times; the worst figures."""
-    daemon = await linked(spawn, hub)
+    daemon = await linked(daemons, hub)
     watch = await LinkWatch(daemon).start()
     detections: list[float] = []
     recoveries: list[float] = []
@@ -111,9 +112,9 @@ def _check(row: Row) -> None:
 
 
 async def test_a_blackholed_link_is_found_by_its_pings_and_replaced(
-    proxied_hub: HubEnv, proxy: FaultProxy, spawn: Callable[..., Any], recorder: Any
+    proxied_hub: HubEnv, proxy: FaultProxy, daemons: Daemons, recorder: Any
 ) -> None:
-    data = await _repeat_live_fault(spawn, proxied_hub, proxy.blackhole)
+    data = await _repeat_live_fault(daemons, proxied_hub, proxy.blackhole)
     row = _live_row(
         "network/1-blackhole",
         "Blackhole, no FIN, no RST",
@@ -126,9 +127,9 @@ async def test_a_blackholed_link_is_found_by_its_pings_and_replaced(
 
 
 async def test_a_reset_in_the_middle_of_a_frame_is_seen_at_once(
-    proxied_hub: HubEnv, proxy: FaultProxy, spawn: Callable[..., Any], recorder: Any
+    proxied_hub: HubEnv, proxy: FaultProxy, daemons: Daemons, recorder: Any
 ) -> None:
-    data = await _repeat_live_fault(spawn, proxied_hub, proxy.reset_mid_frame)
+    data = await _repeat_live_fault(daemons, proxied_hub, proxy.reset_mid_frame)
     row = _live_row(
         "network/2-reset",
         "TCP RST in the middle of a frame",
@@ -141,9 +142,9 @@ async def test_a_reset_in_the_middle_of_a_frame_is_seen_at_once(
 
 
 async def test_a_half_open_link_is_found_by_its_pings(
-    proxied_hub: HubEnv, proxy: FaultProxy, spawn: Callable[..., Any], recorder: Any
+    proxied_hub: HubEnv, proxy: FaultProxy, daemons: Daemons, recorder: Any
 ) -> None:
-    data = await _repeat_live_fault(spawn, proxied_hub, proxy.half_open)
+    data = await _repeat_live_fault(daemons, proxied_hub, proxy.half_open)
     row = _live_row(
         "network/3-half-open",
         "Half-open: the Cloud's side reset, the hub's side open and silent",
@@ -156,7 +157,7 @@ async def test_a_half_open_link_is_found_by_its_pings(
 
 
 async def test_a_slow_path_keeps_the_link_and_delivers_every_event(
-    devcloud: Any, proxy: FaultProxy, spawn: Callable[..., Any], recorder: Any, tmp_path: Any
+    devcloud: Any, proxy: FaultProxy, daemons: Daemons, recorder: Any, tmp_path: Any
 ) -> None:
     latency = sized(1.0, 2.0)
     # Pings must outlast the 4 s round trip; with the defaults (20 s) they do.
@@ -167,7 +168,7 @@ async def test_a_slow_path_keeps_the_link_and_delivers_every_event(
         websocket={"ping_interval": 1.0, "ping_timeout": 6.0},
     )
     proxy.latency = latency
-    daemon = await linked(spawn, hub)
+    daemon = await linked(daemons, hub)
     watch = await LinkWatch(daemon).start()
     held_for = sized(4.0, 30.0)
     async with Producer(hub, interval=0.1) as events:
@@ -210,14 +211,14 @@ async def test_a_slow_path_keeps_the_link_and_delivers_every_event(
 async def test_a_handshake_that_hangs_is_abandoned_and_retried(
     proxied_hub: HubEnv,
     proxy: FaultProxy,
-    spawn: Callable[..., Any],
+    daemons: Daemons,
     recorder: Any,
     mode: str,
     scenario: str,
     words: str,
 ) -> None:
     cloud = proxied_hub.cloud
-    daemon = await linked(spawn, proxied_hub)
+    daemon = await linked(daemons, proxied_hub)
     watch = await LinkWatch(daemon).start()
     hang_for = sized(3.0, 15.0)
     async with Producer(proxied_hub) as events:

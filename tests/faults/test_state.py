@@ -12,7 +12,6 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from hublink.errors import EXIT_CONFIG
 from hublink.link.messages import UserRevoked
 from hublink.link.notices import StateStore
 from hublink.statedir import CREDENTIALS, NOTICES, OUTBOX
+from support.daemon import Daemons
 from support.polling import wait_until
 from support.reliability import Row
 from support.scenario import Producer, fault_hub, linked, sized
@@ -54,7 +54,7 @@ def damage(path: Path, kind: str) -> bytes:
 
 @pytest.mark.parametrize("kind", ["random bytes", "cut in half", "wrong fields"])
 async def test_corrupt_credentials_stop_the_daemon_with_78_naming_the_file(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], recorder: Any, kind: str
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, recorder: Any, kind: str
 ) -> None:
     hub = fault_hub(devcloud, tmp_path / "hub")
     path = hub.settings.state_dir / CREDENTIALS
@@ -64,7 +64,7 @@ async def test_corrupt_credentials_stop_the_daemon_with_78_naming_the_file(
     else:
         before = damage(path, kind)
     started = time.monotonic()
-    daemon = await spawn(hub)
+    daemon = await daemons.start(hub)
     code = await daemon.wait_exit(timeout=30)
     took = time.monotonic() - started
     log = daemon.log_text()
@@ -91,7 +91,7 @@ async def test_corrupt_credentials_stop_the_daemon_with_78_naming_the_file(
 
 
 async def _links_with_a_fresh_file(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], name: str, kind: str
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, name: str, kind: str
 ) -> dict[str, Any]:
     """Damage ``name`` in the state dir, start the daemon, use it; what was seen."""
     hub = fault_hub(devcloud, tmp_path / "hub")
@@ -105,7 +105,7 @@ async def _links_with_a_fresh_file(
     store.close()
     damaged = damage(path, kind)
     started = time.monotonic()
-    daemon = await linked(spawn, hub)
+    daemon = await linked(daemons, hub)
     linked_after = time.monotonic() - started
     # A write to each store: a command recorded in the state file, events through the outbox.
     update = {
@@ -132,7 +132,7 @@ async def _links_with_a_fresh_file(
     }
 
 
-def _fresh_row(key: str, scenario: str, data: dict[str, Any], known: str = "") -> Row:
+def _fresh_row(key: str, scenario: str, data: dict[str, Any]) -> Row:
     passed = bool(data["aside"]) and data["aside_kept"] and data["logged"] and not data["lost"]
     return Row(
         key=key,
@@ -144,53 +144,21 @@ def _fresh_row(key: str, scenario: str, data: dict[str, Any], known: str = "") -
         f"{', '.join(data['aside']) or 'NO'}; {data['lost']} of {data['queued']} new events lost",
         goal="links, the damaged file kept aside, an error naming it, 0 lost",
         passed=passed,
-        known=known,
         data=data,
     )
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
-async def test_a_corrupt_state_file_is_moved_aside_and_the_hub_links(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], recorder: Any, kind: str
+@pytest.mark.parametrize("name", [NOTICES, OUTBOX])
+async def test_a_corrupt_state_file_or_outbox_is_moved_aside_and_the_hub_links(
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons, recorder: Any, name: str, kind: str
 ) -> None:
-    data = await _links_with_a_fresh_file(devcloud, tmp_path, spawn, NOTICES, kind)
+    data = await _links_with_a_fresh_file(devcloud, tmp_path, daemons, name, kind)
+    number = 2 if name == NOTICES else 3
     row = _fresh_row(
-        f"state/2-state-file-{kind.replace(' ', '-')}", f"state.sqlite3 damaged ({kind})", data
-    )
-    recorder(row)
-    assert row.passed, row.figure
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 24: a corrupt outbox.sqlite3 at start makes `hublink run` exit 1 "
-    "(a restart every 5 s under the unit); it must be moved aside like the state file",
-)
-@pytest.mark.parametrize("kind", ["random bytes"])
-async def test_a_corrupt_outbox_is_moved_aside_and_the_hub_links(
-    devcloud: DevCloud, tmp_path: Path, spawn: Callable[..., Any], recorder: Any, kind: str
-) -> None:
-    try:
-        data = await _links_with_a_fresh_file(devcloud, tmp_path, spawn, OUTBOX, kind)
-    except (AssertionError, TimeoutError) as err:
-        recorder(
-            Row(
-                key=f"state/3-outbox-{kind.replace(' ', '-')}",
-                scenario=f"outbox.sqlite3 damaged ({kind})",
-                rule="§4: nothing is silently overwritten; the daemon keeps running",
-                iterations=1,
-                figure=f"the daemon never linked: {str(err).splitlines()[0][:120]}",
-                goal="links, the damaged file kept aside, an error naming it, 0 lost",
-                passed=False,
-                known="issue 10 item 24",
-            )
-        )
-        raise
-    row = _fresh_row(
-        f"state/3-outbox-{kind.replace(' ', '-')}",
-        f"outbox.sqlite3 damaged ({kind})",
+        f"state/{number}-{name.split('.', maxsplit=1)[0]}-{kind.replace(' ', '-')}",
+        f"{name} damaged ({kind})",
         data,
-        known="issue 10 item 24",
     )
     recorder(row)
     assert row.passed, row.figure

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.config import TunnelSettings, WebSocketSettings
 from hublink.devcloud import DevCloud
+from support.cloud import make_hub_env
 from support.daemon import HublinkProcess
-from support.devcloud import make_hub_env
 from support.fleet import write_fleet_file
 from support.polling import wait_until
 from support.reliability import Row

@@ -12,27 +12,17 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from support.daemon import HublinkProcess
-from support.devcloud import HubEnv
+from support.cloud import HubEnv
+from support.daemon import Daemons, HublinkProcess
 from support.polling import wait_until
+from support.processes import is_alive as alive
 from support.reliability import Row
 from support.scenario import SLACK, sized
-from support.tunnel import (
-    FAST_RESTART,
-    HELLO,
-    alive,
-    fetch_eventually,
-    frp_cloud,
-    hub_app,
-    tunnel_hub,
-)
-
-__all__ = ["frp_cloud", "hub_app", "tunnel_hub"]  # fixtures, imported for pytest
+from support.tunnel import FAST_RESTART, HELLO, fetch_eventually
 
 pytestmark = [pytest.mark.faults, pytest.mark.frp, pytest.mark.timeout(sized(120, 600))]
 
@@ -61,9 +51,9 @@ def _link_drops(hub: HubEnv) -> int:
 
 
 async def test_frpc_killed_again_and_again_is_restarted_every_time(
-    tunnel_hub: HubEnv, spawn: Callable[..., Any], recorder: Any
+    tunnel_hub: HubEnv, daemons: Daemons, recorder: Any
 ) -> None:
-    daemon = await spawn(tunnel_hub)
+    daemon = await daemons.start(tunnel_hub)
     await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected", timeout=30)
     pid = await _tunnel_up(daemon, tunnel_hub)
     kills = sized(5, 20)
@@ -104,11 +94,11 @@ async def test_frpc_killed_again_and_again_is_restarted_every_time(
 
 
 async def test_frps_down_for_a_while_then_the_tunnel_comes_back_by_itself(
-    tunnel_hub: HubEnv, spawn: Callable[..., Any], recorder: Any
+    tunnel_hub: HubEnv, daemons: Daemons, recorder: Any
 ) -> None:
     frps = tunnel_hub.cloud.frps
     assert frps is not None
-    daemon = await spawn(tunnel_hub)
+    daemon = await daemons.start(tunnel_hub)
     await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected", timeout=30)
     await _tunnel_up(daemon, tunnel_hub)
     down_for = FRPS_DOWN
@@ -150,14 +140,14 @@ async def test_frps_down_for_a_while_then_the_tunnel_comes_back_by_itself(
 
 
 async def test_the_daemon_killed_leaves_no_frpc_and_a_restart_works(
-    tunnel_hub: HubEnv, spawn: Callable[..., Any], recorder: Any
+    tunnel_hub: HubEnv, daemons: Daemons, recorder: Any
 ) -> None:
     iterations = sized(1, 5)
     orphans = 0
     restarts: list[float] = []
     orphan_waits: list[float] = []
     for _ in range(iterations):
-        daemon = await spawn(tunnel_hub)
+        daemon = await daemons.start(tunnel_hub)
         await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected", timeout=30)
         pid = await _tunnel_up(daemon, tunnel_hub)
         killed_at = time.monotonic()
@@ -170,7 +160,7 @@ async def test_the_daemon_killed_leaves_no_frpc_and_a_restart_works(
             os.kill(pid, signal.SIGKILL)
         orphan_waits.append(time.monotonic() - killed_at)
         started = time.monotonic()
-        again = await spawn(tunnel_hub)
+        again = await daemons.start(tunnel_hub)
         await again.wait_status(lambda s: s["websocket"]["state"] == "connected", timeout=30)
         await _tunnel_up(again, tunnel_hub)
         restarts.append(time.monotonic() - started)

@@ -7,7 +7,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +24,6 @@ from hublink.link.messages import (
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from support.polling import wait_until
-
-wait_for = partial(wait_until, timeout=20.0)
 
 
 def hook(folder: Path, name: str, body: str) -> str:
@@ -106,7 +103,7 @@ async def test_hook_runs_with_the_message(harness: Harness, tmp_path: Path) -> N
     sent = {**json.loads(UPDATE), "release_notes": {"en": "faster"}}
     del sent["current_version"]
     dispatcher.dispatch(parse_inbound(json.dumps(sent)))
-    await wait_for(out.exists)
+    await wait_until(out.exists, timeout=20.0)
     assert json.loads(out.read_text()) == sent
 
 
@@ -118,7 +115,7 @@ async def test_hook_gets_the_message_exactly_as_sent(harness: Harness, tmp_path:
     dispatcher = await harness.start(hooks={"user_revoked": (command,)})
     sent = {"type": "user_revoked", "user_id": 42, "email": " u@shop.example ", "reason": "left"}
     dispatcher.dispatch(parse_inbound(json.dumps(sent)))
-    await wait_for(out.exists)
+    await wait_until(out.exists, timeout=20.0)
     got = json.loads(out.read_text())
     assert got == sent
     assert type(got["user_id"]) is int
@@ -133,7 +130,9 @@ async def test_hanging_hook_never_blocks_dispatch(harness: Harness, tmp_path: Pa
         dispatcher.dispatch(parse_inbound(frame(type="user_revoked", user_id=f"u{n}")))
     assert time.perf_counter() - before < 0.5
     # The hooks hang (4 at a time); the loop keeps turning and records keep landing.
-    await wait_for(lambda: started.exists() and len(started.read_text().split()) == 4)
+    await wait_until(
+        lambda: started.exists() and len(started.read_text().split()) == 4, timeout=20.0
+    )
     ticks = 0
     for _ in range(10):
         await asyncio.sleep(0.01)
@@ -173,7 +172,7 @@ async def test_a_failing_handler_does_not_end_run(harness: Harness) -> None:
 async def test_backup_without_runner_answers_backup_failed(harness: Harness) -> None:
     dispatcher = await harness.start()
     dispatcher.dispatch(parse_inbound(frame(type="backup_request", requested_by="owner@x")))
-    await wait_for(harness.outbox.wakeup.is_set)
+    await wait_until(harness.outbox.wakeup.is_set, timeout=20.0)
     (answer,) = await harness.queued()
     assert answer["type"] == "backup_failed"
     assert answer["error"] == NO_BACKUP_RUNNER
@@ -201,7 +200,7 @@ async def test_backup_runner_result_is_queued(harness: Harness) -> None:
     dispatcher.dispatch(parse_inbound(frame(type="backup_request", requested_by="owner")))
     dispatcher.dispatch(parse_inbound(REVOKED))  # not held up by the backup
     assert harness.store.snapshot()["revoked_users"]
-    await wait_for(harness.outbox.wakeup.is_set)
+    await wait_until(harness.outbox.wakeup.is_set, timeout=20.0)
     (answer,) = await harness.queued()
     assert calls == ["owner"]
     assert (answer["type"], answer["backup_id"], answer["size"]) == ("backup_completed", "b-7", 42)
@@ -215,7 +214,7 @@ async def test_backup_runner_crash_still_answers(harness: Harness) -> None:
     dispatcher = await harness.start(backup=backup)
     with capture_logs():
         dispatcher.dispatch(parse_inbound(frame(type="backup_request", requested_by="o")))
-        await wait_for(harness.outbox.wakeup.is_set)
+        await wait_until(harness.outbox.wakeup.is_set, timeout=20.0)
     (answer,) = await harness.queued()
     assert answer["type"] == "backup_failed"
     assert "disk on fire" in answer["error"]
@@ -232,7 +231,7 @@ async def test_jobs_dispatched_before_run_starts_are_kept(tmp_path: Path) -> Non
     assert dispatcher.active_jobs == 1
     task = asyncio.create_task(dispatcher.run())
     try:
-        await wait_for(outbox.wakeup.is_set)
+        await wait_until(outbox.wakeup.is_set, timeout=20.0)
         assert [json.loads(i.frame)["requested_by"] for i in await outbox.peek(10)] == ["early"]
     finally:
         task.cancel()
@@ -299,16 +298,16 @@ async def test_a_second_backup_request_is_answered_by_the_runner_at_once(harness
 
     dispatcher = await harness.start(backup=backup)
     dispatcher.dispatch(parse_inbound(frame(type="backup_request", requested_by="first")))
-    await wait_for(lambda: running)
+    await wait_until(lambda: running, timeout=20.0)
     dispatcher.dispatch(parse_inbound(frame(type="backup_request", requested_by="second")))
-    await wait_for(harness.outbox.wakeup.is_set)
+    await wait_until(harness.outbox.wakeup.is_set, timeout=20.0)
     (refused,) = await harness.queued()
     assert (refused["type"], refused["requested_by"]) == ("backup_failed", "second")
     assert refused["error"] == "a backup is already running"
     harness.store.flush()
     assert harness.store.snapshot()["last_backup"] is None  # a refusal is no backup
     release.set()
-    await wait_for(lambda: dispatcher.active_jobs == 0)
+    await wait_until(lambda: dispatcher.active_jobs == 0, timeout=20.0)
     answers = await harness.queued()
     assert [a["type"] for a in answers] == ["backup_failed", "backup_completed"]
     harness.store.flush()
@@ -322,7 +321,7 @@ async def test_a_message_during_shutdown_waits_for_the_next_run(
     command = hook(tmp_path, "hang", f"echo $$ > {started}\nexec sleep 300\n")
     dispatcher = await harness.start(hooks={"user_revoked": (command,)})
     dispatcher.dispatch(parse_inbound(REVOKED))
-    await wait_for(started.exists)
+    await wait_until(started.exists, timeout=20.0)
     assert harness.task is not None
     harness.task.cancel()
     await asyncio.sleep(0)  # the TaskGroup is now killing the hook
@@ -334,5 +333,5 @@ async def test_a_message_during_shutdown_waits_for_the_next_run(
     assert dispatcher.active_jobs == 1
     # A restarted run() (the daemon's supervisor does that) answers it.
     harness.task = asyncio.create_task(dispatcher.run())
-    await wait_for(harness.outbox.wakeup.is_set)
+    await wait_until(harness.outbox.wakeup.is_set, timeout=20.0)
     assert [a["requested_by"] for a in await harness.queued()] == ["late"]

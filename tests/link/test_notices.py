@@ -50,7 +50,13 @@ def installed(plugin: str, version: str) -> PluginInstalled:
 
 def test_empty_store_does_not_create_files(tmp_path: Path) -> None:
     store = StateStore.load(tmp_path / "state")
-    assert store.snapshot() == {"plugin_updates": [], "revoked_users": [], "last_backup": None}
+    assert store.snapshot() == {
+        "plugin_updates": [],
+        "revoked_users": [],
+        "revoked_users_dropped": 0,
+        "last_backup": None,
+        "last_completed_backup": None,
+    }
     store.close()
     assert not (tmp_path / "state").exists()
 
@@ -218,7 +224,7 @@ def test_clearing_on_a_fresh_hub_creates_no_file(tmp_path: Path) -> None:
 def test_snapshots_never_lose_a_record_while_the_writer_commits(tmp_path: Path) -> None:
     import threading
 
-    store = StateStore.load(tmp_path)
+    store = StateStore.load(tmp_path, max_revoked_users=20000)
     users = [revoked(f"u{n}") for n in range(10000)]
     done = threading.Event()
 
@@ -238,3 +244,77 @@ def test_snapshots_never_lose_a_record_while_the_writer_commits(tmp_path: Path) 
     store.flush()
     assert len(store.snapshot()["revoked_users"]) == 10000
     store.close()
+
+
+# --- notices belong to a hub (issue 10 item 16) ----------------------------------------
+
+
+def test_another_hubs_notices_are_not_shown_and_the_first_write_clears_them(
+    tmp_path: Path,
+) -> None:
+    old = StateStore.load(tmp_path, hub_id="hub-a")
+    old.record_user_revoked(revoked("u1"))
+    old.record_plugin_update(update("inventory", "2.0"))
+    old.record_backup(BackupFailed(error="no room", requested_by="cloud"))
+    old.close()
+    # Re-registered as hub-b: nothing of hub-a is this hub's news, even before a write.
+    new = StateStore.load(tmp_path, hub_id="hub-b")
+    assert new.snapshot()["revoked_users"] == []
+    assert new.snapshot()["last_backup"] is None
+    new.record_user_revoked(revoked("u2"))
+    new.close()
+    # Written: hub-a's records are gone from the file, whoever reads it.
+    anyone = StateStore.load(tmp_path)
+    snapshot = anyone.snapshot()
+    anyone.close()
+    assert [u["user_id"] for u in snapshot["revoked_users"]] == ["u2"]
+    assert snapshot["plugin_updates"] == []
+    assert snapshot["last_backup"] is None
+
+
+def test_binding_a_running_store_to_a_new_hub_clears_at_once(tmp_path: Path) -> None:
+    store = StateStore.load(tmp_path, hub_id="hub-a")
+    store.record_user_revoked(revoked("u1"))
+    store.flush()
+    store.bind_hub("hub-b")
+    assert store.snapshot()["revoked_users"] == []
+    store.record_user_revoked(revoked("u2"))
+    store.close()
+    again = StateStore.load(tmp_path, hub_id="hub-b")
+    assert [u["user_id"] for u in again.snapshot()["revoked_users"]] == ["u2"]
+    again.close()
+
+
+def test_a_store_written_before_hubs_were_named_is_adopted(tmp_path: Path) -> None:
+    legacy = StateStore.load(tmp_path)
+    legacy.record_user_revoked(revoked("u1"))
+    legacy.close()
+    store = StateStore.load(tmp_path, hub_id="hub-a")
+    assert [u["user_id"] for u in store.snapshot()["revoked_users"]] == ["u1"]
+    store.record_user_revoked(revoked("u2"))
+    store.close()
+    again = StateStore.load(tmp_path, hub_id="hub-a")
+    assert [u["user_id"] for u in again.snapshot()["revoked_users"]] == ["u1", "u2"]
+    again.close()
+
+
+# --- the revoked-user list is bounded (issue 10 item 27) --------------------------------
+
+
+def test_only_the_latest_revocations_are_kept_and_the_rest_counted(tmp_path: Path) -> None:
+    store = StateStore.load(tmp_path, hub_id="hub-a", max_revoked_users=100)
+    for n in range(2011):
+        store.record_user_revoked(revoked(f"u{n}"))
+    live = store.snapshot()  # some still pending: cut the same way
+    assert len(live["revoked_users"]) == 100
+    assert live["revoked_users_dropped"] == 1911
+    store.close()
+    again = StateStore.load(tmp_path, hub_id="hub-a", max_revoked_users=100)
+    snapshot = again.snapshot()
+    assert [u["user_id"] for u in snapshot["revoked_users"]] == [f"u{n}" for n in range(1911, 2011)]
+    assert snapshot["revoked_users_dropped"] == 1911
+    # A user revoked again replaces their entry; it is not a new one.
+    again.record_user_revoked(revoked("u2010", reason="again"))
+    again.flush()
+    assert again.snapshot()["revoked_users_dropped"] == 1911
+    again.close()

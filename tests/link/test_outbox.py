@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from hublink.errors import OutboxError, OutboxFullError
+from hublink.errors import EventTooLargeError, OutboxError, OutboxFullError
 from hublink.link.messages import PluginInstalled, UserSync, validate_event
-from hublink.link.outbox import AsyncOutbox, Outbox
+from hublink.link.outbox import AsyncOutbox, Outbox, OutboxCounts
+from support.polling import wait_until
 
 
 def plugin_event(n: int) -> PluginInstalled:
@@ -148,10 +150,122 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
         Outbox.open(blocker / "sub")
 
 
-def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+def test_not_a_database_is_a_clear_error_when_only_looking(tmp_path: Path) -> None:
     (tmp_path / "outbox.sqlite3").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(OutboxError, match=r"outbox\.sqlite3: file is not a database"):
-        Outbox.open(tmp_path)
+        Outbox.open(tmp_path, repair=False)
+    assert (tmp_path / "outbox.sqlite3").read_bytes() == b"this is not sqlite" * 100
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [os.urandom(4096), b"this is not sqlite" * 100, b"SQLite format 3\x00" + os.urandom(4080)],
+    ids=["random", "text", "damaged-header"],
+)
+def test_a_corrupt_outbox_is_moved_aside_and_a_fresh_one_takes_its_place(
+    tmp_path: Path, garbage: bytes
+) -> None:
+    # Issue 10 item 24: `head -c 4096 /dev/urandom > outbox.sqlite3` kept the daemon down.
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(garbage)
+    with capture_logs() as logs:
+        outbox = Outbox.open(tmp_path)
+    [aside] = sorted(tmp_path.glob("outbox.sqlite3.corrupt-*[0-9]Z"))
+    assert aside.read_bytes() == garbage  # nothing lost: kept for inspection
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    [error] = [e for e in logs if e["log_level"] == "error"]
+    assert error["moved_to"] == str(aside)
+    assert "outbox" in error["event"]
+    outbox.put(plugin_event(1))
+    assert outbox.counts() == OutboxCounts(pending=1, dead_letters=0, quarantined=1)
+    outbox.close()
+    # A second start finds a good outbox and moves nothing.
+    again = Outbox.open(tmp_path)
+    assert again.counts().quarantined == 1
+    assert again.pending() == 1
+    again.close()
+
+
+def test_another_programs_database_in_place_of_the_outbox_is_moved_aside_untouched(
+    tmp_path: Path,
+) -> None:
+    # Found by the fault suite: hublink added its tables to it and kept using it.
+    path = tmp_path / "outbox.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY, total REAL)")
+        db.execute("INSERT INTO sales (total) VALUES (9.5)")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(OutboxError, match=r"another program's tables \(sales\), no 'events'"):
+        Outbox.open(tmp_path, repair=False)
+    assert path.read_bytes() == before
+    outbox = Outbox.open(tmp_path)
+    [aside] = sorted(tmp_path.glob("outbox.sqlite3.corrupt-*[0-9]Z"))
+    assert aside.read_bytes() == before  # not a byte written, not even its journal mode
+    outbox.put(plugin_event(1))
+    assert outbox.counts() == OutboxCounts(pending=1, dead_letters=0, quarantined=1)
+    outbox.close()
+
+
+def test_an_empty_file_is_an_outbox_cut_short_not_a_stranger(tmp_path: Path) -> None:
+    (tmp_path / "outbox.sqlite3").write_bytes(b"")
+    outbox = Outbox.open(tmp_path)
+    outbox.put(plugin_event(1))
+    assert outbox.counts() == OutboxCounts(pending=1, dead_letters=0, quarantined=0)
+    outbox.close()
+
+
+def test_an_event_over_max_event_size_is_refused_when_queued(tmp_path: Path) -> None:
+    # Issue 10 item 10: a 1.84 MB user_sync was accepted, then refused by the Cloud forever.
+    users = [
+        {"cloud_user_id": f"u{n}", "email": f"cajero{n}@example.com", "last_activity": None}
+        for n in range(16000)
+    ]
+    event = validate_event("user_sync", {"users": users})
+    outbox = Outbox.open(tmp_path)
+    with pytest.raises(EventTooLargeError) as caught:
+        outbox.put(event)
+    assert caught.value.exit_code == 2
+    assert "over outbox.max_event_size = 1000000" in caught.value.message
+    assert caught.value.problems[0].startswith("(event): ")
+    assert outbox.pending() == 0
+    small = Outbox.open(tmp_path / "small", max_event_size=2048)
+    with pytest.raises(EventTooLargeError):
+        small.put(validate_event("user_sync", {"users": users[:30]}))
+    small.put(validate_event("user_sync", {"users": users[:3]}))
+    assert small.pending() == 1
+    small.close()
+    outbox.close()
+
+
+def test_an_event_set_aside_leaves_the_queue_and_is_counted(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path)
+    ids = [outbox.put(plugin_event(n)) for n in range(3)]
+    first, *_ = outbox.peek(10)
+    outbox.mark_sent([first.seq])
+    outbox.mark_sent([first.seq])
+    assert outbox.peek(1)[0].attempts == 2
+    outbox.dead_letter(first.seq, "the Cloud drops the link for it")
+    assert [item.id for item in outbox.peek(10)] == ids[1:]
+    assert outbox.counts() == OutboxCounts(pending=2, dead_letters=1, quarantined=0)
+    outbox.close()
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+        row = conn.execute("SELECT id, attempts, reason FROM dead_letters").fetchone()
+    assert row == (ids[0], 2, "the Cloud drops the link for it")
+
+
+def test_an_outbox_made_before_sends_were_counted_is_upgraded(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "outbox.sqlite3") as conn:
+        conn.execute(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,"
+            " type TEXT NOT NULL, frame TEXT NOT NULL, queued_at REAL NOT NULL)"
+        )
+        conn.execute("INSERT INTO events (id, type, frame, queued_at) VALUES ('a', 't', '{}', 0)")
+    outbox = Outbox.open(tmp_path)
+    [item] = outbox.peek(10)
+    assert (item.id, item.attempts) == ("a", 0)
+    assert outbox.pending() == 1
+    outbox.close()
 
 
 def _python(code: str, *args: str) -> list[str]:
@@ -211,12 +325,15 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     # This process drains meanwhile, as the daemon would.
     outbox = Outbox.open(tmp_path)
     seen: list[str] = []
-    deadline = time.monotonic() + 45
-    while len(seen) < 2 * count and time.monotonic() < deadline:
+
+    def drain() -> bool:
         items = outbox.peek(50)
-        seen += [json.loads(item.frame)["plugin_id"] for item in items]
+        seen.extend(json.loads(item.frame)["plugin_id"] for item in items)
         if items:
             outbox.ack(items[-1].seq)
+        return len(seen) >= 2 * count
+
+    asyncio.run(wait_until(drain, timeout=45, what="both writers' events"))
     assert [proc.wait(timeout=30) for proc in procs] == [0, 0]
     assert len(seen) == 2 * count
     for name in ("a", "b"):

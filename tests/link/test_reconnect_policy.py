@@ -21,7 +21,7 @@ from hublink.link.dispatch import Dispatcher
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
-from support.devcloud import HubEnv, make_hub_env
+from support.cloud import HubEnv, make_hub_env
 from support.polling import wait_until
 
 
@@ -141,3 +141,53 @@ async def test_going_away_after_failures_still_waits_within_the_spread_window(
     await cloud.close_hub(link.hub.hub_id, code=1013)
     await wait_until(lambda: link.live.link.state == "backoff", what="backoff")
     assert 1.3 <= link.announced_delay() <= 1.5
+
+
+async def test_drops_right_after_a_send_grow_the_backoff(policy_hub: HubEnv) -> None:
+    # Issue 10 item 10: a Cloud that drops the link for one event saw 163 handshakes
+    # in 30 s, each after the spread delay only. Now: a growing backoff, then the
+    # event is set aside and the link holds.
+    from hublink.link.messages import validate_event
+    from hublink.link.outbox import MAX_DELIVERY_ATTEMPTS
+
+    cloud = policy_hub.cloud
+    cloud.max_frame_size = 4096
+    settings = policy_hub.settings
+    users = [{"cloud_user_id": f"u{n}", "email": f"u{n}@example.com"} for n in range(200)]
+    store = StateStore.load(settings.state_dir)
+    outbox = await AsyncOutbox.open(settings.state_dir, settings.outbox.max_pending)
+    await outbox.put(validate_event("user_sync", {"users": users}))
+    live = LiveState()
+    delays: list[float] = []
+
+    def note() -> None:
+        at = live.link.next_attempt_at
+        if live.link.state == "backoff" and at is not None:
+            delays.append((at - datetime.now(at.tzinfo)).total_seconds())
+
+    live.subscribe(note)
+    link = Link(
+        settings,
+        policy_hub.creds,
+        live,
+        outbox,
+        Dispatcher(settings, store, outbox),
+        rand=lambda: 1.0,
+    )
+    task = asyncio.ensure_future(link.run())
+    try:
+        await wait_until(
+            lambda: live.link.state == "connected" and outbox.sync.counts().dead_letters == 1,
+            timeout=30,
+            what="the event set aside",
+        )
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await outbox.close()
+        await store.aclose()
+    # rand = 1: the top of each window, 0.1, 0.2, 0.4 … s, never the spread's 1.5 s.
+    assert len(delays) == MAX_DELIVERY_ATTEMPTS
+    assert delays == sorted(delays)
+    assert delays[-1] >= 4 * delays[0] > 0.3

@@ -1,17 +1,13 @@
-"""Helpers of the backup and restore tests: real SQLite files, a real writer process, the CLIs."""
+"""Backup and restore helpers: real SQLite files, a real writer process, the standard tools."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
 
 #: A Hub application stand-in: commits one row per transaction, as fast as it
 #: can, and keeps ``counter.n`` equal to the number of rows, so a snapshot that
@@ -48,7 +44,7 @@ def make_database(
         conn.close()
 
 
-def committed_rows(path: Path) -> int:
+def count_committed_rows(path: Path) -> int:
     """The number of rows committed right now, read the way any other reader would."""
     conn = sqlite3.connect(path, timeout=30)
     try:
@@ -57,7 +53,7 @@ def committed_rows(path: Path) -> int:
         conn.close()
 
 
-def database_facts(path: Path) -> tuple[str, int, int, int]:
+def read_database_facts(path: Path) -> tuple[str, int, int, int]:
     """``(integrity_check, rows, max id, counter)`` of a restored database."""
     conn = sqlite3.connect(path)
     try:
@@ -84,29 +80,7 @@ def writer_process(path: Path, journal_mode: str) -> Iterator[subprocess.Popen[b
             proc.wait()
 
 
-def wait_until(condition: Callable[[], bool], *, timeout: float = 20.0, what: str = "") -> None:
-    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.02)
-
-
-def run_hublink(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real ``hublink`` CLI in a child process with the test's environment."""
-    return subprocess.run(
-        [sys.executable, "-m", "hublink", *args],
-        input=stdin.decode() if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=os.environ.copy(),
-        check=False,
-    )
-
-
-def age_zstd_restore(age_bin: str, identity: Path, backup: Path, output: Path) -> None:
+def restore_with_age_and_zstd(age_bin: str, identity: Path, backup: Path, output: Path) -> None:
     """The contract's recipe with the standard tools: ``age -d -i KEY FILE | zstd -d > DB``."""
     with output.open("wb") as out:
         age = subprocess.Popen(
@@ -119,7 +93,7 @@ def age_zstd_restore(age_bin: str, identity: Path, backup: Path, output: Path) -
         assert zstd.returncode == 0, "zstd -d failed"
 
 
-def temp_leftovers(folder: Path) -> list[str]:
+def list_temp_leftovers(folder: Path) -> list[str]:
     """Backup temporaries (snapshots, ciphertexts) left in ``folder``."""
     return sorted(
         p.name for p in folder.iterdir() if ".tmp" in p.name or p.name.endswith(".snapshot")

@@ -25,6 +25,7 @@ Why these nspawn options:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -38,6 +39,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+from support.polling import wait_until
+from support.timing import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Where the stage folder appears inside the container (read-only).
@@ -56,7 +60,7 @@ class BoxError(AssertionError):
     """A command inside failed, or a wait ran out; the message says what and shows the output."""
 
 
-def wait_for(
+def wait_in_box(
     predicate: Callable[[], T | Literal[False] | None],
     timeout: float,
     what: str,
@@ -64,18 +68,17 @@ def wait_for(
 ) -> T:
     """Poll ``predicate`` until it returns something truthy, and return that.
 
+    :func:`support.polling.wait_until`, for these synchronous tests.
+
     Raises:
-        BoxError: ``timeout`` seconds passed first; the message names ``what``
-            and adds ``why()`` (a journal tail, say).
+        BoxError: ``timeout`` (scaled) seconds passed first; the message names
+            ``what`` and adds ``why()`` (a journal tail, say).
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise BoxError(f"waited {timeout} s for {what}, in vain\n{why()}")
-        time.sleep(0.1)
+    try:
+        found: T = asyncio.run(wait_until(predicate, timeout, what, poll=0.1))
+    except TimeoutError:
+        raise BoxError(f"waited {scaled(timeout):g} s for {what}, in vain\n{why()}") from None
+    return found
 
 
 # --- on the host: what the container installs -------------------------------
@@ -157,7 +160,7 @@ def build_wheel(out_dir: Path, wheelhouse: Path, scratch: Path) -> Path:
     return wheels[0]
 
 
-def system_python_version() -> str:
+def find_system_python_version() -> str:
     """``X.Y`` of Debian's Python, which the container's venv uses."""
     done = subprocess.run(
         [SYSTEM_PYTHON, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
@@ -276,7 +279,7 @@ print(json.dumps([status, text]))
         return ""
 
 
-def _children(pid: int) -> list[int]:
+def _find_children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -288,7 +291,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def nspawn_command(stage_dir: Path, machine: str) -> list[str]:
+def make_nspawn_command(stage_dir: Path, machine: str) -> list[str]:
     """The systemd-nspawn command line (see the module's docstring for why each option)."""
     return [
         "systemd-nspawn",
@@ -311,7 +314,7 @@ def nspawn_command(stage_dir: Path, machine: str) -> list[str]:
     ]
 
 
-def own_cgroups(name: str) -> list[Path]:
+def find_own_cgroups(name: str) -> list[Path]:
     """New cgroups ``name`` below this process's own, one per hierarchy systemd uses.
 
     With ``--keep-unit`` and no machined, nspawn puts the container in its
@@ -357,7 +360,7 @@ def booted(stage_dir: Path, console: Path) -> Iterator[Box]:
     """Boot the container; halt it (or kill it) on the way out, whatever happened."""
     started = time.monotonic()
     name = f"unitboot-{os.getpid()}-{time.monotonic_ns() % 10**6}"
-    cgroups = own_cgroups(name)
+    cgroups = find_own_cgroups(name)
     try:
         with _booted(stage_dir, console, name, cgroups, started) as box:
             yield box
@@ -372,7 +375,7 @@ def _booted(
     join = ["/bin/sh", "-c", JOIN_THEN_EXEC, "sh", *map(str, cgroups), "--"]
     with console.open("wb") as out:
         nspawn = subprocess.Popen(
-            [*join, *nspawn_command(stage_dir, name)],
+            [*join, *make_nspawn_command(stage_dir, name)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -385,10 +388,10 @@ def _booted(
         def leader() -> int | None:
             if nspawn.poll() is not None:
                 raise BoxError(f"systemd-nspawn exited {nspawn.returncode}:\n{console.read_text()}")
-            kids = _children(nspawn.pid)
+            kids = _find_children(nspawn.pid)
             return kids[0] if kids else None
 
-        pid = wait_for(leader, BOOT_TIMEOUT, "systemd-nspawn's container", lambda: "")
+        pid = wait_in_box(leader, BOOT_TIMEOUT, "systemd-nspawn's container", lambda: "")
         box = Box(nspawn=nspawn, leader=pid, console=console)
 
         def booted_state() -> str | None:
@@ -396,7 +399,7 @@ def _booted(
             state = done.stdout.strip()
             return state if state in ("running", "degraded") else None
 
-        state = wait_for(booted_state, BOOT_TIMEOUT, "the container's boot", box.console_tail)
+        state = wait_in_box(booted_state, BOOT_TIMEOUT, "the container's boot", box.console_tail)
         if state == "degraded":
             failed = box.run(["systemctl", "--failed", "--no-legend"], check=False).stdout
             raise BoxError(f"the container booted degraded:\n{failed}\n{box.journal('-b')}")

@@ -97,22 +97,22 @@ class FakeDaemon:
         )
 
 
-def origin(client: TestClient[Any, Any]) -> str:
+def make_origin(client: TestClient[Any, Any]) -> str:
     """The page's own origin, as a browser would send it."""
     return f"http://{client.host}:{client.port}"
 
 
-def csrf_of(html: str) -> str:
+def find_csrf_token(html: str) -> str:
     """The CSRF token a rendered page carries."""
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found, "the page has no CSRF token"
     return found.group(1)
 
 
-async def page_token(client: TestClient[Any, Any]) -> str:
+async def fetch_csrf_token(client: TestClient[Any, Any]) -> str:
     """The CSRF token of the current session's page."""
     response = await client.get("/")
-    return csrf_of(await response.text())
+    return find_csrf_token(await response.text())
 
 
 async def post(
@@ -126,6 +126,6 @@ async def post(
 ) -> Any:
     """POST a form the way the page does: its origin and its CSRF token."""
     fields = dict(data or {})
-    fields.setdefault("csrf_token", token if token is not None else await page_token(client))
-    sent = {"Origin": origin(client), **(headers or {})}
+    fields.setdefault("csrf_token", token if token is not None else await fetch_csrf_token(client))
+    sent = {"Origin": make_origin(client), **(headers or {})}
     return await client.post(path, data=fields, headers=sent, allow_redirects=follow)

@@ -1,6 +1,6 @@
 """Measuring a fault: events queued through it, and when the hub noticed and recovered.
 
-    daemon = await linked(spawn, hub)                  # a daemon, link up and beating
+    daemon = await linked(daemons, hub)                  # a daemon, link up and beating
     watch = await LinkWatch(daemon).start()            # samples websocket.state
     async with Producer(hub) as events:                # queues user_sync events all along
         fault_at = watch.now()
@@ -30,27 +30,29 @@ from hublink.devcloud import DevCloud
 from hublink.link.events import queue_event
 from hublink.link.notices import StateStore
 from hublink.link.outbox import Outbox
-from support.daemon import HublinkProcess
-from support.devcloud import HubEnv, make_hub_env
+from support.cloud import HubEnv, make_hub_env
+from support.daemon import Daemons, HublinkProcess
 from support.polling import POLL
 from support.reliability import run_form
+from support.timing import scaled
 
 #: Link timings of the fault suite: a silent link is found within
 #: ping_interval + ping_timeout (1.5 s); a lost one comes back within the spread.
+#: Stretched by ``HUBLINK_TEST_TIME_FACTOR`` like every timing the tests choose.
 FAULT_WEBSOCKET: dict[str, float] = {
-    "heartbeat_interval": 0.2,
-    "reconnect_min": 0.1,
-    "reconnect_max": 1.0,
-    "reconnect_spread": 0.5,
-    "unauthorized_retry": 1.0,
-    "ping_interval": 0.5,
-    "ping_timeout": 1.0,
+    "heartbeat_interval": scaled(0.2),
+    "reconnect_min": scaled(0.1),
+    "reconnect_max": scaled(1.0),
+    "reconnect_spread": scaled(0.5),
+    "unauthorized_retry": scaled(1.0),
+    "ping_interval": scaled(0.5),
+    "ping_timeout": scaled(1.0),
 }
 
 #: What the daemon logs when it gives a link up (connection.py, ``_wait_after``).
 LINK_LOST = "link lost; reconnecting"
 #: What a shared 2-core box adds to any timing goal: scheduling, polling, process start.
-SLACK = 1.0
+SLACK = scaled(1.0)
 
 
 def full_size() -> bool:
@@ -84,9 +86,9 @@ def fault_hub(
     return HubEnv(settings=settings, creds=hub.creds, cloud=cloud)
 
 
-async def linked(spawn: Callable[..., Any], hub: HubEnv, **kwargs: Any) -> HublinkProcess:
+async def linked(daemons: Daemons, hub: HubEnv, **kwargs: Any) -> HublinkProcess:
     """Start a daemon for ``hub`` and wait until its link is up and beating."""
-    daemon: HublinkProcess = await spawn(hub, **kwargs)
+    daemon: HublinkProcess = await daemons.start(hub, **kwargs)
     await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected", timeout=30)
     await hub.cloud.wait_for(lambda: bool(hub.cloud.heartbeats(hub.hub_id)), timeout=30)
     return daemon
@@ -157,7 +159,7 @@ class Producer:
         }
         settings = self.hub.settings
         if self.via == "send":
-            outbox = Outbox.open(settings.state_dir, settings.outbox.max_pending)
+            outbox = Outbox.for_settings(settings)
             notices = StateStore.load(settings.state_dir)
             try:
                 event_id = queue_event(outbox, notices, "user_sync", data)
@@ -345,8 +347,8 @@ async def back_online(hub: HubEnv, since: float, timeout: float = 30.0) -> float
 
 
 async def within(probe: Callable[[], Any], timeout: float) -> Any:
-    """``probe()``'s first truthy value within ``timeout`` seconds, or None."""
-    deadline = time.monotonic() + timeout
+    """``probe()``'s first truthy value within ``timeout`` seconds (scaled), or None."""
+    deadline = time.monotonic() + scaled(timeout)
     while not (value := probe()):
         if time.monotonic() >= deadline:
             return None
@@ -355,7 +357,7 @@ async def within(probe: Callable[[], Any], timeout: float) -> Any:
 
 
 async def _poll(probe: Any, timeout: float, what: str, period: float = POLL) -> float:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         value = probe()
         if value is not None:

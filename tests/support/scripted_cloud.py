@@ -161,7 +161,7 @@ class Signer:
         return Canned(json=body, headers=headers)
 
 
-def registration(**overrides: Any) -> dict[str, Any]:
+def make_registration(**overrides: Any) -> dict[str, Any]:
     """A valid register answer, with ``overrides`` applied (None removes a field)."""
     body: dict[str, Any] = {
         "hub_id": "7f1c4a1e-2b1d-4c39-9a57-0d9b8e1f2a33",
@@ -178,13 +178,13 @@ def registration(**overrides: Any) -> dict[str, Any]:
 
 
 @functools.cache
-def shared_signer() -> Signer:
+def get_shared_signer() -> Signer:
     """One key pair for the whole run: RSA key generation costs ~0.1 s each."""
     return Signer()
 
 
 @pytest.fixture
-async def scripted() -> AsyncIterator[ScriptedCloud]:
+async def scripted_cloud() -> AsyncIterator[ScriptedCloud]:
     """A :class:`ScriptedCloud` on a free loopback port, stopped afterwards."""
     cloud = ScriptedCloud()
     await cloud.start()

@@ -3,7 +3,7 @@
     async def test_x(frp_cloud: DevCloud, hub_app: int, tunnel_hub: HubEnv) -> None:
         live = LiveState()
         async with running(TunnelSupervisor(tunnel_hub.settings, tunnel_hub.creds, live)):
-            await wait_for(lambda: live.tunnel.state == "running")
+            await wait_until(lambda: live.tunnel.state == "running", FRP_PATIENCE)
 
 Every port is a free loopback port; tunnel ports come from a free range given
 to the Cloud as its ``port_range`` (frps's ``allowPorts``).
@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import time
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,50 +24,17 @@ from aiohttp import web
 from hublink.config import HubSettings, TunnelSettings
 from hublink.devcloud import DevCloud
 from hublink.tunnel.supervisor import TunnelSupervisor
-from support.devcloud import HubEnv, make_hub_env
+from support.cloud import HubEnv, make_hub_env
+from support.network import find_free_port, find_free_port_range
 from support.polling import wait_until
+from support.processes import write_executable
+from support.timing import scaled
 
 HELLO = "hello from the hub"
 #: Restart timings shrunk so that a crash loop shows several restarts in a second or two.
-FAST_RESTART = {"restart_min": 0.2, "restart_max": 0.8}
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def free_port_range(size: int) -> tuple[int, int]:
-    """``size`` consecutive free loopback ports, as ``(low, high)``."""
-    for _ in range(200):
-        low = free_port()
-        if low + size > 65535:
-            continue
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(low, low + size):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return low, low + size - 1
-    raise RuntimeError("no range of free ports found")
-
-
-#: frp reconnects on its own schedule: its waits get a generous deadline.
-wait_for = partial(wait_until, timeout=30.0)
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+FAST_RESTART = {"restart_min": scaled(0.2), "restart_max": scaled(0.8)}
+#: frp reconnects on its own schedule: waits for frpc and frps get a generous deadline (s).
+FRP_PATIENCE = 30.0
 
 
 @contextlib.asynccontextmanager
@@ -97,24 +61,23 @@ async def fetch(url: str, *, host: str | None = None, timeout: float = 5.0) -> t
 
 async def fetch_eventually(url: str, *, host: str | None = None, timeout: float = 30.0) -> str:
     """GET ``url`` until it answers 200 (frps may still be setting the proxy up); the body."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def answer() -> str | None:
         try:
-            status, body = await fetch(url, host=host, timeout=2.0)
-            if status == 200:
-                return body
+            status, body = await fetch(url, host=host, timeout=scaled(2.0))
         except (aiohttp.ClientError, TimeoutError):
-            pass
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{url} never answered 200")
-        await asyncio.sleep(0.05)
+            return None
+        return body if status == 200 else None
+
+    body: str = await wait_until(answer, timeout, f"{url} to answer 200", poll=0.05)
+    return body
 
 
 @pytest.fixture
 async def frp_cloud(tmp_path: Path, frp_bin: Path) -> AsyncIterator[DevCloud]:
     """The reference Cloud with its real frps; tunnel ports from a free range of 4."""
     cloud = DevCloud(
-        tmp_path / "devcloud", frps_path=frp_bin / "frps", port_range=free_port_range(4)
+        tmp_path / "devcloud", frps_path=frp_bin / "frps", port_range=find_free_port_range(4)
     )
     await cloud.start()
     try:
@@ -143,7 +106,7 @@ async def hub_app() -> AsyncIterator[int]:
         await runner.cleanup()
 
 
-def tunnel_settings(cloud: DevCloud, frpc: Path | str, **overrides: Any) -> TunnelSettings:
+def make_tunnel_settings(cloud: DevCloud, frpc: Path | str, **overrides: Any) -> TunnelSettings:
     """Tunnel settings pointing at ``cloud``'s frps, fast restarts, a free admin port."""
     assert cloud.frps is not None
     fields: dict[str, Any] = {
@@ -151,7 +114,7 @@ def tunnel_settings(cloud: DevCloud, frpc: Path | str, **overrides: Any) -> Tunn
         "frpc_path": str(frpc),
         "server_addr": "127.0.0.1",
         "server_port": cloud.frps.bind_port,
-        "admin_port": free_port(),
+        "admin_port": find_free_port(),
         **FAST_RESTART,
     }
     return TunnelSettings(**(fields | overrides))
@@ -165,7 +128,7 @@ def make_tunnel_hub(
     return make_hub_env(
         cloud,
         base,
-        tunnel=tunnel_settings(cloud, frpc, **tunnel),
+        tunnel=make_tunnel_settings(cloud, frpc, **tunnel),
         hub=HubSettings(local_port=local_port),
     )
 
@@ -176,14 +139,6 @@ def tunnel_hub(frp_cloud: DevCloud, hub_app: int, frp_bin: Path, tmp_path: Path)
     return make_tunnel_hub(frp_cloud, tmp_path / "hub", frp_bin / "frpc", hub_app)
 
 
-def fake_frpc(folder: Path, body: str) -> Path:
+def write_fake_frpc(folder: Path, body: str) -> Path:
     """An executable script standing in for frpc."""
-    script = folder / "fake-frpc"
-    script.write_text(body)
-    script.chmod(0o755)
-    return script
-
-
-def proc_file(pid: int, name: str) -> bytes:
-    """``/proc/PID/name`` (cmdline, environ) as bytes."""
-    return Path(f"/proc/{pid}/{name}").read_bytes()
+    return write_executable(folder, "fake-frpc", body)

@@ -35,8 +35,8 @@ from support.nspawn_box import (
     booted,
     build_wheel,
     fill_wheelhouse,
-    system_python_version,
-    wait_for,
+    find_system_python_version,
+    wait_in_box,
 )
 
 pytestmark = [
@@ -114,7 +114,7 @@ class Hub:
             pytest.skip("an earlier test revoked or unregistered the hub")
         if self.state()["ActiveState"] != "active":
             self.box.run(["systemctl", "start", "hublink"], check=False)
-        return wait_for(
+        return wait_in_box(
             lambda: (s := self.state())["StatusText"].startswith("link connected") and s,
             20,
             "StatusText 'link connected'",
@@ -151,7 +151,7 @@ class Hub:
             self.ensure_connected()
             self.admin("POST", "/revoke")
             self.revoked = True
-        wait_for(
+        wait_in_box(
             lambda: "unauthorized" in self.state()["StatusText"],
             20,
             "StatusText naming 'unauthorized'",
@@ -164,7 +164,7 @@ def _stage(tmp: Path) -> Path:
     stage = tmp / "stage"
     (stage / "wheel").mkdir(parents=True)
     wheel = build_wheel(stage / "wheel", WHEELHOUSE, tmp)
-    fill_wheelhouse(WHEELHOUSE, [str(wheel)], system_python_version())
+    fill_wheelhouse(WHEELHOUSE, [str(wheel)], find_system_python_version())
     # pip download copies the wheel it was given; a stale one must never be picked up
     for stale in WHEELHOUSE.glob("hublink-*.whl"):
         stale.unlink()
@@ -233,7 +233,9 @@ def _frps_port(box: Box) -> int:
         found = re.search(r"frps:\s+port (\d+)", box.journal("-u", "devcloud", lines=200))
         return int(found.group(1)) if found else None
 
-    return wait_for(port, 20, "the reference Cloud's frps", lambda: box.journal("-u", "devcloud"))
+    return wait_in_box(
+        port, 20, "the reference Cloud's frps", lambda: box.journal("-u", "devcloud")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -400,7 +402,7 @@ def test_configuration_directory_mode_matches_tmpfiles(hub: Hub) -> None:
 
 def test_link_is_up_and_heartbeats_reach_the_cloud(hub: Hub) -> None:
     hub.ensure_connected()
-    shown = wait_for(
+    shown = wait_in_box(
         lambda: (h := hub.admin("GET", ""))["connected"] and h["heartbeats"] >= 2 and h,
         15,
         "two heartbeats at the reference Cloud",
@@ -420,7 +422,7 @@ def test_tunnel_reaches_the_hub_application(hub: Hub) -> None:
             return None
         return body if status == 200 else None
 
-    body = wait_for(
+    body = wait_in_box(
         through_frps,
         20,
         f"{url} through frps and frpc",
@@ -437,7 +439,7 @@ def test_backup_reads_a_database_of_another_group_and_restores(hub: Hub) -> None
     assert alone.returncode != 0, "the hublink user reads the database without the drop-in"
     before = len(hub.admin("GET", "/backups"))
     hub.admin("POST", "/messages", {"type": "backup_request", "requested_by": "unit-test"})
-    backups = wait_for(
+    backups = wait_in_box(
         lambda: (b := hub.admin("GET", "/backups")) and len(b) > before and b,
         20,
         "a backup at the reference Cloud",
@@ -505,7 +507,7 @@ def test_a_member_of_group_hublink_queues_events_on_the_control_socket(hub: Hub)
     event = {"type": "user_sync", "data": USER_SYNC}
     posted = box.run([SYSTEM_PYTHON, "-c", POST_EVENT], user="shopapp", input=json.dumps(event))
     assert posted.stdout.startswith("201 "), f"{posted.stdout}{posted.stderr}\n{hub.tail()}"
-    wait_for(lambda: _user_synced(hub, "u-17"), 15, "the user_sync at the Cloud", hub.tail)
+    wait_in_box(lambda: _user_synced(hub, "u-17"), 15, "the user_sync at the Cloud", hub.tail)
     # and someone outside the group cannot
     refused = box.run(
         [SYSTEM_PYTHON, "-c", POST_EVENT], user="outsider", input=json.dumps(event), check=False
@@ -514,11 +516,6 @@ def test_a_member_of_group_hublink_queues_events_on_the_control_socket(hub: Hub)
 
 
 # The README documents a sudoers rule for this today; the issue asks for the socket.
-@pytest.mark.xfail(
-    strict=True,
-    reason="`hublink send` writes the outbox in /var/lib/hublink (0700) itself rather than "
-    "posting to a running daemon's control socket, so a group member gets 'permission denied'",
-)
 def test_a_member_of_group_hublink_uses_hublink_send(hub: Hub) -> None:
     hub.ensure_connected()
     data = json.dumps({"users": [{**USER_SYNC["users"][0], "cloud_user_id": "u-18"}]})
@@ -526,7 +523,7 @@ def test_a_member_of_group_hublink_uses_hublink_send(hub: Hub) -> None:
         ["hublink", "send", "user_sync", "--data", data], user="shopapp", check=False
     )
     assert sent.returncode == 0, f"hublink send as shopapp: {sent.stderr}"
-    wait_for(lambda: _user_synced(hub, "u-18"), 15, "the user_sync at the Cloud", hub.tail)
+    wait_in_box(lambda: _user_synced(hub, "u-18"), 15, "the user_sync at the Cloud", hub.tail)
 
 
 def test_a_stopped_daemon_is_restarted_by_the_watchdog(hub: Hub) -> None:
@@ -536,7 +533,7 @@ def test_a_stopped_daemon_is_restarted_by_the_watchdog(hub: Hub) -> None:
     old_frpc = box.pids_of("frpc")
     mark = time.monotonic()
     box.run(["kill", "-STOP", before["MainPID"]])
-    after = wait_for(
+    after = wait_in_box(
         lambda: (
             (s := hub.state())["NRestarts"] == "1"
             and s["StatusText"].startswith("link connected")
@@ -585,7 +582,7 @@ def test_journald_gets_info_warning_and_error_priorities(hub: Hub) -> None:
         seen = priorities()
         return seen if line("the Cloud no longer accepts", seen) else None
 
-    seen = wait_for(
+    seen = wait_in_box(
         revocation_logged,
         10,
         "the revocation's error in the journal",
@@ -627,11 +624,6 @@ def test_a_configuration_error_exits_78_and_is_not_restarted(hub: Hub) -> None:
 
 # daemon.run() and cli.main() print a fatal error to stderr before logging is set
 # up; without a <3> prefix journald files it under the unit's default, info.
-@pytest.mark.xfail(
-    strict=True,
-    reason="a fatal start-up error (`hublink: error: ...` on stderr, then exit 78) reaches "
-    "journald at priority 6: it carries no <3> prefix",
-)
 def test_a_fatal_start_up_error_is_logged_at_priority_3(hub: Hub) -> None:
     hub.start_with_broken_config()
     entries = hub.box.journal_json("--identifier=hublink")

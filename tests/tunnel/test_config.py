@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import stat
 import subprocess
-import sys
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from hublink.credentials import Credentials, CredentialStore
 from hublink.retry import Backoff, Jitter
 from hublink.tunnel.config import config_path, masked_config, write_config
 from hublink.tunnel.supervisor import child_env, parse_line
+from support.cli import run_hublink
 
 TOKEN = "tok-" + "x" * 40
 SERVER_TOKEN = "fleet-wide-secret"
@@ -176,14 +176,7 @@ def _tunnel_config_cli(tmp_path: Path, *env: tuple[str, str]) -> subprocess.Comp
         "PATH": "/usr/bin:/bin",
         **dict(env),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "hublink", "tunnel-config"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        env=environ,
-    )
+    return run_hublink("tunnel-config", env=environ)
 
 
 def test_tunnel_config_prints_the_config_with_secrets_masked(tmp_path: Path) -> None:

@@ -20,24 +20,18 @@ from hublink.live import LiveState
 from hublink.logs import mask_text
 from hublink.tunnel.config import config_path
 from hublink.tunnel.supervisor import POLL_INTERVAL, TunnelSupervisor
-from support.daemon import HublinkProcess
-from support.devcloud import HubEnv
+from support.cloud import HubEnv
+from support.polling import wait_until
+from support.processes import is_alive, read_proc_file
 from support.tunnel import (
+    FRP_PATIENCE,
     HELLO,
-    alive,
-    fake_frpc,
     fetch,
     fetch_eventually,
-    frp_cloud,
-    hub_app,
     make_tunnel_hub,
-    proc_file,
     running,
-    tunnel_hub,
-    wait_for,
+    write_fake_frpc,
 )
-
-__all__ = ["frp_cloud", "hub_app", "tunnel_hub"]
 
 
 def _supervisor(hub: HubEnv, live: LiveState, *, grace: float = 5.0) -> TunnelSupervisor:
@@ -48,17 +42,19 @@ async def test_a_request_through_frps_reaches_the_hub_app(tunnel_hub: HubEnv) ->
     live = LiveState()
     with capture_logs() as events:
         async with running(_supervisor(tunnel_hub, live)):
-            await wait_for(lambda: live.tunnel.state == "running", what="tunnel running")
+            await wait_until(
+                lambda: live.tunnel.state == "running", what="tunnel running", timeout=FRP_PATIENCE
+            )
             body = await fetch_eventually(f"http://127.0.0.1:{tunnel_hub.creds.tunnel_port}/")
             pid = live.tunnel.pid
-            assert pid is not None and alive(pid)
-            cmdline = proc_file(pid, "cmdline")
-            environ = proc_file(pid, "environ")
+            assert pid is not None and is_alive(pid)
+            cmdline = read_proc_file(pid, "cmdline")
+            environ = read_proc_file(pid, "environ")
             config = config_path(tunnel_hub.settings)
             mode = stat.S_IMODE(config.stat().st_mode)
             password = _admin_password(config)
         assert live.tunnel.state == "stopped"
-        assert not alive(pid)
+        assert not is_alive(pid)
     assert body == HELLO
     assert live.tunnel.last_error is None
     assert live.tunnel.restarts == 0
@@ -93,7 +89,9 @@ async def test_http_proxy_is_reached_through_the_vhost_port_by_slug(
     assert frp_cloud.frps is not None
     live = LiveState()
     async with running(_supervisor(hub, live)):
-        await wait_for(lambda: live.tunnel.state == "running", what="tunnel running")
+        await wait_until(
+            lambda: live.tunnel.state == "running", what="tunnel running", timeout=FRP_PATIENCE
+        )
         url = f"http://127.0.0.1:{frp_cloud.frps.vhost_http_port}/"
         body = await fetch_eventually(url, host=f"{hub.creds.slug}.localhost")
         status, _ = await fetch(url, host="someone-else.localhost")
@@ -105,20 +103,27 @@ async def test_kill_9_of_frpc_restarts_it_and_the_tunnel_works_again(tunnel_hub:
     live = LiveState()
     url = f"http://127.0.0.1:{tunnel_hub.creds.tunnel_port}/"
     async with running(_supervisor(tunnel_hub, live)):
-        await wait_for(lambda: live.tunnel.state == "running", what="tunnel running")
+        await wait_until(
+            lambda: live.tunnel.state == "running", what="tunnel running", timeout=FRP_PATIENCE
+        )
         first = live.tunnel.pid
         assert first is not None
         first_password = _admin_password(config_path(tunnel_hub.settings))
         os.kill(first, signal.SIGKILL)
-        await wait_for(lambda: live.tunnel.state == "backoff", what="backoff after the kill")
+        await wait_until(
+            lambda: live.tunnel.state == "backoff",
+            what="backoff after the kill",
+            timeout=FRP_PATIENCE,
+        )
         assert "killed by SIGKILL" in (live.tunnel.last_error or "")
-        await wait_for(
+        await wait_until(
             lambda: live.tunnel.state == "running" and live.tunnel.pid not in (None, first),
             what="a new frpc running",
+            timeout=FRP_PATIENCE,
         )
         body = await fetch_eventually(url)
         assert live.tunnel.restarts == 1
-        assert not alive(first)
+        assert not is_alive(first)
         # A new admin password at every start; the dead one is no longer masked.
         current_password = _admin_password(config_path(tunnel_hub.settings))
         assert current_password != first_password
@@ -133,9 +138,11 @@ async def test_a_wrong_token_is_refused_by_the_plugin_with_a_clear_error(
     creds = tunnel_hub.creds.model_copy(update={"tunnel_token": SecretStr("not-the-token")})
     live = LiveState()
     async with running(TunnelSupervisor(tunnel_hub.settings, creds, live, poll_interval=0.1)):
-        error = await wait_for(lambda: live.tunnel.last_error, what="a tunnel error")
+        error = await wait_until(
+            lambda: live.tunnel.last_error, what="a tunnel error", timeout=FRP_PATIENCE
+        )
         assert live.tunnel.state == "starting"
-        assert live.tunnel.pid is not None and alive(live.tunnel.pid)
+        assert live.tunnel.pid is not None and is_alive(live.tunnel.pid)
     tunnel = tunnel_hub.settings.tunnel
     assert error == (
         f"cannot log in to frps at 127.0.0.1:{tunnel.server_port}: "
@@ -152,7 +159,9 @@ async def test_another_hubs_port_is_refused_by_the_plugin(
     creds = mine.creds.model_copy(update={"tunnel_port": theirs.creds.tunnel_port})
     live = LiveState()
     async with running(TunnelSupervisor(mine.settings, creds, live, poll_interval=0.1)):
-        error = await wait_for(lambda: live.tunnel.last_error, what="a tunnel error")
+        error = await wait_until(
+            lambda: live.tunnel.last_error, what="a tunnel error", timeout=FRP_PATIENCE
+        )
         assert live.tunnel.state == "starting"
         # Refused: frps opened nothing on the other hub's port.
         with pytest.raises(OSError):
@@ -178,20 +187,27 @@ async def test_frpc_reconnects_by_itself_when_frps_restarts(
         tunnel_hub.settings, tunnel_hub.creds, live, poll_interval=poll_interval
     )
     async with running(supervisor):
-        await wait_for(lambda: live.tunnel.state == "running", what="tunnel running")
+        await wait_until(
+            lambda: live.tunnel.state == "running", what="tunnel running", timeout=FRP_PATIENCE
+        )
         pid = live.tunnel.pid
         await frp_cloud.frps.stop()
-        await wait_for(lambda: live.tunnel.state == "starting", what="the drop noticed")
+        await wait_until(
+            lambda: live.tunnel.state == "starting", what="the drop noticed", timeout=FRP_PATIENCE
+        )
         # frpc may first report the dropped session; while frps stays down its
         # next login attempts are refused, and that is what status must say.
-        down = await wait_for(
+        down = await wait_until(
             lambda: (
                 "connection refused" in (live.tunnel.last_error or "") and live.tunnel.last_error
             ),
             what="the refused login reported",
+            timeout=FRP_PATIENCE,
         )
         await frp_cloud.frps.start()
-        await wait_for(lambda: live.tunnel.state == "running", what="running again")
+        await wait_until(
+            lambda: live.tunnel.state == "running", what="running again", timeout=FRP_PATIENCE
+        )
         body = await fetch_eventually(url)
         assert live.tunnel.pid == pid  # the same frpc, reconnected
     assert body == HELLO
@@ -221,13 +237,17 @@ async def test_missing_frpc_fails_with_an_install_hint_and_is_retried(
     hub = _fake_hub(tunnel_hub, frpc)
     live = LiveState()
     async with running(_supervisor(hub, live)):
-        await wait_for(lambda: live.tunnel.state == "failed", what="failed")
+        await wait_until(lambda: live.tunnel.state == "failed", what="failed", timeout=FRP_PATIENCE)
         assert live.tunnel.pid is None
         error = live.tunnel.last_error or ""
         # Installed while hublink runs: picked up at the next retry (restart_max).
         frpc.parent.mkdir()
         frpc.symlink_to(frp_bin / "frpc")
-        await wait_for(lambda: live.tunnel.state == "running", what="running once installed")
+        await wait_until(
+            lambda: live.tunnel.state == "running",
+            what="running once installed",
+            timeout=FRP_PATIENCE,
+        )
     assert f"frpc not found or not executable: {frpc}" in error
     assert "install frp 0.52 or later" in error and "tunnel.frpc_path" in error
 
@@ -237,14 +257,14 @@ async def test_a_non_executable_frpc_fails_too(tunnel_hub: HubEnv, tmp_path: Pat
     frpc.write_text("not a program")
     live = LiveState()
     async with running(_supervisor(_fake_hub(tunnel_hub, frpc), live)):
-        await wait_for(lambda: live.tunnel.state == "failed", what="failed")
+        await wait_until(lambda: live.tunnel.state == "failed", what="failed", timeout=FRP_PATIENCE)
     assert "install frp" in (live.tunnel.last_error or "")
 
 
 async def test_a_crash_loop_is_spaced_by_the_backoff_and_counted(
     tunnel_hub: HubEnv, tmp_path: Path
 ) -> None:
-    frpc = fake_frpc(tmp_path, "#!/bin/sh\necho '[E] [fake/main.go:1] bad config'\nexit 3\n")
+    frpc = write_fake_frpc(tmp_path, "#!/bin/sh\necho '[E] [fake/main.go:1] bad config'\nexit 3\n")
     hub = _fake_hub(tunnel_hub, frpc, restart_min=0.2, restart_max=0.8)
     live = LiveState()
     starts: list[tuple[float, int]] = []
@@ -257,7 +277,7 @@ async def test_a_crash_loop_is_spaced_by_the_backoff_and_counted(
 
     live.subscribe(record)
     async with running(_supervisor(hub, live)):
-        await wait_for(lambda: len(starts) >= 5, what="five starts")
+        await wait_until(lambda: len(starts) >= 5, what="five starts", timeout=FRP_PATIENCE)
         restarts = live.tunnel.restarts
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.2 * 0.95  # never faster than restart_min
@@ -272,7 +292,7 @@ async def test_an_frpc_ignoring_sigterm_is_killed_after_the_grace_period(
     tunnel_hub: HubEnv, tmp_path: Path
 ) -> None:
     ready = tmp_path / "ready"
-    frpc = fake_frpc(
+    frpc = write_fake_frpc(
         tmp_path,
         f"""#!{sys.executable}
 import pathlib, signal, time
@@ -285,42 +305,19 @@ time.sleep(60)
     loop = asyncio.get_running_loop()
     with capture_logs() as events:
         async with running(_supervisor(_fake_hub(tunnel_hub, frpc), live, grace=0.5)):
-            await wait_for(ready.exists, what="the fake frpc ignoring SIGTERM")
+            await wait_until(
+                ready.exists, what="the fake frpc ignoring SIGTERM", timeout=FRP_PATIENCE
+            )
             pid = live.tunnel.pid
             assert pid is not None
             stopping = loop.time()
         took = loop.time() - stopping
-    assert not alive(pid)
+    assert not is_alive(pid)
     assert 0.5 <= took < 3.0
     assert live.tunnel.state == "stopped"
     kinds = [(e["event"], e.get("pid")) for e in events]
     assert ("frpc ignored SIGTERM; killing it", pid) in kinds
     assert ("frpc killed", pid) in kinds
-
-
-async def test_kill_9_of_the_daemon_leaves_no_frpc_behind(tunnel_hub: HubEnv) -> None:
-    tunnel = tunnel_hub.settings.tunnel
-    env = {
-        "HUBLINK_TUNNEL__FRPC_PATH": tunnel.frpc_path,
-        "HUBLINK_TUNNEL__SERVER_ADDR": "127.0.0.1",
-        "HUBLINK_TUNNEL__SERVER_PORT": str(tunnel.server_port),
-        "HUBLINK_TUNNEL__ADMIN_PORT": str(tunnel.admin_port),
-        "HUBLINK_HUB__LOCAL_PORT": str(tunnel_hub.settings.hub.local_port),
-    }
-    daemon = HublinkProcess(tunnel_hub, env=env)
-    await daemon.start()
-    try:
-        status = await daemon.wait_status(
-            lambda s: (s.get("tunnel") or {}).get("state") == "running", timeout=30
-        )
-        body = await fetch_eventually(f"http://127.0.0.1:{tunnel_hub.creds.tunnel_port}/")
-        frpc_pid = status["tunnel"]["pid"]
-        assert alive(frpc_pid)
-        await daemon.kill()
-        await wait_for(lambda: not alive(frpc_pid), timeout=10, what="frpc gone with the daemon")
-    finally:
-        await daemon.stop()  # also checks that the token never reached the daemon's log
-    assert body == HELLO
 
 
 HEALTHY_FOR_A_WHILE = """#!{python}
@@ -346,7 +343,7 @@ sys.exit(1)
 async def test_the_backoff_resets_after_a_healthy_run(
     tunnel_hub: HubEnv, tmp_path: Path, healthy_reset: float
 ) -> None:
-    frpc = fake_frpc(tmp_path, HEALTHY_FOR_A_WHILE.format(python=sys.executable))
+    frpc = write_fake_frpc(tmp_path, HEALTHY_FOR_A_WHILE.format(python=sys.executable))
     hub = _fake_hub(tunnel_hub, frpc, restart_min=0.2, restart_max=5.0)
     live = LiveState()
     loop = asyncio.get_running_loop()
@@ -362,7 +359,9 @@ async def test_the_backoff_resets_after_a_healthy_run(
         hub.settings, hub.creds, live, poll_interval=0.05, healthy_reset=healthy_reset
     )
     async with running(supervisor):
-        await wait_for(lambda: live.tunnel.restarts >= 3, what="three restarts")
+        await wait_until(
+            lambda: live.tunnel.restarts >= 3, what="three restarts", timeout=FRP_PATIENCE
+        )
     assert [s for s, _ in marks].count("running") >= 3  # each run was healthy for a while
     waits = [
         later - at
@@ -383,7 +382,7 @@ async def test_an_unwritable_state_dir_fails_with_a_clear_error(
     settings = tunnel_hub.settings.model_copy(update={"state_dir": blocker / "state"})
     live = LiveState()
     async with running(TunnelSupervisor(settings, tunnel_hub.creds, live)):
-        await wait_for(lambda: live.tunnel.state == "failed", what="failed")
+        await wait_until(lambda: live.tunnel.state == "failed", what="failed", timeout=FRP_PATIENCE)
     assert (live.tunnel.last_error or "").startswith("cannot write the frpc config: ")
     assert "writable by hublink" in (live.tunnel.last_error or "")
 
@@ -395,7 +394,9 @@ async def test_a_busy_admin_port_is_named_in_the_error(tunnel_hub: HubEnv) -> No
         squatter.listen()
         live = LiveState()
         async with running(_supervisor(tunnel_hub, live)):
-            await wait_for(lambda: live.tunnel.state == "backoff", what="frpc gave up")
+            await wait_until(
+                lambda: live.tunnel.state == "backoff", what="frpc gave up", timeout=FRP_PATIENCE
+            )
     assert (live.tunnel.last_error or "").endswith(
         f"exited with code 1; last error: tunnel.admin_port {port} is already in use "
         "on 127.0.0.1; set tunnel.admin_port to a free port"

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from hublink.errors import CloudAuthError, CloudResponseError, CloudUnreachableError
 from hublink.web import WebSettings, build_app, read_or_create_code
-from support.page import CONNECTED, FakeDaemon, origin, page_token
+from support.page import CONNECTED, FakeDaemon, fetch_csrf_token, make_origin
 
 Client = TestClient[Any, Any]
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -25,8 +25,8 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 async def send(client: Client, body: bytes, **headers: str) -> tuple[int, str]:
     """POST a raw body to /setup with the page's token and origin."""
-    token = await page_token(client)
-    sent = {**FORM, "Origin": origin(client), **headers}
+    token = await fetch_csrf_token(client)
+    sent = {**FORM, "Origin": make_origin(client), **headers}
     response = await client.post(
         "/setup", data=f"csrf_token={token}&".encode() + body, headers=sent
     )
@@ -54,11 +54,11 @@ async def test_too_many_fields_are_refused(unlocked: Client) -> None:
 
 
 async def test_another_content_type_is_refused(unlocked: Client) -> None:
-    token = await page_token(unlocked)
+    token = await fetch_csrf_token(unlocked)
     response = await unlocked.post(
         "/setup",
         json={"csrf_token": token},
-        headers={"Origin": origin(unlocked)},
+        headers={"Origin": make_origin(unlocked)},
     )
     assert response.status == 415
     assert "format this page does not read" in await response.text()
@@ -68,9 +68,9 @@ async def test_a_multipart_form_is_refused(unlocked: Client) -> None:
     import aiohttp
 
     form = aiohttp.FormData()
-    form.add_field("csrf_token", await page_token(unlocked))
+    form.add_field("csrf_token", await fetch_csrf_token(unlocked))
     form.add_field("file", b"x" * 10, filename="a.bin")
-    response = await unlocked.post("/setup", data=form, headers={"Origin": origin(unlocked)})
+    response = await unlocked.post("/setup", data=form, headers={"Origin": make_origin(unlocked)})
     assert response.status == 415
 
 
@@ -79,11 +79,11 @@ async def test_a_body_larger_than_its_length_says_is_cut(unlocked: Client) -> No
         for _ in range(40):
             yield b"x" * 1024
 
-    token = await page_token(unlocked)
+    token = await fetch_csrf_token(unlocked)
     response = await unlocked.post(
         "/setup",
         data=chunks(),
-        headers={**FORM, "Origin": origin(unlocked), "X-Token": token},
+        headers={**FORM, "Origin": make_origin(unlocked), "X-Token": token},
     )
     assert response.status == 413
 
@@ -99,11 +99,11 @@ async def test_odd_plugin_ids_get_a_404_message(
     unlocked: Client, daemon: FakeDaemon, plugin: str
 ) -> None:
     daemon.status_doc = copy.deepcopy(CONNECTED)
-    token = await page_token(unlocked)
+    token = await fetch_csrf_token(unlocked)
     response = await unlocked.post(
         f"/updates/{plugin}/install",
         data={"csrf_token": token},
-        headers={"Origin": origin(unlocked), "Accept": "application/json"},
+        headers={"Origin": make_origin(unlocked), "Accept": "application/json"},
     )
     assert response.status == 404
 

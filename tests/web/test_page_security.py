@@ -16,7 +16,7 @@ from hublink.errors import CloudAuthError
 from hublink.statedir import WEB_CODE as CODE_FILE
 from hublink.web import read_or_create_code
 from hublink.web.code import MIN_LENGTH
-from support.page import CONNECTED, FakeDaemon, csrf_of, origin, page_token, post
+from support.page import CONNECTED, FakeDaemon, fetch_csrf_token, find_csrf_token, make_origin, post
 
 Client = TestClient[Any, Any]
 
@@ -68,7 +68,7 @@ async def test_before_the_code_only_the_code_form_is_served(client: Client, path
 
 
 async def test_locked_posts_do_nothing(client: Client, daemon: FakeDaemon) -> None:
-    token = await page_token(client)
+    token = await fetch_csrf_token(client)
     response = await post(client, "/backup", token=token)
     assert response.status == 401
     assert daemon.backups == 0
@@ -129,7 +129,7 @@ async def test_the_csrf_token_is_tied_to_the_session(
     unlocked: Client, code: str, daemon: FakeDaemon
 ) -> None:
     daemon.status_doc = dict(CONNECTED)
-    old_token = await page_token(unlocked)
+    old_token = await fetch_csrf_token(unlocked)
     unlocked.session.cookie_jar.clear()
     await unlocked.get(f"/?code={code}")
     response = await post(unlocked, "/backup", token=old_token)
@@ -151,7 +151,7 @@ async def test_a_post_from_another_origin_is_refused(
     unlocked: Client, daemon: FakeDaemon, headers: dict[str, str]
 ) -> None:
     daemon.status_doc = dict(CONNECTED)
-    token = await page_token(unlocked)
+    token = await fetch_csrf_token(unlocked)
     sent = {"csrf_token": token}
     response = await unlocked.post("/backup", data=sent, headers=headers, allow_redirects=False)
     assert response.status == 403
@@ -161,7 +161,7 @@ async def test_a_post_from_another_origin_is_refused(
 async def test_a_post_without_origin_or_referer_is_refused(
     unlocked: Client, daemon: FakeDaemon
 ) -> None:
-    token = await page_token(unlocked)
+    token = await fetch_csrf_token(unlocked)
     response = await unlocked.post("/backup", data={"csrf_token": token}, allow_redirects=False)
     assert response.status == 403
 
@@ -169,11 +169,11 @@ async def test_a_post_without_origin_or_referer_is_refused(
 async def test_referer_of_the_page_stands_in_for_origin(
     unlocked: Client, daemon: FakeDaemon
 ) -> None:
-    token = await page_token(unlocked)
+    token = await fetch_csrf_token(unlocked)
     response = await unlocked.post(
         "/backup",
         data={"csrf_token": token},
-        headers={"Referer": origin(unlocked) + "/"},
+        headers={"Referer": make_origin(unlocked) + "/"},
         allow_redirects=False,
     )
     assert response.status == 303
@@ -277,16 +277,19 @@ async def test_the_password_is_never_logged_or_sent_back(
 
 
 async def test_a_huge_body_is_refused_with_a_message(unlocked: Client) -> None:
-    token = await page_token(unlocked)
+    token = await fetch_csrf_token(unlocked)
     body = f"csrf_token={token}&name=" + "x" * 200_000
     response = await unlocked.post(
         "/setup",
         data=body.encode(),
-        headers={"Origin": origin(unlocked), "Content-Type": "application/x-www-form-urlencoded"},
+        headers={
+            "Origin": make_origin(unlocked),
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
     )
     assert response.status == 413
     assert "too large" in await response.text()
 
 
 def test_csrf_of_finds_the_token() -> None:
-    assert csrf_of('<input type="hidden" name="csrf_token" value="abc">') == "abc"
+    assert find_csrf_token('<input type="hidden" name="csrf_token" value="abc">') == "abc"

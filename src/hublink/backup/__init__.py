@@ -5,6 +5,7 @@ keys      the hub's age identity and the owner's recipients
 pipeline  snapshot → zstd → age, streamed, one backup at a time
 service   a backup asked for by the Cloud or the CLI: run, upload, answer
 restore   decrypt, decompress, integrity_check; never a partial file
+schedule  a backup every day at backup.schedule, through DST and clock jumps (section 11)
 
 The names below load their module when first used (:mod:`hublink._lazy`): the
 age and zstd libraries stay out of a daemon that has not backed up yet.
@@ -18,12 +19,14 @@ from hublink._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from hublink.backup.restore import restore_backup
+    from hublink.backup.schedule import BackupScheduler
     from hublink.backup.service import BackupService, back_up_now
 
 _EXPORTS = {
     "restore_backup": "restore",
     "BackupService": "service",
     "back_up_now": "service",
+    "BackupScheduler": "schedule",
 }
-__all__ = ["BackupService", "back_up_now", "restore_backup"]
+__all__ = ["BackupScheduler", "BackupService", "back_up_now", "restore_backup"]
 __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -41,9 +41,17 @@ from hublink.statedir import BACKUP_LOCK, exclusive_lock
 
 log = structlog.get_logger(__name__)
 
-#: Room left free beyond the backup's worst case, so the Hub application
-#: itself never finds its disk full because of a backup.
+#: Room left free beyond the backup's worst case, so that the Hub application
+#: never finds its disk full because of a backup: a quarter of the data, at
+#: least MIN_DISK_RESERVE, at most DISK_RESERVE. Sized from the data: a fixed
+#: 16 MiB made a 100 KB backup ask for 17 MB, which a small state disk never has.
 DISK_RESERVE = 16 * 1024 * 1024
+MIN_DISK_RESERVE = 256 * 1024
+#: zstd's worst case on incompressible data (its ZSTD_COMPRESSBOUND: + 1/256
+#: and a block header per 128 KiB) and age's (16 bytes per 64 KiB chunk plus a
+#: header of ~200 bytes per recipient), rounded up generously.
+SEAL_OVERHEAD_RATIO = 1 / 128
+SEAL_OVERHEAD_FIXED = 64 * 1024
 #: Chunk size of every streamed read.
 CHUNK_SIZE = 1024 * 1024
 #: zstd compresses in worker threads while the calling thread encrypts,
@@ -104,11 +112,21 @@ def remove_stale_temp_files(folder: Path) -> None:
 # --- checks before starting ----------------------------------------------------
 
 
+def sealed_bound(size: int) -> int:
+    """The most bytes the encrypted form of ``size`` bytes of data can take."""
+    return size + int(size * SEAL_OVERHEAD_RATIO) + SEAL_OVERHEAD_FIXED
+
+
+def disk_reserve(size: int) -> int:
+    """Bytes left free beyond a backup of ``size`` bytes (see :data:`DISK_RESERVE`)."""
+    return min(DISK_RESERVE, max(MIN_DISK_RESERVE, size // 4))
+
+
 def check_room(needs: list[tuple[Path, int]]) -> None:
     """Fail early when a folder's file system lacks room for what will be written there.
 
     ``needs`` pairs folders with bytes; folders on the same file system add
-    up, and :data:`DISK_RESERVE` stays free on each.
+    up, and :func:`disk_reserve` of their total stays free on each.
 
     Raises:
         BackupError: "not enough room in FOLDER: need X, have Y".
@@ -119,7 +137,7 @@ def check_room(needs: list[tuple[Path, int]]) -> None:
         first, total = by_device.get(device, (folder, 0))
         by_device[device] = (first, total + size)
     for folder, total in by_device.values():
-        need = total + DISK_RESERVE
+        need = total + disk_reserve(total)
         have = shutil.disk_usage(folder).free
         if have < need:
             raise BackupError(
@@ -260,8 +278,8 @@ def write_encrypted_backup(
     try:
         size = database_bytes(database)
         # Worst case: the snapshot is as big as the database, and incompressible
-        # data leaves zstd and age as big as it went in.
-        check_room([(work_dir, size), (dest_dir, size)])
+        # data leaves zstd and age a little bigger than it went in.
+        check_room([(work_dir, size), (dest_dir, sealed_bound(size))])
         with _temp_file(work_dir, ".snapshot") as snapshot:
             take_snapshot(database, snapshot, lock_timeout=lock_timeout, abort=abort)
             abort.check()
@@ -298,9 +316,51 @@ def discard(path: Path) -> None:
             (path.parent / name).unlink()
 
 
-def install(sealed: SealedBackup, output: Path) -> None:
-    """Move a sealed backup (a temp file in ``output``'s folder) to ``output``, durably."""
+def check_output(output: Path, *, replace: bool) -> None:
+    """Refuse an ``--output`` that is a folder, or an existing file unless ``replace``.
+
+    Raises:
+        BackupError: with a hint naming ``--force`` or another file name.
+    """
+    if output.is_dir():
+        raise BackupError(
+            f"{output} is a folder; --output names the backup file to write",
+            hint=f"e.g. --output {output / 'hub.db.zst.age'}",
+        )
+    if output.exists() and not replace:
+        raise BackupError(
+            f"{output} exists already; hublink backup does not overwrite it",
+            hint="pass --force to replace it, or choose another --output",
+        )
+
+
+def install(sealed: SealedBackup, output: Path, *, replace: bool = False) -> None:
+    """Move a sealed backup (a temp file in ``output``'s folder) to ``output``, durably.
+
+    Without ``replace`` an ``output`` that appeared meanwhile is kept: the
+    backup goes in with a hard link, which fails rather than overwrite.
+
+    Raises:
+        BackupError: ``output`` exists and ``replace`` is false.
+    """
     with sealed.path.open("rb") as handle:
         os.fsync(handle.fileno())
-    sealed.path.replace(output)
+    if replace:
+        sealed.path.replace(output)
+    else:
+        try:
+            os.link(sealed.path, output)
+        except FileExistsError:
+            raise BackupError(
+                f"{output} appeared while the backup ran; it was left as it was",
+                hint="pass --force to replace it, or choose another --output",
+            ) from None
+        except OSError as err:
+            if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            # A file system without hard links (vfat on a USB stick): checked just now.
+            check_output(output, replace=False)
+            sealed.path.replace(output)
+        else:
+            sealed.path.unlink()
     fsync_dir(output.parent)

@@ -148,28 +148,34 @@ class BackupService:
             return BackupFailed(error=reason[:500], requested_by=requested_by)
         return completed(outcome, requested_by)
 
-    async def back_up(self, output: Path | None = None) -> BackupOutcome:
+    async def back_up(self, output: Path | None = None, *, replace: bool = False) -> BackupOutcome:
         """Take a backup now: upload it, or write it to ``output`` (atomically, 0600).
 
+        An existing ``output`` is replaced only with ``replace``; a backup
+        stopped halfway leaves no file behind, neither there nor in the state dir.
+
         Raises:
-            BackupError: a backup is already running, or the pipeline failed.
+            BackupError: a backup is already running, ``output`` exists (without
+                ``replace``) or is a folder, or the pipeline failed.
             ConfigError: ``backup.database`` unset or a recipient invalid.
             NotRegisteredError: uploading without credentials.
             CloudAuthError, CloudUnreachableError, CloudResponseError: the upload failed.
         """
         if self._running:
             raise BackupError(BACKUP_ALREADY_RUNNING)
+        if output is not None:
+            pipeline.check_output(output, replace=replace)
         self._running = True
         try:
             with (
                 structlog.contextvars.bound_contextvars(task=LOG_TASK),
                 pipeline.backup_lock(self.settings.state_dir),
             ):
-                return await self._back_up(output)
+                return await self._back_up(output, replace=replace)
         finally:
             self._running = False
 
-    async def _back_up(self, output: Path | None) -> BackupOutcome:
+    async def _back_up(self, output: Path | None, *, replace: bool) -> BackupOutcome:
         creds = None
         if output is None:
             creds = self._require_upload_setup()
@@ -179,7 +185,7 @@ class BackupService:
         sealed = await _in_thread(partial(self._seal, dest_dir))
         try:
             if output is not None:
-                await asyncio.to_thread(pipeline.install, sealed, output)
+                await asyncio.to_thread(pipeline.install, sealed, output, replace=replace)
                 log.info("backup written", path=str(output), size=sealed.size)
                 return BackupOutcome(filename, sealed.size, sealed.sha256, path=output)
             assert creds is not None and self.session is not None
@@ -309,32 +315,44 @@ def _with_timeout(policy: RetryPolicy, total: float) -> RetryPolicy:
 
 
 async def back_up_now(
-    settings: Settings, *, output: Path | None = None, requested_by: str = CLI_REQUESTER
+    settings: Settings,
+    *,
+    output: Path | None = None,
+    replace: bool = False,
+    requested_by: str = CLI_REQUESTER,
 ) -> BackupOutcome:
     """``hublink backup``: one backup, uploaded (and remembered for ``status``) or written.
+
+    ``replace``: ``--force``, an existing ``output`` may be replaced.
 
     Raises:
         HublinkError: as :meth:`BackupService.back_up`; the CLI maps it to an exit code.
     """
     if output is not None:
-        return await BackupService(settings, None, None).back_up(output)
+        return await BackupService(settings, None, None).back_up(output, replace=replace)
     creds = await asyncio.to_thread(CredentialStore(settings.state_dir).load)
     async with make_session(settings) as session:
         try:
             outcome = await BackupService(settings, creds, session).back_up()
         except HublinkError as err:
-            await asyncio.to_thread(
-                _remember, settings, BackupFailed(error=err.message, requested_by=requested_by)
-            )
+            failed = BackupFailed(error=err.message, requested_by=requested_by)
+            await asyncio.to_thread(_remember, settings, creds, failed)
             raise
-    await asyncio.to_thread(_remember, settings, completed(outcome, requested_by))
+    await asyncio.to_thread(_remember, settings, creds, completed(outcome, requested_by))
     return outcome
 
 
-def _remember(settings: Settings, result: BackupCompleted | BackupFailed) -> None:
+def _remember(
+    settings: Settings, creds: Credentials, result: BackupCompleted | BackupFailed
+) -> None:
     # The daemon's dispatcher records the backups it runs; this is for
     # `hublink backup`, so that `hublink status` shows the last one either way.
-    store = StateStore.load(settings.state_dir)
+    # The notices of this hub: a record made for it clears another hub's (re-registration).
+    store = StateStore.load(
+        settings.state_dir,
+        hub_id=str(creds.hub_id),
+        max_revoked_users=settings.notices.max_revoked_users,
+    )
     try:
         store.record_backup(result)
     finally:

@@ -22,7 +22,8 @@ class Fault:
     route: str
     status: int | None
     remaining: int
-    retry_after: float | None
+    #: Seconds (rounded up), or a text sent as it is (a date, or garbage on purpose).
+    retry_after: float | str | None
     body: str | None
     content_type: str
     delay: float
@@ -31,7 +32,9 @@ class Fault:
         """The injected answer."""
         assert self.status is not None
         headers = {}
-        if self.retry_after is not None:
+        if isinstance(self.retry_after, str):
+            headers["Retry-After"] = self.retry_after
+        elif self.retry_after is not None:
             # Whole seconds is what the RFC allows; round up so it is never shorter.
             headers["Retry-After"] = str(max(0, int(-(-self.retry_after // 1))))
         body = self.body

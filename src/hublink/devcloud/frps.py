@@ -23,6 +23,7 @@ import tomli_w
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hublink.errors import TunnelError
 from hublink.fsutil import atomic_write
 from hublink.tunnel.supervisor import die_with_parent, parse_line
 
@@ -154,24 +155,54 @@ def free_port() -> int:
         return port
 
 
+def _ensure_free(host: str, port: int) -> None:
+    # Checked before frps starts: with another server on the port, the wait
+    # for frps to listen would connect to that one and call frps ready.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As frps does: connections of a previous frps in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise TunnelError(
+                f"frps cannot listen on {host}:{port}: {err.strerror or err}",
+                hint="stop what uses that port, or choose another with --frps-port "
+                "(and give the hubs the same tunnel.server_port)",
+            ) from None
+
+
+def _connectable(host: str) -> str:
+    """Where to connect to reach a server bound to ``host`` (a wildcard means this machine)."""
+    wildcards = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 - read, not bound
+    return wildcards.get(host, host)
+
+
 class FrpsServer:
     """A real frps on loopback, its plugin pointing back at the reference Cloud."""
 
     def __init__(self, cloud: DevCloud, frps_path: Path) -> None:
         self.cloud = cloud
         self.frps_path = frps_path
-        self.bind_port = 0
+        self.bind_port = cloud.frps_port or 0
         self.vhost_http_port = 0
         self.config_path = Path(cloud.data_dir) / "frps.toml"
         self._proc: asyncio.subprocess.Process | None = None
         self._relay: asyncio.Task[None] | None = None
+
+    @property
+    def host(self) -> str:
+        """Where frps listens for hubs: the Cloud's own host (127.0.0.1 unless told)."""
+        return urlsplit(self.cloud.url).hostname or "127.0.0.1"
 
     def config(self) -> dict[str, Any]:
         """frps.toml as a dict."""
         cloud_url = urlsplit(self.cloud.url)
         low, high = self.cloud.port_range
         return {
-            "bindAddr": "127.0.0.1",
+            # Hubs reach frps where they reach the Cloud; the hubs' tunnel
+            # ports stay on this machine's loopback (proxyBindAddr).
+            "bindAddr": self.host,
             "bindPort": self.bind_port,
             "proxyBindAddr": "127.0.0.1",
             "vhostHTTPPort": self.vhost_http_port,
@@ -191,9 +222,14 @@ class FrpsServer:
     async def start(self) -> None:
         """Write frps.toml, start frps and wait until its bind port accepts connections.
 
-        The ports are chosen at the first start and kept, so a restarted frps
-        is where its clients look for it.
+        The ports are chosen at the first start (the Cloud's ``frps_port``, or
+        a free one) and kept, so a restarted frps is where its clients look for it.
+
+        Raises:
+            TunnelError: the bind port is taken, or frps exits at start.
         """
+        if self.bind_port:
+            _ensure_free(self.host, self.bind_port)
         self.bind_port = self.bind_port or free_port()
         self.vhost_http_port = self.vhost_http_port or free_port()
         data = tomli_w.dumps(self.config()).encode()
@@ -222,9 +258,14 @@ class FrpsServer:
         async with asyncio.timeout(START_TIMEOUT):
             while True:
                 if self._proc.returncode is not None:
-                    raise RuntimeError(f"frps exited with code {self._proc.returncode} at start")
+                    raise TunnelError(
+                        f"frps exited with code {self._proc.returncode} at start",
+                        hint="its log lines above say why",
+                    )
                 try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.bind_port)
+                    _, writer = await asyncio.open_connection(
+                        _connectable(self.host), self.bind_port
+                    )
                 except OSError:
                     await asyncio.sleep(0.05)
                     continue

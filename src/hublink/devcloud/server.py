@@ -37,7 +37,9 @@ class DevCloud(CloudState):
 
     The state (:class:`CloudState`) outlives a stop and start of this object;
     with ``ssl_context`` it serves HTTPS and WSS, with ``frps_path`` it runs
-    frps beside itself with the per-hub auth plugin.
+    frps beside itself with the per-hub auth plugin, listening for hubs on
+    ``frps_port`` (a free port when None, as tests want; ``hublink devcloud``
+    gives 7000, the hubs' default ``tunnel.server_port``).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class DevCloud(CloudState):
         refresh_ttl: float = 86400,
         port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         frps_path: Path | None = None,
+        frps_port: int | None = None,
         signing_key: rsa.RSAPrivateKey | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -63,6 +66,7 @@ class DevCloud(CloudState):
             signing_key=signing_key,
         )
         self.frps_path = frps_path
+        self.frps_port = frps_port
         self.ssl_context = ssl_context
         self.frps: FrpsServer | None = None
         self._runner: web.AppRunner | None = None

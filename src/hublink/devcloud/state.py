@@ -24,6 +24,10 @@ from hublink.devcloud.records import Handshake, HubLink, HubRecord
 from hublink.devcloud.store import CloudStore, StoredBackup
 from hublink.devcloud.tokens import TokenIssuer, User
 
+#: The largest frame a hub may send by default: far above a real Cloud's 1 MiB,
+#: since tests send big frames on purpose (set ``max_frame_size`` to mimic one).
+MAX_FRAME_SIZE = 64 * 1024 * 1024
+
 log = structlog.get_logger(__name__)
 
 DEMO_EMAIL = "owner@example.com"
@@ -63,6 +67,9 @@ class CloudState:
         self.port_range = port_range
         self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl, key=signing_key)
         self.faults = Faults()
+        #: The largest frame a hub may send; a larger one ends its link (as a real
+        #: Cloud's 1 MiB limit does). Far above that by default: tests send big frames.
+        self.max_frame_size = MAX_FRAME_SIZE
         self._store: CloudStore | None = None
         self._links: dict[str, HubLink] = {}
 
@@ -223,7 +230,7 @@ class CloudState:
         status: int | None,
         count: int = 1,
         *,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         body: str | None = None,
         content_type: str = "application/json",
         delay: float = 0,
@@ -231,7 +238,8 @@ class CloudState:
         """Make the next ``count`` requests whose path starts with ``route`` fail.
 
         Each waits ``delay`` seconds, then gets ``status`` (with ``Retry-After``
-        when given, and ``body`` instead of a JSON detail). ``status=None``
+        when given: seconds, or a text sent as is; and ``body`` instead of a JSON
+        detail). ``status=None``
         only delays them: a slow Cloud that still answers.
         """
         self.faults.add(

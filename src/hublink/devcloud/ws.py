@@ -18,8 +18,6 @@ from hublink.devcloud.state import STATE_KEY
 
 log = structlog.get_logger(__name__)
 
-#: Far above the hubs' own 1 MiB limit: tests send oversized frames on purpose.
-MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 #: How long a close handshake may take before the connection is just dropped.
 CLOSE_TIMEOUT = 2.0
 #: Close code and reason for the older of two sockets of the same hub.
@@ -41,7 +39,7 @@ async def hub_socket(request: web.Request) -> web.StreamResponse:
     if hub.revoked:
         fail(403, "This hub has been revoked; register it again")
 
-    socket = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_SIZE, timeout=CLOSE_TIMEOUT)
+    socket = web.WebSocketResponse(max_msg_size=cloud.max_frame_size, timeout=CLOSE_TIMEOUT)
     await socket.prepare(request)
     if HANDSHAKE_KEY in request:
         request[HANDSHAKE_KEY].status = 101

@@ -15,7 +15,7 @@ from hublink.config import Settings, is_loopback
 from hublink.credentials import Credentials
 from hublink.doctor.check import Check, os_reason
 from hublink.errors import ConfigError
-from hublink.link.connection import open_handshake
+from hublink.link.handshake import open_handshake
 from hublink.logs import mask_text
 from hublink.retry import AUTH_REFUSED_STATUSES, describe_tls_failure, describe_transient
 from hublink.status import StatusReport

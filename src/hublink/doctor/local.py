@@ -11,7 +11,7 @@ from pathlib import Path
 from hublink.config import Settings
 from hublink.credentials import Credentials, CredentialStore
 from hublink.doctor.check import Check, os_reason, user_name
-from hublink.errors import CredentialsError, NotRegisteredError
+from hublink.errors import CredentialsError, NotRegisteredError, StateDirAccessError
 
 #: Free space in state_dir below which the outbox and backups are at risk.
 WARN_FREE_BYTES = 256 * 1024 * 1024
@@ -61,7 +61,7 @@ def credentials_check(settings: Settings) -> tuple[Credentials | None, Check]:
         )
     try:
         creds = store.load()
-    except (NotRegisteredError, CredentialsError) as err:
+    except (NotRegisteredError, CredentialsError, StateDirAccessError) as err:
         problems.insert(0, err.message)
         hints.insert(0, err.hint or "run `hublink register --force`")
         creds = None

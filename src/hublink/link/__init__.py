@@ -1,6 +1,7 @@
 """The link to the Cloud (contract sections 2 and 6).
 
-connection  the WebSocket: handshake, heartbeats, reconnects with backoff, the drain
+connection  the WebSocket: heartbeats, reconnects with backoff, the drain, receiving
+handshake   the URL and options of every connection (the link's and doctor's)
 messages    the wire: every frame as a pydantic model, both directions
 outbox      the durable queue of events for the Cloud (SQLite, at-least-once)
 events      queuing an event from the Hub application: the one path

@@ -10,13 +10,13 @@ never ends the link's receive loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import structlog
 
 from hublink.config import Settings
-from hublink.errors import OutboxError
 from hublink.link.hooks import HookRunner
 from hublink.link.messages import (
     BACKUP_ALREADY_RUNNING,
@@ -29,6 +29,7 @@ from hublink.link.messages import (
 )
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
+from hublink.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -74,12 +75,15 @@ class Dispatcher:
         store: StateStore,
         outbox: AsyncOutbox,
         backup: BackupRunner | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.outbox = outbox
         self.backup = backup
-        self.hooks = HookRunner(settings)
+        #: Backups and hook runs are counted here (a private set when not given).
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.hooks = HookRunner(settings, metrics=self.metrics)
         self._group: asyncio.TaskGroup | None = None
         self._backlog: list[tuple[str, Job]] = []
         self._active = 0
@@ -104,6 +108,8 @@ class Dispatcher:
             # Jobs dispatched from now on wait in the backlog for a new run(),
             # or are dropped with it: they are not coroutines yet.
             self._group = None
+            # Background processes of hooks that exited must not outlive the daemon.
+            self.hooks.kill_leftovers()
 
     def dispatch(self, message: InboundMessage) -> None:
         """Handle ``message`` now; never raises for a handler's failure."""
@@ -153,15 +159,16 @@ class Dispatcher:
         # No lock here: the runner refuses a second backup itself (across
         # processes, `hublink backup` included) and answers at once, which is
         # what the Cloud should hear rather than a late second backup.
+        started = time.monotonic()
         result = await self._run_backup(requested_by)
         # A refusal says nothing about the last backup: the one running will
         # record its own result when it ends.
         if not (isinstance(result, BackupFailed) and result.error == BACKUP_ALREADY_RUNNING):
             self.store.record_backup(result)
-        try:
-            await self.outbox.put(result)
-        except OutboxError as err:
-            log.error("cannot queue the backup answer", error=str(err), answer=result.type)
+            completed = isinstance(result, BackupCompleted)
+            self.metrics.backup_finished(completed, time.monotonic() - started)
+        # The Cloud waits for this answer: held for the open link if it cannot be queued.
+        await self.outbox.put_or_hold(result)
 
     async def _run_backup(self, requested_by: str) -> BackupCompleted | BackupFailed:
         if self.backup is None:

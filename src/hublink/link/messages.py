@@ -35,6 +35,7 @@ from pydantic import (
 from hublink.clock import iso_z, utc_now
 from hublink.errors import InvalidEvent
 from hublink.logs import mask_text
+from hublink.untrusted import valid_unicode
 
 #: How much of an offending payload a log line may show.
 EXCERPT_CHARS = 200
@@ -296,7 +297,10 @@ class _Inbound(_Wire):
     def hook_payload(self) -> bytes:
         """The message as JSON for a hook's stdin: as the Cloud sent it, unknown fields too."""
         if self._received is not None:
-            return json.dumps(self._received, ensure_ascii=False, separators=(",", ":")).encode()
+            text = json.dumps(self._received, ensure_ascii=False, separators=(",", ":"))
+            # Lone surrogates are replaced at parse time; should one remain, its JSON
+            # escape (what backslashreplace writes) keeps stdin valid UTF-8 and JSON.
+            return text.encode("utf-8", "backslashreplace")
         return self.model_dump_json(exclude_unset=True).encode()
 
 
@@ -354,8 +358,17 @@ def parse_inbound(frame: str | bytes) -> PluginUpdateAvailable | UserRevoked | B
         raise BadFrame(f"not JSON ({err.msg} at char {err.pos}): {excerpt(frame)!r}") from None
     except RecursionError:
         raise BadFrame(f"JSON nested too deeply: {excerpt(frame)!r}") from None
+    except ValueError as err:
+        # Valid JSON that Python refuses to hold: an integer of more than
+        # sys.get_int_max_str_digits() digits (4300), a guard against slow int().
+        raise BadFrame(f"JSON hublink cannot read ({err}): {excerpt(frame)!r}") from None
     if not isinstance(data, dict):
         raise BadFrame(f"not a JSON object but {_json_kind(data)}: {excerpt(frame)!r}")
+    if "\\u" in frame:
+        # JSON may escape a lone surrogate ("\\ud83d"), which is not text: no UTF-8
+        # encoder (a hook's stdin, a page, a terminal) takes it. A text frame holds
+        # none otherwise: the WebSocket layer checked its UTF-8.
+        data = valid_unicode(data)
     kind = data.get("type")
     if not isinstance(kind, str):
         what = "no 'type' field" if kind is None else f"'type' is {_json_kind(kind)}"

@@ -1,7 +1,12 @@
 """What the Cloud told this hub, kept across restarts: ``{state_dir}/state.sqlite3``.
 
 It records pending plugin updates (one per plugin, the latest wins), revoked
-users (one per user) and the last backup, for ``hublink status``.
+users (one per user, the latest ``notices.max_revoked_users``; a count says how
+many older ones were dropped) and the last backup, for ``hublink status``.
+
+Notices belong to a hub: the store remembers which hub they were recorded for,
+and a store opened for another hub id (after a re-registration) shows nothing
+of the old one; its first write clears the old hub's records.
 
 Writes must be cheap for the event loop (the Cloud may push thousands of
 messages): a record is appended to a list of pending operations at once, and
@@ -15,28 +20,25 @@ pending update even while the daemon runs.
 
 A file that is not a readable database is reported (logged as an error
 naming it) and left alone while only read; the first write moves it aside
-to ``state.sqlite3.corrupt-<time>`` and starts afresh, so the daemon keeps
-running and nothing is ever silently overwritten.
+to ``state.sqlite3.corrupt-<time>`` and starts afresh (:mod:`hublink.sqlite`,
+as for the outbox), so the daemon keeps running and nothing is ever silently
+overwritten.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import sqlite3
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypedDict, cast
+from typing import Any
 
 import structlog
 
-from hublink.clock import iso_z, utc_now
-from hublink.fsutil import create_private_file
+from hublink import sqlite
+from hublink.config import DEFAULT_NOTICES_MAX_REVOKED_USERS
 from hublink.link.messages import (
     BackupCompleted,
     BackupFailed,
@@ -45,145 +47,55 @@ from hublink.link.messages import (
     PluginUpdateAvailable,
     UserRevoked,
 )
-from hublink.statedir import NOTICES
+from hublink.link.records import (
+    OWNER,
+    SCHEMA,
+    LastBackup,
+    Notices,
+    Op,
+    PluginUpdate,
+    RevokedUser,
+    Rows,
+    decode,
+    has_table,
+    now,
+    owner_of,
+    prune_revoked,
+    render,
+)
+from hublink.statedir import NOTICES, REPAIR_LOCK, exclusive_lock
+from hublink.untrusted import clip
+
+__all__ = ["LastBackup", "Notices", "PluginUpdate", "RevokedUser", "StateStore"]
 
 log = structlog.get_logger(__name__)
 
-
-class PluginUpdate(TypedDict):
-    """A ``plugin_update_available`` the Cloud sent and the Hub has not installed yet."""
-
-    plugin_id: str
-    current_version: str
-    new_version: str
-    download_url: str
-    received_at: str
-
-
-class RevokedUser(TypedDict):
-    """A ``user_revoked`` the Cloud sent."""
-
-    user_id: str
-    email: str
-    reason: str
-    received_at: str
-
-
-class LastBackup(TypedDict):
-    """How the last backup went (``result`` is ``completed`` or ``failed``)."""
-
-    at: str
-    result: str
-    size: int | None
-    backup_id: str | None
-    filename: str | None
-    error: str | None
-    requested_by: str | None
-
-
-class Notices(TypedDict):
-    """What the Cloud told us, as ``hublink status`` shows it."""
-
-    plugin_updates: list[PluginUpdate]
-    revoked_users: list[RevokedUser]
-    last_backup: LastBackup | None
-
-
-BUSY_TIMEOUT_MS = 15_000
-
-Kind = Literal["plugin_update", "revoked_user", "last_backup"]
-Rows = dict[tuple[str, str], dict[str, Any]]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    kind  TEXT NOT NULL,
-    key   TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (kind, key)
-) WITHOUT ROWID;
-"""
-
-
-def _now() -> str:
-    # Microseconds kept: revocations are listed in the order they arrived.
-    return iso_z(utc_now(), precise=True)
-
-
-@dataclass(frozen=True, slots=True)
-class _Op:
-    """Set (kind, key) to ``value`` (None: delete), or clear an update once installed."""
-
-    kind: Kind
-    key: str
-    value: dict[str, Any] | None = None
-    installed_version: str | None = None
-
-    def apply(self, rows: Rows) -> None:
-        """Apply to an in-memory copy of the table."""
-        target = (self.kind, self.key)
-        if self.installed_version is not None:
-            current = rows.get(target)
-            if current is not None and _supersedes(self.installed_version, current):
-                del rows[target]
-        elif self.value is None:
-            rows.pop(target, None)
-        else:
-            rows[target] = self.value
-
-    def write(self, conn: sqlite3.Connection) -> None:
-        """Apply to the database, inside the caller's transaction."""
-        if self.installed_version is not None:
-            found = conn.execute(
-                "SELECT value FROM records WHERE kind = ? AND key = ?", (self.kind, self.key)
-            ).fetchone()
-            current = _decode(found[0]) if found else None
-            if current is None or not _supersedes(self.installed_version, current):
-                return
-        if self.value is None or self.installed_version is not None:
-            conn.execute("DELETE FROM records WHERE kind = ? AND key = ?", (self.kind, self.key))
-        else:
-            conn.execute(
-                "INSERT OR REPLACE INTO records (kind, key, value) VALUES (?, ?, ?)",
-                (self.kind, self.key, json.dumps(self.value)),
-            )
-
-
-_NUMERIC = re.compile(r"^v?(\d+(?:\.\d+)*)$")
-
-
-def _supersedes(installed: str, update: dict[str, Any]) -> bool:
-    """Whether installing version ``installed`` makes the pending ``update`` moot."""
-    wanted = str(update.get("new_version", ""))
-    if installed == wanted:
-        return True
-    # Plain dotted numbers compare numerically (2.10 > 2.9); anything fancier
-    # (1.0rc1, dates) clears the update only on an exact match.
-    a, b = _NUMERIC.match(installed), _NUMERIC.match(wanted)
-    if a and b:
-        return tuple(map(int, a[1].split("."))) >= tuple(map(int, b[1].split(".")))
-    return False
-
-
-def _decode(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+#: The longest free text (a revocation's reason) kept for ``hublink status``.
+NOTICE_TEXT_CHARS = 1000
 
 
 class StateStore:
     """The persistent record of Cloud messages (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        hub_id: str | None = None,
+        max_revoked_users: int = DEFAULT_NOTICES_MAX_REVOKED_USERS,
+    ) -> None:
         self.path = path
+        #: The hub whose notices these are (None: whichever hub recorded them).
+        self.hub_id = hub_id
+        self.max_revoked_users = max_revoked_users
+        self._bound = False
         #: Why the file could not be read, if it could not (shown by ``doctor``/logs).
         self.problem: str | None = None
         self._lock = threading.Lock()  # guards the pending list
         # The reader has its own lock: a snapshot read in a thread must never
         # hold up a record made on the event loop.
         self._read_lock = threading.Lock()
-        self._pending: list[_Op] = []
+        self._pending: list[Op] = []
         self._flush_scheduled = False
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -191,11 +103,27 @@ class StateStore:
         self._closed = False
 
     @classmethod
-    def load(cls, state_dir: Path) -> StateStore:
-        """The store in ``state_dir``; reading never creates the file, a write does."""
-        store = cls(state_dir / NOTICES)
+    def load(
+        cls,
+        state_dir: Path,
+        *,
+        hub_id: str | None = None,
+        max_revoked_users: int = DEFAULT_NOTICES_MAX_REVOKED_USERS,
+    ) -> StateStore:
+        """The store in ``state_dir`` for ``hub_id``; reading never creates the file, a write does.
+
+        With a ``hub_id``, notices recorded for another hub are not shown, and
+        the first record made through this store clears them from the file.
+        """
+        store = cls(state_dir / NOTICES, hub_id=hub_id, max_revoked_users=max_revoked_users)
         store._check()
         return store
+
+    def bind_hub(self, hub_id: str) -> None:
+        """From now on the notices are ``hub_id``'s: another hub's are cleared (re-registration)."""
+        self.hub_id = hub_id
+        self._bound = False
+        self._submit(Op("hub", "owner"))
 
     # --- recording ------------------------------------------------------------
 
@@ -206,24 +134,26 @@ class StateStore:
             "current_version": msg.current_version,
             "new_version": msg.new_version,
             "download_url": msg.download_url,
-            "received_at": _now(),
+            "received_at": now(),
         }
-        self._submit(_Op("plugin_update", msg.plugin_id, value))
+        self._submit(Op("plugin_update", msg.plugin_id, value))
 
     def record_user_revoked(self, msg: UserRevoked) -> None:
         """Remember that the Cloud revoked a user."""
         value = {
             "user_id": msg.user_id,
             "email": msg.email,
-            "reason": msg.reason,
-            "received_at": _now(),
+            # Free text from the Cloud, shown in status and on the page: kept readable.
+            # The hook still gets the whole message.
+            "reason": None if msg.reason is None else clip(msg.reason, NOTICE_TEXT_CHARS),
+            "received_at": now(),
         }
-        self._submit(_Op("revoked_user", msg.user_id, value))
+        self._submit(Op("revoked_user", msg.user_id, value))
 
     def record_backup(self, result: BackupCompleted | BackupFailed) -> None:
         """Remember how the last backup went."""
         value: dict[str, Any] = {
-            "at": _now(),
+            "at": now(),
             "result": "failed",
             "size": None,
             "backup_id": None,
@@ -238,14 +168,17 @@ class StateStore:
                 backup_id=result.backup_id,
                 filename=result.filename,
             )
+            # Kept apart as well: the last success must survive a later failure, so that
+            # hublink_last_backup_timestamp_seconds shows an overdue backup after a restart.
+            self._submit(Op("last_backup", "completed", value))
         else:
             value["error"] = result.error
-        self._submit(_Op("last_backup", "last", value))
+        self._submit(Op("last_backup", "last", value))
 
     def record_outbound(self, event: OutboundEvent) -> None:
         """Note an event queued for the Cloud: ``plugin_installed`` clears the matching update."""
         if isinstance(event, PluginInstalled):
-            self._submit(_Op("plugin_update", event.plugin_id, installed_version=event.version))
+            self._submit(Op("plugin_update", event.plugin_id, installed_version=event.version))
 
     # --- reading --------------------------------------------------------------
 
@@ -263,7 +196,9 @@ class StateStore:
                 pending = list(self._pending)
         for op in pending:
             op.apply(rows)
-        return _render(rows)
+        if self.hub_id is not None and owner_of(rows.get(OWNER)) not in (None, self.hub_id):
+            rows = {}  # recorded for a hub this one replaced
+        return render(rows, self.max_revoked_users)
 
     async def asnapshot(self) -> Notices:
         """:meth:`snapshot` in a thread, for the event loop."""
@@ -295,12 +230,17 @@ class StateStore:
 
     # --- internals ------------------------------------------------------------
 
-    def _submit(self, op: _Op) -> None:
+    def _submit(self, op: Op) -> None:
         with self._lock:
             if self._closed:
                 log.error("state store closed; record dropped", kind=op.kind, key=op.key)
                 return
-            self._pending.append(op)
+            if self.hub_id is not None and not self._bound:
+                # Every write says whose notices it makes: the first one claims the file.
+                self._bound = True
+                self._pending.append(Op("hub", "owner", {"hub_id": self.hub_id}))
+            if op.kind != "hub":
+                self._pending.append(op)
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
@@ -324,7 +264,7 @@ class StateStore:
         with self._read_lock, self._lock:
             del self._pending[: len(batch)]
 
-    def _write_batch(self, batch: list[_Op]) -> None:
+    def _write_batch(self, batch: list[Op]) -> None:
         only_clears = all(op.installed_version is not None for op in batch)
         if only_clears and self._writer is None and not self.path.exists():
             # Nothing recorded yet, so nothing to clear: `hublink send` on a
@@ -336,6 +276,8 @@ class StateStore:
         try:
             for op in batch:
                 op.write(conn)
+            if any(op.kind == "revoked_user" for op in batch):
+                prune_revoked(conn, self.max_revoked_users)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -346,23 +288,23 @@ class StateStore:
         if self._writer is None:
             if self.problem is not None:
                 self._quarantine()
-            self._writer = _connect(self.path, create=True)
+            self._writer = sqlite.connect(
+                self.path, create=True, synchronous="NORMAL", schema=SCHEMA
+            )
         return self._writer
 
     def _quarantine(self) -> None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                self.path.with_name(self.path.name + suffix).rename(
-                    aside.with_name(aside.name + suffix)
-                )
-        log.error(
-            "moved the unreadable state store aside and started a new one",
-            path=str(self.path),
-            moved_to=str(aside),
-            problem=self.problem,
-        )
+        assert self.problem is not None
+        # Under the lock, and checked again: another process may have replaced it already.
+        with exclusive_lock(self.path.parent / REPAIR_LOCK):
+            try:
+                with contextlib.closing(sqlite.connect(self.path, create=False)) as conn:
+                    if has_table(conn) or self.path.stat().st_size == 0:
+                        self.problem = None
+            except (sqlite3.Error, OSError):
+                pass
+            if self.problem is not None:
+                sqlite.quarantine(self.path, self.problem, what="state store")
         with self._read_lock:
             if self._reader is not None:
                 self._reader.close()
@@ -396,8 +338,8 @@ class StateStore:
         if self._reader is None:
             if not self.path.exists():
                 return {}
-            self._reader = _connect(self.path, create=False)
-        if not _has_table(self._reader):
+            self._reader = sqlite.connect(self.path, create=False)
+        if not has_table(self._reader):
             # An empty file is a store cut short before its first write;
             # anything else without our table is somebody else's database.
             if self.path.stat().st_size == 0:
@@ -406,56 +348,12 @@ class StateStore:
         found = self._reader.execute("SELECT kind, key, value FROM records").fetchall()
         rows: Rows = {}
         for kind, key, text in found:
-            value = _decode(text)
+            value = decode(text)
             if value is None:
                 log.warning("skipping an unreadable state record", kind=kind, key=key)
                 continue
             rows[(kind, key)] = value
         return rows
-
-
-def _connect(path: Path, *, create: bool) -> sqlite3.Connection:
-    if create:
-        create_private_file(path)
-    conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if create:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL: a power cut may lose the last records; a crash loses none.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _has_table(conn: sqlite3.Connection) -> bool:
-    found = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'"
-    ).fetchone()
-    return found is not None
-
-
-def _render(rows: Rows) -> Notices:
-    # The rows were written by record_* above from validated messages; a row of
-    # an older version that lacks a key still renders (readers use .get for extras).
-    updates = [v for (kind, _), v in rows.items() if kind == "plugin_update"]
-    revoked = [v for (kind, _), v in rows.items() if kind == "revoked_user"]
-    return {
-        "plugin_updates": cast(
-            list[PluginUpdate], sorted(updates, key=lambda v: str(v.get("plugin_id")))
-        ),
-        "revoked_users": cast(
-            list[RevokedUser],
-            sorted(revoked, key=lambda v: (str(v.get("received_at")), str(v.get("user_id")))),
-        ),
-        "last_backup": cast("LastBackup | None", rows.get(("last_backup", "last"))),
-    }
 
 
 def _log_failure(future: Future[None]) -> None:

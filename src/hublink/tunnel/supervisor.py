@@ -32,6 +32,7 @@ from hublink import logs
 from hublink.config import Settings
 from hublink.credentials import Credentials
 from hublink.live import LiveState, TunnelStateName
+from hublink.metrics import Metrics
 from hublink.retry import Backoff, Jitter
 from hublink.tunnel.config import ADMIN_USER, PROXY_NAME, new_admin_password, write_config
 
@@ -178,6 +179,8 @@ class TunnelSupervisor:
         healthy_reset: seconds of ``running`` after which the backoff resets.
         poll_interval: seconds between two admin API checks.
         rng: jitter source, for tests.
+        metrics: where restarts are counted (a private set when not given); ``tunnel_up``
+            follows ``live``.
     """
 
     def __init__(
@@ -190,8 +193,10 @@ class TunnelSupervisor:
         healthy_reset: float = HEALTHY_RESET,
         poll_interval: float = POLL_INTERVAL,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics(live=live)
         self.creds = creds
         self.live = live
         self.grace = grace
@@ -286,6 +291,7 @@ class TunnelSupervisor:
         fields: dict[str, Any] = {"pid": proc.pid}
         if restarted:
             fields["restarts"] = self.live.tunnel.restarts + 1
+            self.metrics.tunnel_restarted()
         log.info("frpc started", pid=proc.pid, frpc=frpc, config=str(path))
         self._set("starting", **fields)
         return proc

@@ -1,9 +1,9 @@
-"""Shared fixtures: the reference Cloud on a random loopback port, and a hub enrolled in it.
+"""The reference Cloud on a random loopback port, and a hub enrolled in it.
 
 Registered from ``conftest.py`` through ``pytest_plugins``. Tests use them as::
 
-    async def test_something(devcloud: DevCloud, hub_settings: HubEnv) -> None:
-        ...  # hub_settings.settings, hub_settings.creds, hub_settings.cloud is devcloud
+    async def test_something(devcloud: DevCloud, hub: HubEnv) -> None:
+        ...  # hub.settings, hub.creds, hub.cloud is devcloud
 
 For other shapes (two hubs, hooks, a backup database) call :func:`make_hub_env`.
 """
@@ -23,17 +23,18 @@ from hublink.credentials import Credentials
 from hublink.devcloud import DevCloud
 from hublink.devcloud.tokens import new_signing_key
 from hublink.fsutil import ensure_private_dir
+from support.timing import scaled
 
 #: Link timings shrunk so that tests see heartbeats, reconnects and
-#: unauthorized retries within a second or two.
+#: unauthorized retries within a second or two (times ``HUBLINK_TEST_TIME_FACTOR``).
 FAST_WEBSOCKET: dict[str, float] = {
-    "heartbeat_interval": 0.2,
-    "reconnect_min": 0.05,
-    "reconnect_max": 0.5,
-    "reconnect_spread": 0.2,
-    "unauthorized_retry": 1.0,
-    "ping_interval": 0.5,
-    "ping_timeout": 0.5,
+    "heartbeat_interval": scaled(0.2),
+    "reconnect_min": scaled(0.05),
+    "reconnect_max": scaled(0.5),
+    "reconnect_spread": scaled(0.2),
+    "unauthorized_retry": scaled(1.0),
+    "ping_interval": scaled(0.5),
+    "ping_timeout": scaled(0.5),
 }
 
 
@@ -54,6 +55,11 @@ class HubEnv:
     def token(self) -> str:
         """The hub's tunnel token in clear."""
         return self.creds.tunnel_token.get_secret_value()
+
+    @property
+    def heartbeats(self) -> list[dict[str, Any]]:
+        """The heartbeats the Cloud has received from this hub so far, oldest first."""
+        return self.cloud.heartbeats(self.hub_id)
 
 
 def make_hub_env(
@@ -79,6 +85,11 @@ def make_hub_env(
     return HubEnv(settings=settings, creds=creds, cloud=cloud)
 
 
+def make_revocation(user: str) -> dict[str, str]:
+    """A ``user_revoked`` message from the Cloud for ``user``."""
+    return {"type": "user_revoked", "user_id": user, "email": f"{user}@x.example", "reason": "x"}
+
+
 @pytest.fixture(scope="session")
 def devcloud_signing_key() -> rsa.RSAPrivateKey:
     """One JWT signing key for every test's Cloud: making one per test is slow."""
@@ -99,6 +110,6 @@ async def devcloud(
 
 
 @pytest.fixture
-def hub_settings(devcloud: DevCloud, tmp_path: Path) -> HubEnv:
+def hub(devcloud: DevCloud, tmp_path: Path) -> HubEnv:
     """A hub enrolled in ``devcloud``, credentials on disk, fast link timings, no tunnel."""
     return make_hub_env(devcloud, tmp_path)

@@ -1,14 +1,21 @@
-"""No secret anywhere, every file private: a hub's whole life, as an outsider would check it.
+"""Contract section 4, files on disk: every file private, no secret where it does not belong,
+writes atomic, a broken credentials file named and never overwritten.
 
-One run per umask (000 and 022) and log format (json and console), at debug
-level: register, send, backup to a file and to the Cloud, restore, the daemon
-with its real frpc (fleet-wide frps token in the config file), a hook, a
-backup request, status, doctor, tunnel-config, and error paths where the Cloud
-echoes every secret back (a 401 on upload, a 500 on the link's handshake).
-Then: the owner's password, the hub's token, the fleet token, the frpc admin
-password and any JWT appear in no output, no log line, no /proc cmdline or
-environ of a child, and no file but the three that must hold them; and every
-file hublink wrote has its contract mode (contract sections 3, 4 and 7).
+First a hub's whole life, as an outsider would check it. One run per umask
+(000 and 022) and log format (json and console), at debug level: register,
+send, backup to a file and to the Cloud, restore, the daemon with its real
+frpc (fleet-wide frps token in the config file), a hook, a backup request,
+status, doctor, tunnel-config, and error paths where the Cloud echoes every
+secret back (a 401 on upload, a 500 on the link's handshake). Then: the
+owner's password, the hub's token, the fleet token, the frpc admin password
+and any JWT appear in no output, no log line, no /proc cmdline or environ of a
+child, and no file but the three that must hold them; and every file hublink
+wrote has its contract mode (contract sections 3, 4 and 7).
+Then the credentials file: a failed write leaves the old one intact, and one
+that cannot be parsed is named by ``register``, ``run`` and ``status``, exit 78.
+Last, faults of the disk: a corrupt outbox at start is moved aside and the hub
+links; a full state dir (a real small tmpfs) keeps the link up, names the disk,
+and the backup's answer still reaches the Cloud.
 """
 
 from __future__ import annotations
@@ -17,12 +24,12 @@ import asyncio
 import contextlib
 import json
 import os
-import re
+import resource
+import sqlite3
 import stat
 import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -33,15 +40,21 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.control import status_now
 from hublink.devcloud import DevCloud
-from hublink.link.hooks import hook_environment
+from hublink.link.outbox import Outbox
 from support.backup import make_database
+from support.cli import HUBLINK_COMMAND, HubBox, make_child_env, run_hublink
+from support.cloud import HubEnv, make_hub_env
+from support.daemon import Daemons
+from support.leaks import JWT, Box
+from support.network import find_free_port, find_free_port_range
+from support.outbox import PLUGIN, make_plugin_event
 from support.polling import wait_until
-from support.tunnel import free_port, free_port_range
+from support.smallfs import fill, small_filesystem
+from support.timing import scaled
 
 EMAIL = "owner@example.com"
 PASSWORD = "owner-pass-" + uuid4().hex
 SERVER_TOKEN = "fleet-token-" + uuid4().hex
-JWT = re.compile(rb"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.")
 
 #: Where the secrets may be: nowhere else.
 SECRET_FILES = {"credentials.toml", "frpc.toml", "backup-identity.txt"}
@@ -56,47 +69,10 @@ sys.stdin.read()
 """
 
 
-@dataclass
-class Box:
-    """One hub box under test: its folders, environment and everything seen."""
-
-    base: Path
-    umask: int
-    env: dict[str, str]
-    seen: dict[str, bytes] = field(default_factory=dict)
-
-    @property
-    def state_dir(self) -> Path:
-        return self.base / "var" / "lib" / "hublink"
-
-    @property
-    def runtime_dir(self) -> Path:
-        return self.base / "run" / "hublink"
-
-    async def hublink(self, *args: str, stdin: str = "", code: int = 0) -> str:
-        """Run one command to completion under the box's umask; its stdout."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hublink",
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self.env,
-            umask=self.umask,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 50)
-        self.seen[f"`hublink {' '.join(args)}` stdout"] = out
-        self.seen[f"`hublink {' '.join(args)}` stderr"] = err
-        assert proc.returncode == code, f"hublink {args}: {proc.returncode}\n{err.decode()}"
-        return out.decode()
-
-
 @contextlib.asynccontextmanager
 async def fleet_frps(frp_bin: Path, cloud: DevCloud) -> AsyncIterator[int]:
     """A real frps that wants the fleet-wide token and asks ``cloud``'s plugin; its port."""
-    port = free_port()
+    port = find_free_port()
     low, high = cloud.port_range
     config = cloud.data_dir / "fleet-frps.toml"
     config.write_text(
@@ -144,7 +120,7 @@ async def test_no_secret_anywhere_and_every_file_private(
         tmp_path / "cloud",
         users={EMAIL: PASSWORD},
         frps_path=frp_bin / "frps",  # for the plugin routes; the fleet frps is ours
-        port_range=free_port_range(2),
+        port_range=find_free_port_range(2),
         signing_key=devcloud_signing_key,
     )
     await cloud.start()
@@ -177,13 +153,13 @@ async def _life(
         "HUBLINK_TUNNEL__FRPC_PATH": str(frp_bin / "frpc"),
         "HUBLINK_TUNNEL__SERVER_ADDR": "127.0.0.1",
         "HUBLINK_TUNNEL__SERVER_PORT": str(frps_port),
-        "HUBLINK_TUNNEL__ADMIN_PORT": str(free_port()),
-        "HUBLINK_TUNNEL__RESTART_MIN": "0.2",
-        "HUBLINK_TUNNEL__RESTART_MAX": "1",
-        "HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL": "0.2",
-        "HUBLINK_WEBSOCKET__RECONNECT_MIN": "0.05",
-        "HUBLINK_WEBSOCKET__RECONNECT_MAX": "0.3",
-        "HUBLINK_WEBSOCKET__RECONNECT_SPREAD": "0.1",
+        "HUBLINK_TUNNEL__ADMIN_PORT": str(find_free_port()),
+        "HUBLINK_TUNNEL__RESTART_MIN": str(scaled(0.2)),
+        "HUBLINK_TUNNEL__RESTART_MAX": str(scaled(1)),
+        "HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL": str(scaled(0.2)),
+        "HUBLINK_WEBSOCKET__RECONNECT_MIN": str(scaled(0.05)),
+        "HUBLINK_WEBSOCKET__RECONNECT_MAX": str(scaled(0.3)),
+        "HUBLINK_WEBSOCKET__RECONNECT_SPREAD": str(scaled(0.1)),
         "HUBLINK_HOOKS": json.dumps(
             {"user_revoked": [sys.executable, str(base / "hook.py"), str(base)]}
         ),
@@ -237,9 +213,7 @@ async def _run_daemon(
     sock = box.runtime_dir / "control.sock"
     with log.open("wb") as log_file:
         daemon = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hublink",
+            *HUBLINK_COMMAND,
             "run",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
@@ -301,7 +275,7 @@ async def _run_daemon(
     finally:
         if daemon.returncode is None:
             daemon.terminate()
-        code = await asyncio.wait_for(daemon.wait(), 15)
+        code = await asyncio.wait_for(daemon.wait(), scaled(15))
     assert code == 0, log.read_text()
     box.seen["daemon log"] = log.read_bytes()
     for name in ("cmdline", "environ"):
@@ -310,10 +284,148 @@ async def _run_daemon(
     return {admin}, modes
 
 
-def test_a_hook_never_inherits_secrets_from_hublinks_environment(
-    monkeypatch: pytest.MonkeyPatch,
+# --- the credentials file: atomic writes, named when broken, never overwritten -----------
+
+
+async def test_corrupt_credentials_exit_78_naming_the_file(devcloud: DevCloud, box: HubBox) -> None:
+    box.state_dir.mkdir(mode=0o700)
+    box.credentials.write_text('hub_id = "not-a-uuid"\n')
+    run = await box.register()
+    assert run.code == 78
+    assert str(box.credentials) in run.stderr
+    assert "hub_id" in run.stderr
+    assert box.credentials.read_text() == 'hub_id = "not-a-uuid"\n'
+    assert devcloud.hubs() == []
+
+
+def limit_file_size() -> None:
+    """In the child: any file write beyond 64 bytes fails (EFBIG), mid-way through the data."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+
+async def test_failed_credential_write_leaves_the_old_file_intact(
+    devcloud: DevCloud, box: HubBox
 ) -> None:
-    # tunnel.server_token may come from the environment (systemd EnvironmentFile=),
-    # as frpc's environment already proves is scrubbed (test_tunnel_config).
-    monkeypatch.setenv("HUBLINK_TUNNEL__SERVER_TOKEN", SERVER_TOKEN)
-    assert SERVER_TOKEN not in hook_environment("user_revoked").values()
+    assert (await box.register()).code == 0
+    before = box.credentials.read_bytes()
+    assert len(before) > 64
+    run = await box.register("--force", preexec_fn=limit_file_size)
+    assert run.code == 78
+    assert f"could not write {box.credentials}" in run.stderr
+    assert box.credentials.read_bytes() == before
+    assert not [n for n in box.written() if n.endswith(".tmp")]  # no temporary file left
+
+
+async def test_run_with_unreadable_credentials_exits_78_naming_the_file(
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
+) -> None:
+    hub = make_hub_env(devcloud, tmp_path / "h")
+    hub.settings.credentials_path.write_text("hub_id = [not toml")
+    daemon = await daemons.start(hub)
+    assert await daemon.wait_exit() == 78
+    assert str(hub.settings.credentials_path) in daemon.log_text()
+
+
+def test_unreadable_credentials_exit_78(hub: HubEnv) -> None:
+    hub.settings.credentials_path.write_text("tunnel_token = ")
+    result = run_hublink("status", env=make_child_env(hub.settings))
+    assert result.returncode == 78
+    assert str(hub.settings.credentials_path) in result.stderr
+
+
+# --- a corrupt outbox, a full state dir -------------------------------------------------------
+
+
+async def test_a_corrupt_outbox_at_start_is_moved_aside_and_the_hub_links(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    state_dir = hub.settings.state_dir
+    garbage = os.urandom(4096)  # head -c 4096 /dev/urandom > outbox.sqlite3
+    (state_dir / "outbox.sqlite3").write_bytes(garbage)
+    daemon = await daemons.start()
+    status = await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    assert status["outbox"] == {"pending": 0, "dead_letters": 0, "quarantined": 1}
+    [aside] = state_dir.glob("outbox.sqlite3.corrupt-*Z")
+    assert aside.read_bytes() == garbage
+    [error] = [e for e in daemon.log_events() if e.get("moved_to") == str(aside)]
+    assert error["level"] == "error"
+    sent = daemon.run_cli("send", "plugin_installed", "--data", json.dumps(PLUGIN))
+    assert sent.returncode == 0, sent.stderr
+    await wait_until(lambda: hub.cloud.events(hub.hub_id), what="the event")
+    assert "1 damaged outbox file" in daemon.run_cli("status").stdout
+
+
+@pytest.fixture
+def full_disk_hub(hub: HubEnv, tmp_path: Path) -> Any:
+    """A hub whose state dir is a small tmpfs (its log file stays outside it)."""
+    base = tmp_path / "small"
+    state = base / "state"
+    with small_filesystem(state, size="6m"):
+        database = tmp_path / "hub.sqlite3"
+        with sqlite3.connect(database) as conn:
+            conn.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY, total REAL)")
+            conn.executemany("INSERT INTO sales (total) VALUES (?)", [(n,) for n in range(2000)])
+        yield make_hub_env(hub.cloud, base, name="Full Disk", backup={"database": database})
+
+
+async def test_a_full_state_dir_keeps_the_link_up_and_names_the_disk(
+    full_disk_hub: HubEnv, daemons: Daemons
+) -> None:
+    hub = full_disk_hub
+    cloud, hub_id, state = hub.cloud, hub.hub_id, hub.settings.state_dir
+    port = cloud.port
+    daemon = await daemons.start(hub)
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    await cloud.stop()
+    outbox = Outbox.open(state)
+    ids = [outbox.put(make_plugin_event(n)) for n in range(20)]
+    outbox.close()
+    filler = fill(state)
+    await cloud.start(port=port)
+    status = await daemon.wait_status(
+        lambda s: (
+            s["websocket"]["state"] == "connected"
+            and "full" in (s["websocket"]["last_error"] or "")
+        ),
+        timeout=30,
+    )
+    assert "cannot be removed from the outbox" in status["websocket"]["last_error"]
+    assert "database or disk is full" in daemon.run_cli("status").stdout
+    await wait_until(lambda: len(cloud.events(hub_id)) >= 20, what="the 20 events")
+    assert [e["id"] for e in cloud.events(hub_id)] == ids
+    # The link stays up: heartbeats and commands keep flowing.
+    seen = len(cloud.heartbeats(hub_id))
+    await wait_until(lambda: len(cloud.heartbeats(hub_id)) >= seen + 5, what="heartbeats")
+    command = {"type": "user_revoked", "user_id": "u-1", "email": "a@b.c", "reason": "left"}
+    assert await cloud.push(hub_id, command)
+    await daemon.wait_status(lambda s: [u["user_id"] for u in s["revoked_users"]] == ["u-1"])
+    assert cloud.connections(hub_id) == 2  # before and after the Cloud's restart, no more
+    # Bounded: each event went out once on this link, however long the disk stays full.
+    frames = [f["data"] for f in cloud.frames(hub_id) if isinstance(f["data"], str)]
+    assert all(sum(event_id in frame for frame in frames) == 1 for event_id in ids)
+    assert not daemon.crashes()
+    # Room again: the delivered events leave the outbox and the error clears.
+    filler.unlink()
+    await daemon.wait_status(
+        lambda s: s["outbox"]["pending"] == 0 and s["websocket"]["last_error"] is None, timeout=30
+    )
+
+
+async def test_a_backup_answer_reaches_the_cloud_when_the_state_dir_is_full(
+    full_disk_hub: HubEnv, daemons: Daemons
+) -> None:
+    hub = full_disk_hub
+    cloud, hub_id = hub.cloud, hub.hub_id
+    daemon = await daemons.start(hub)
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    fill(hub.settings.state_dir)
+    assert await cloud.push(hub_id, {"type": "backup_request", "requested_by": "owner-7"})
+    await wait_until(
+        lambda: [e for e in cloud.events(hub_id) if e["type"] == "backup_failed"],
+        what="the backup_failed answer",
+    )
+    [answer] = [e for e in cloud.events(hub_id) if e["type"] == "backup_failed"]
+    assert answer["requested_by"] == "owner-7"
+    assert answer["error"]
+    assert any(e["event"].startswith("cannot queue the answer") for e in daemon.log_events())
+    assert not daemon.crashes()
