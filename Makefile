@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 FRP_DIR := .cache/frp
 export HUBLINK_FRP_BIN := $(abspath $(FRP_DIR)/bin)
 
-.PHONY: demo test check lint typecheck pytest frp tools bench dist clean catalogs messages screenshots
+.PHONY: demo test check lint typecheck pytest frp tools bench faults dist clean catalogs messages screenshots
 
 demo: $(STAMP) frp
 	PATH="$(HUBLINK_FRP_BIN):$$PATH" $(BIN)/hublink demo
@@ -75,6 +75,16 @@ tools:
 # each bench's docstring make the runs bigger.
 bench: $(STAMP) frp tools
 	$(BIN)/python bench/report.py
+
+# The fault suite at full size (tests/faults: network faults, a full disk, corrupt
+# files, frpc/frps faults, clock jumps, SIGKILLs, a 1,050-hub reconnect storm, a
+# 10-minute soak; about half an hour), then RELIABILITY.md from the figures it
+# measured (tests/support/reliability.py; never edit it by hand). `make test` runs
+# the same tests in their short forms.
+faults: $(STAMP) frp tools
+	rm -rf .cache/reliability/full
+	HUBLINK_FAULTS_FULL=1 $(BIN)/pytest tests/faults -m faults $(PYTEST_ARGS); \
+	status=$$?; $(BIN)/python tests/support/reliability.py full RELIABILITY.md && exit $$status
 
 # The wheel and the sdist that the README's install steps copy to a Hub box.
 # The wheel is built from the sdist, so a file missing from MANIFEST.in shows.

@@ -65,6 +65,22 @@ def test_registered_secret_is_masked_in_any_text() -> None:
     assert got["note"] == 7
 
 
+def test_a_thousand_links_in_one_process_have_every_token_masked() -> None:
+    # The library running many hubs (the reconnect storm's fleet) registers a token each.
+    tokens = [f"fleet-token-{number:04d}-{'q' * 24}" for number in range(1000)]
+    for token in tokens:
+        logs.register_secret(token)
+    try:
+        got = mask(event=f"first {tokens[0]}, last {tokens[-1]}", note="no secret here")
+        assert got == {"event": "first ***, last ***", "note": "no secret here"}
+        logs.forget_secret(tokens[0])
+        assert mask(event=f"gone {tokens[0]}")["event"] == f"gone {tokens[0]}"
+        assert mask(event=f"kept {tokens[1]}")["event"] == "kept ***"
+    finally:
+        for token in tokens:
+            logs.forget_secret(token)
+
+
 def test_short_values_are_not_registered_as_secrets() -> None:
     logs.register_secret("ab")
     assert mask(event="tab stops")["event"] == "tab stops"

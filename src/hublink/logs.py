@@ -77,21 +77,28 @@ class _Secrets:
 
     def __init__(self) -> None:
         self.values: set[str] = set()
-        self.suspect = re.compile(_ANCHORS)
+        self._suspect: re.Pattern[str] | None = None
+
+    @property
+    def suspect(self) -> re.Pattern[str]:
+        """The scan: the anchors, or any registered secret."""
+        # Compiled at the first use after a change, not at every change: a process
+        # that runs many links registers a token for each, and recompiling a growing
+        # alternation at every one cost a minute for a thousand (the reconnect storm).
+        if self._suspect is None:
+            alternatives = [_ANCHORS, *(re.escape(value) for value in self.values)]
+            self._suspect = re.compile("|".join(alternatives))
+        return self._suspect
 
     def add(self, value: str) -> None:
         if value not in self.values:
             self.values.add(value)
-            self._rebuild()
+            self._suspect = None
 
     def discard(self, value: str) -> None:
         if value in self.values:
             self.values.discard(value)
-            self._rebuild()
-
-    def _rebuild(self) -> None:
-        alternatives = [_ANCHORS, *(re.escape(value) for value in self.values)]
-        self.suspect = re.compile("|".join(alternatives))
+            self._suspect = None
 
 
 _secrets = _Secrets()

@@ -1,6 +1,6 @@
 """The one SQLite opener of hublink's state files: ``outbox.sqlite3`` and ``state.sqlite3``.
 
-    connect(path, create=…, synchronous=…, schema=…)   a connection, busy timeout set
+    connect(path, create=…, synchronous=…, schema=…, owner_table=…)   a connection, busy timeout set
     is_unreadable(err)                                 "this file is not a database we can use"
     quarantine(path, problem, what=…)                  move a bad file aside, loudly
     quarantined(path)                                  the files moved aside so far
@@ -49,12 +49,15 @@ def connect(
     create: bool,
     synchronous: Synchronous = "FULL",
     schema: str | None = None,
+    owner_table: str | None = None,
 ) -> sqlite3.Connection:
     """Open ``path`` (creating it 0600 when ``create``), with hublink's settings.
 
     With ``create``, the database is put in WAL mode with ``synchronous``
     (FULL: a commit survives a power cut; NORMAL: it survives a crash) and
-    ``schema`` (a script of ``CREATE … IF NOT EXISTS``) is run.
+    ``schema`` (a script of ``CREATE … IF NOT EXISTS``) is run. With
+    ``owner_table``, a database that holds tables but not that one is another
+    program's: it is refused as unreadable before anything is written to it.
 
     Raises:
         sqlite3.Error: the file cannot be opened or is not a database
@@ -69,6 +72,8 @@ def connect(
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if create:
+            if owner_table is not None:
+                _check_owner(conn, owner_table)
             # Reading the mode is the first real access: a file that is not a
             # database fails here, before anything was written to it.
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -82,6 +87,19 @@ def connect(
     if create:
         tighten_modes(path)
     return conn
+
+
+def _check_owner(conn: sqlite3.Connection, table: str) -> None:
+    """Raise :class:`sqlite3.DatabaseError` when the database holds tables, none of them ``table``.
+
+    Found by the fault suite: another program's database in place of the
+    outbox got hublink's tables added to it (and its journal mode changed)
+    instead of being moved aside.
+    """
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if names and table not in names:
+        shown = ", ".join(sorted(names)[:3])
+        raise sqlite3.DatabaseError(f"it holds another program's tables ({shown}), no {table!r}")
 
 
 def is_unreadable(err: BaseException) -> bool:

@@ -438,6 +438,24 @@ async def test_fail_next_applies_to_the_websocket_handshake(hub: HubEnv) -> None
         assert hub.cloud.connections(hub.hub_id) == 1
 
 
+async def test_every_handshake_is_recorded_with_its_arrival_and_answer(
+    hub: HubEnv,
+) -> None:
+    cloud = hub.cloud
+    cloud.fail_next("/ws/hub/", 503, retry_after=3)
+    before = time.monotonic()
+    with pytest.raises(InvalidStatus):
+        await _connect(hub)
+    with pytest.raises(InvalidStatus):
+        await websockets.connect(cloud.ws_url(hub.hub_id, "wrong-token"))
+    async with await _connect(hub):
+        pass
+    attempts = cloud.handshakes(hub.hub_id)
+    assert [a.status for a in attempts] == [503, 401, 101]
+    times = [a.at for a in attempts]
+    assert before <= times[0] <= times[1] <= times[2] <= time.monotonic()
+
+
 async def test_restart_on_the_same_port_and_data_keeps_the_hubs(hub: HubEnv) -> None:
     cloud = hub.cloud
     url = cloud.url

@@ -186,6 +186,35 @@ def test_a_corrupt_outbox_is_moved_aside_and_a_fresh_one_takes_its_place(
     again.close()
 
 
+def test_another_programs_database_in_place_of_the_outbox_is_moved_aside_untouched(
+    tmp_path: Path,
+) -> None:
+    # Found by the fault suite: hublink added its tables to it and kept using it.
+    path = tmp_path / "outbox.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE sales (id INTEGER PRIMARY KEY, total REAL)")
+        db.execute("INSERT INTO sales (total) VALUES (9.5)")
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(OutboxError, match=r"another program's tables \(sales\), no 'events'"):
+        Outbox.open(tmp_path, repair=False)
+    assert path.read_bytes() == before
+    outbox = Outbox.open(tmp_path)
+    [aside] = sorted(tmp_path.glob("outbox.sqlite3.corrupt-*[0-9]Z"))
+    assert aside.read_bytes() == before  # not a byte written, not even its journal mode
+    outbox.put(plugin_event(1))
+    assert outbox.counts() == OutboxCounts(pending=1, dead_letters=0, quarantined=1)
+    outbox.close()
+
+
+def test_an_empty_file_is_an_outbox_cut_short_not_a_stranger(tmp_path: Path) -> None:
+    (tmp_path / "outbox.sqlite3").write_bytes(b"")
+    outbox = Outbox.open(tmp_path)
+    outbox.put(plugin_event(1))
+    assert outbox.counts() == OutboxCounts(pending=1, dead_letters=0, quarantined=0)
+    outbox.close()
+
+
 def test_an_event_over_max_event_size_is_refused_when_queued(tmp_path: Path) -> None:
     # Issue 10 item 10: a 1.84 MB user_sync was accepted, then refused by the Cloud forever.
     users = [

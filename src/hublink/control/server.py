@@ -8,6 +8,7 @@
     POST /v1/backup                            back up now, in the background → 202
     POST /v1/plugin-updates/{plugin_id}/install  run the ``install_plugin_update`` hook → 202
     GET  /v1/doctor                            the ``doctor --json`` object
+    GET  /v1/debug                             asyncio tasks and threads alive (leak hunting)
 
 What the routes do is the daemon's: it hands in a :class:`ControlActions`,
 the same services the page calls, so each use case has one path. The socket
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,7 @@ class ControlServer:
         app.router.add_post("/v1/plugin-updates/{plugin_id}/install", self._post_install)
         app.router.add_get("/v1/doctor", self._get_doctor)
         app.router.add_get("/metrics", self._get_metrics)
+        app.router.add_get("/v1/debug", self._get_debug)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -137,6 +140,12 @@ class ControlServer:
 
     async def _get_status(self, request: web.Request) -> web.Response:
         return web.json_response(await self._actions.status())
+
+    async def _get_debug(self, request: web.Request) -> web.Response:
+        """``{"tasks", "threads"}``: counts that grow without bound betray a leak (the soak)."""
+        return web.json_response(
+            {"tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
+        )
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         return await metrics_response(self._metrics, request)

@@ -50,6 +50,17 @@ class Frame:
 
 
 @dataclass
+class Handshake:
+    """One WebSocket handshake as it reached the Cloud, refused or not."""
+
+    #: ``time.monotonic()`` when the request arrived: arrivals are compared, not dated.
+    at: float
+    #: 101 once upgraded; the HTTP status of a refusal (401, 403, an injected 503);
+    #: None while the answer is still being decided.
+    status: int | None = None
+
+
+@dataclass
 class HubLink:
     """The in-memory side of a hub: its socket and what came through it.
 
@@ -68,6 +79,8 @@ class HubLink:
     seen_ids: set[str] = field(default_factory=set)
     frames: list[Frame] = field(default_factory=list)
     close_codes: list[int | None] = field(default_factory=list)
+    #: Every handshake attempt, in arrival order (a reconnect storm's histogram).
+    handshakes: list[Handshake] = field(default_factory=list)
 
     @property
     def connected(self) -> bool:

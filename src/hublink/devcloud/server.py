@@ -145,7 +145,7 @@ class DevCloud(CloudState):
         return f"{self.url.replace('http', 'ws', 1)}/ws/hub/{hub_id}/?token={token}"
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self.faults.middleware()])
+        app = web.Application(middlewares=[ws.handshake_recorder(), self.faults.middleware()])
         app[STATE_KEY] = self
         rest.add_routes(app)
         ws.add_routes(app)

@@ -20,7 +20,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.devcloud.faults import Fault, Faults
-from hublink.devcloud.records import HubLink, HubRecord
+from hublink.devcloud.records import Handshake, HubLink, HubRecord
 from hublink.devcloud.store import CloudStore, StoredBackup
 from hublink.devcloud.tokens import TokenIssuer, User
 
@@ -172,6 +172,10 @@ class CloudState:
     def connections(self, hub_id: str | uuid.UUID) -> int:
         """How many WebSocket handshakes of this hub were accepted in total."""
         return self._known_link(hub_id).connections
+
+    def handshakes(self, hub_id: str | uuid.UUID) -> list[Handshake]:
+        """Every handshake of this hub that reached the Cloud, refused ones too, oldest first."""
+        return list(self._known_link(hub_id).handshakes)
 
     def close_codes(self, hub_id: str | uuid.UUID) -> list[int | None]:
         """The close code of each ended link of this hub, oldest first."""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Handler, Middleware
 
 from hublink.devcloud.http import fail
-from hublink.devcloud.records import Frame, HubLink
+from hublink.devcloud.records import Frame, Handshake, HubLink
 from hublink.devcloud.state import STATE_KEY
 
 log = structlog.get_logger(__name__)
@@ -20,6 +22,10 @@ log = structlog.get_logger(__name__)
 CLOSE_TIMEOUT = 2.0
 #: Close code and reason for the older of two sockets of the same hub.
 REPLACED_CODE = 4000
+#: The name of the hubs' WebSocket route, which :func:`handshake_recorder` watches.
+HUB_SOCKET_ROUTE = "hub-socket"
+#: The handshake record of the request being served, set by :func:`handshake_recorder`.
+HANDSHAKE_KEY: web.RequestKey[Handshake] = web.RequestKey("hublink_handshake")
 
 
 async def hub_socket(request: web.Request) -> web.StreamResponse:
@@ -35,6 +41,8 @@ async def hub_socket(request: web.Request) -> web.StreamResponse:
 
     socket = web.WebSocketResponse(max_msg_size=cloud.max_frame_size, timeout=CLOSE_TIMEOUT)
     await socket.prepare(request)
+    if HANDSHAKE_KEY in request:
+        request[HANDSHAKE_KEY].status = 101
     link = cloud.link(hub.hub_id)
     previous = link.socket
     link.socket = socket
@@ -104,6 +112,34 @@ def _parse(data: str) -> dict[str, Any] | None:
     return message
 
 
+def handshake_recorder() -> Middleware:
+    """A middleware noting every handshake's arrival and answer in the hub's ``handshakes``.
+
+    Placed before the fault injection, so that injected refusals (a 503 with
+    ``Retry-After``) are counted as the arrivals they are.
+    """
+
+    @web.middleware
+    async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+        cloud = request.app[STATE_KEY]
+        hub_id = cloud.normalize_id(request.match_info.get("hub_id", ""))
+        if request.match_info.route.name != HUB_SOCKET_ROUTE or hub_id is None:
+            return await handler(request)
+        attempt = Handshake(at=time.monotonic())
+        cloud.link(hub_id).handshakes.append(attempt)
+        request[HANDSHAKE_KEY] = attempt
+        try:
+            response = await handler(request)
+        except web.HTTPException as err:
+            attempt.status = err.status
+            raise
+        if attempt.status is None:
+            attempt.status = response.status
+        return response
+
+    return record
+
+
 def add_routes(app: web.Application) -> None:
     """Mount the WebSocket endpoint."""
-    app.router.add_get("/ws/hub/{hub_id}/", hub_socket)
+    app.router.add_get("/ws/hub/{hub_id}/", hub_socket, name=HUB_SOCKET_ROUTE)

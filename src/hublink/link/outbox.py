@@ -332,7 +332,7 @@ class Outbox:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite.connect(path, create=True, synchronous="FULL")
+    conn = sqlite.connect(path, create=True, synchronous="FULL", owner_table="events")
     try:
         # One transaction: the triggers and the seeded count see the same rows.
         # BEGIN inside the script: executescript() commits an open transaction first.
