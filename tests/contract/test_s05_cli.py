@@ -630,6 +630,8 @@ async def test_after_re_registering_status_shows_nothing_of_the_previous_hub(
     )
     assert status["revoked_users"] == []
     assert status["last_backup"] is None
+    # status names the new hub as soon as the file changes; its link follows.
+    await wait_until(lambda: cloud.heartbeats(new.hub_id), what="the new hub's link")
     assert await cloud.push(new.hub_id, make_revocation("u-new"))
     await daemon.wait_status(lambda s: [u["user_id"] for u in s["revoked_users"]] == ["u-new"])
     assert await daemon.terminate() == 0

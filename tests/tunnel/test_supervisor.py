@@ -282,7 +282,9 @@ async def test_a_crash_loop_is_spaced_by_the_backoff_and_counted(
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.2 * 0.95  # never faster than restart_min
     assert max(gaps) <= 0.8 + 0.5  # capped near restart_max (plus scheduling)
-    assert gaps[3] > gaps[0]  # growing
+    # Growing: the fourth wait is drawn from [0.4, 0.8] (twice restart_min and up),
+    # whatever scheduling added to the first.
+    assert gaps[3] >= 0.4 * 0.95
     assert restarts >= 4
     assert live.tunnel.last_error is not None
     assert live.tunnel.last_error.endswith("exited with code 3; last error: bad config")
