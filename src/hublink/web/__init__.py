@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hublink._lazy import lazy_exports
-from hublink.config import WebSettings
-from hublink.errors import WebListenError
 
 if TYPE_CHECKING:
     from hublink.web.actions import PageActions, Registered, Registration
@@ -39,8 +37,6 @@ __all__ = [
     "PageServer",
     "Registered",
     "Registration",
-    "WebListenError",
-    "WebSettings",
     "build_app",
     "code_path",
     "read_code",
