@@ -35,6 +35,14 @@ def test_version_loads_no_heavy_library() -> None:
     assert loaded_after(code, heavy) == []
 
 
+def test_the_links_path_loads_no_aiohttp() -> None:
+    # The daemon imports these in a worker thread while its link connects.
+    from hublink.daemon import LOCAL_SERVERS
+
+    code = "import hublink.daemon"
+    assert loaded_after(code, ("aiohttp", "jinja2", "babel", *LOCAL_SERVERS)) == []
+
+
 def test_the_daemon_does_not_carry_the_enrollment_and_backup_libraries() -> None:
     # pyrage and zstandard load at the first backup request.
     code = "import hublink.daemon, hublink.link.connection, hublink.tls, hublink.control"

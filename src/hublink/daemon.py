@@ -2,13 +2,18 @@
 
 The lifecycle is a straight line::
 
-    startup()    credentials (if any), the one-daemon lock, stores, control socket,
-                 the local page, READY=1
+    startup()    credentials (if any), the one-daemon lock, stores, the dispatcher
     main_loop()  one TaskGroup: uplink (link + tunnel), dispatcher, watchdog,
                  credentials watcher; each task restarted with backoff if it crashes;
-                 the tunnel stops while the Cloud refuses the hub's credentials
+                 the tunnel stops while the Cloud refuses the hub's credentials; the
+                 control socket, metrics and the local page start beside the link,
+                 then READY=1
     shutdown()   STOPPING=1, tasks cancelled (the link says 1001, frpc is reaped),
                  page and control socket closed, outbox closed
+
+The link starts first: aiohttp (with the two SSL contexts it builds at import),
+the page's and the tunnel's modules are most of a cold start, so they are
+imported in a worker thread while the link connects (:data:`LOCAL_SERVERS`).
 
 READY=1 does not wait for the Cloud: a Hub must boot while its uplink is down.
 Nor does it wait for a registration (contract section 5): an unregistered
@@ -23,20 +28,19 @@ overruns its deadline, cancels everything at once.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from hublink import statedir
-from hublink.actions import DaemonActions
 from hublink.backup.schedule import BackupScheduler
-from hublink.cloud.client import make_session
-from hublink.control.server import ControlServer
 from hublink.credentials import Credentials, CredentialStore, CredentialsWatch
 from hublink.errors import (
     EXIT_FAILURE,
@@ -55,12 +59,11 @@ from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
 from hublink.logs import set_hub_id
-from hublink.metrics import Metrics, MetricsServer
+from hublink.metrics import Metrics
 from hublink.status import StatusReport, build_status
 from hublink.supervise import supervise
 from hublink.systemd import Notifier
 from hublink.tls import ssl_context
-from hublink.tunnel.supervisor import TunnelSupervisor
 from hublink.web.host import PageHost
 
 if TYPE_CHECKING:
@@ -68,10 +71,22 @@ if TYPE_CHECKING:
 
     from hublink.backup.service import BackupService
     from hublink.config import Settings
+    from hublink.control.server import ControlServer
     from hublink.link.messages import BackupCompleted, BackupFailed
     from hublink.link.notices import Notices
+    from hublink.metrics import MetricsServer
 
 log = structlog.get_logger(__name__)
+
+#: What the daemon imports in a worker thread while its link connects: the
+#: control socket's, the tunnel's and the REST client's aiohttp, the page's
+#: wiring (tests/test_imports.py keeps them off the link's path).
+LOCAL_SERVERS = (
+    "hublink.actions",
+    "hublink.control.server",
+    "hublink.tunnel.supervisor",
+    "hublink.cloud.client",
+)
 
 #: Graceful shutdown must end well within systemd's and the contract's 5 s.
 SHUTDOWN_DEADLINE = 4.0
@@ -142,11 +157,12 @@ class Daemon:
         self.metrics: Metrics | None = None
         self._metrics_server: MetricsServer | None = None
         self._scheduler: BackupScheduler | None = None
+        self._imports: asyncio.Future[list[ModuleType]] | None = None
 
     # --- startup --------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Everything a Hub needs locally, then READY=1; the Cloud may still be away."""
+        """The credentials (if any), the one-daemon lock, the stores and the dispatcher."""
 
         settings = self.settings
         # None: not registered; contract section 5 says run waits for a registration.
@@ -172,29 +188,6 @@ class Daemon:
                 settings, self._store, self._outbox, backup=self._run_backup, metrics=self.metrics
             )
             self._scheduler = BackupScheduler(settings, self._dispatcher.back_up)
-            actions = DaemonActions(
-                settings,
-                status=self.status,
-                credentials=lambda: self.creds,
-                adopt=self.adopt,
-                dispatcher=self._dispatcher,
-                notices=self._store,
-                backup_running=lambda: self._backups is not None and self._backups.running,
-                config_path=self.config_path,
-            )
-            self._control = ControlServer(
-                settings.control_socket,
-                actions.control(),
-                self._outbox,
-                self._store,
-                self.metrics,
-            )
-            await self._control.start()
-            if settings.metrics.listen is not None:
-                # A port it cannot bind is reported (log, status) and the daemon goes on.
-                self._metrics_server = MetricsServer(self.metrics, settings.metrics.listen)
-                await self._metrics_server.start()
-            await self._page.start(actions.page)
         except BaseException:
             await self.shutdown()
             raise
@@ -206,6 +199,49 @@ class Daemon:
             self.live.set_tunnel("starting" if settings.tunnel.enabled else "disabled")
         self.live.subscribe(self._publish_status)
         self.live.subscribe(self._follow_link)
+
+    async def _serve_locally(self) -> None:
+        """The control socket, metrics and the local page; then READY=1 (contract section 5).
+
+        Their modules are imported in a worker thread, so the link, started
+        just before, connects meanwhile instead of waiting for them.
+
+        Raises:
+            DaemonRunningError: another daemon answers on the control socket.
+            HublinkError: the runtime directory cannot be made.
+        """
+        await self._local_servers_imported()
+        from hublink.actions import DaemonActions
+        from hublink.control.server import ControlServer
+        from hublink.metrics import MetricsServer
+
+        settings = self.settings
+        assert self._outbox is not None and self._store is not None
+        assert self._dispatcher is not None and self.metrics is not None
+        assert self._notifier is not None
+        actions = DaemonActions(
+            settings,
+            status=self.status,
+            credentials=lambda: self.creds,
+            adopt=self.adopt,
+            dispatcher=self._dispatcher,
+            notices=self._store,
+            backup_running=lambda: self._backups is not None and self._backups.running,
+            config_path=self.config_path,
+        )
+        self._control = ControlServer(
+            settings.control_socket,
+            actions.control(),
+            self._outbox,
+            self._store,
+            self.metrics,
+        )
+        await self._control.start()
+        if settings.metrics.listen is not None:
+            # A port it cannot bind is reported (log, status) and the daemon goes on.
+            self._metrics_server = MetricsServer(self.metrics, settings.metrics.listen)
+            await self._metrics_server.start()
+        await self._page.start(actions.page)
         self._notifier.ready()
         self._publish_status()
         log.info(
@@ -220,6 +256,14 @@ class Daemon:
                 "this hub is not registered; waiting for a registration",
                 hint=self._registration_hint(),
             )
+
+    async def _local_servers_imported(self) -> None:
+        """Wait until :data:`LOCAL_SERVERS` are imported (by the first caller's worker thread)."""
+        if self._imports is None:
+            self._imports = asyncio.ensure_future(
+                asyncio.to_thread(lambda: [importlib.import_module(m) for m in LOCAL_SERVERS])
+            )
+        await asyncio.shield(self._imports)
 
     def _registration_hint(self) -> str:
         ways = "POST /v1/register on the control socket, or `hublink register`"
@@ -269,6 +313,7 @@ class Daemon:
                     self._tasks.append(
                         group.create_task(supervise("schedule", self._scheduler.run))
                     )
+                await self._serve_locally()
                 await self._stop.wait()
                 log.info("stopping")
                 self._notifier.stopping()
@@ -353,6 +398,8 @@ class Daemon:
                 tunnel.cancel()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
+        await self._local_servers_imported()
+        from hublink.tunnel.supervisor import TunnelSupervisor
 
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
         supervisor = TunnelSupervisor(
@@ -365,6 +412,7 @@ class Daemon:
         # Imported at the first request: zstd, age and the REST client stay out of an
         # idle daemon's memory.
         from hublink.backup.service import BackupService
+        from hublink.cloud.client import make_session
 
         if self._backups is None:
             self._session = make_session(self.settings)

@@ -268,8 +268,9 @@ def configure(
     """Set up structlog and route the standard library's loggers through it.
 
     ``batched``: the lines of one event-loop step leave in one write
-    (:mod:`hublink.logbatch`); for the daemon, whose receive loop logs a line a
-    message. Returns the format actually used.
+    (:mod:`hublink.logbatch`) and loggers are cached; for the daemon, whose
+    receive loop logs a line a message, and which configures only once.
+    Returns the format actually used.
     """
     stream = stream or sys.stderr
     chosen = pick_format(fmt, stream)
@@ -294,7 +295,9 @@ def configure(
         logger_factory=(
             BatchedLoggerFactory(stream) if batched else structlog.PrintLoggerFactory(file=stream)
         ),
-        cache_logger_on_first_use=False,
+        # The daemon configures once: each module's logger is built at its first
+        # line instead of at every line. The CLI and the tests configure again.
+        cache_logger_on_first_use=batched,
     )
     _route_stdlib(level)
     return chosen
