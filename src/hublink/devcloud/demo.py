@@ -31,7 +31,7 @@ import tomli_w
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from hublink import logs
-from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, CloudOptions, DevCloud
 
 #: Every wait of the demo is bounded: a stuck step fails the demo, it never hangs.
 STEP_TIMEOUT = 15.0
@@ -118,7 +118,7 @@ class Demo:
         self.tunnel_port = free_port()
         self.cloud = DevCloud(
             base / "cloud",
-            port_range=(self.tunnel_port, self.tunnel_port),
+            CloudOptions(port_range=(self.tunnel_port, self.tunnel_port)),
             frps_path=self.frp[1] if self.frp else None,
         )
         self.config = base / "hublink.toml"

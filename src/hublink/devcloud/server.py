@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from hublink.credentials import Credentials, CredentialStore
 from hublink.devcloud import admin, backups, rest, ws
-from hublink.devcloud.state import DEFAULT_PORT_RANGE, STATE_KEY, CloudState
+from hublink.devcloud.state import STATE_KEY, CloudOptions, CloudState
 
 if TYPE_CHECKING:
     from hublink.devcloud.frps import FrpsServer
@@ -35,36 +34,24 @@ WAIT_POLL = 0.02
 class DevCloud(CloudState):
     """The Cloud side of the contract, served by aiohttp on loopback.
 
-    The state (:class:`CloudState`) outlives a stop and start of this object;
-    with ``ssl_context`` it serves HTTPS and WSS, with ``frps_path`` it runs
-    frps beside itself with the per-hub auth plugin, listening for hubs on
-    ``frps_port`` (a free port when None, as tests want; ``hublink devcloud``
-    gives 7000, the hubs' default ``tunnel.server_port``).
+    The state (:class:`CloudState`, made with ``options``) outlives a stop
+    and start of this object; with ``ssl_context`` it serves HTTPS and WSS,
+    with ``frps_path`` it runs frps beside itself with the per-hub auth
+    plugin, listening for hubs on ``frps_port`` (a free port when None, as
+    tests want; ``hublink devcloud`` gives 7000, the hubs' default
+    ``tunnel.server_port``).
     """
 
     def __init__(
         self,
         data_dir: Path,
+        options: CloudOptions | None = None,
         *,
-        users: dict[str, str] | None = None,
-        offline_after: float = 300.0,
-        access_ttl: float = 300,
-        refresh_ttl: float = 86400,
-        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         frps_path: Path | None = None,
         frps_port: int | None = None,
-        signing_key: rsa.RSAPrivateKey | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(
-            data_dir,
-            users=users,
-            offline_after=offline_after,
-            access_ttl=access_ttl,
-            refresh_ttl=refresh_ttl,
-            port_range=port_range,
-            signing_key=signing_key,
-        )
+        super().__init__(data_dir, options)
         self.frps_path = frps_path
         self.frps_port = frps_port
         self.ssl_context = ssl_context
