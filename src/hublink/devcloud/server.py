@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import ssl
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from pydantic import SecretStr
 
 from hublink.credentials import Credentials, CredentialStore
 from hublink.devcloud import admin, backups, rest, ws
+from hublink.devcloud.polling import wait_until
 from hublink.devcloud.state import STATE_KEY, CloudOptions, CloudState
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ log = structlog.get_logger(__name__)
 
 #: How long in-flight requests may finish when the Cloud stops.
 SHUTDOWN_TIMEOUT = 1.0
-WAIT_POLL = 0.02
 
 
 class DevCloud(CloudState):
@@ -174,17 +173,12 @@ class DevCloud(CloudState):
         timeout: float = 10,  # noqa: ASYNC109 - a polling helper whose signature tests share
         what: str | None = None,
     ) -> None:
-        """Poll ``predicate`` until it is true.
+        """Poll ``predicate`` until it is true (:func:`hublink.devcloud.polling.wait_until`).
 
         Raises:
             TimeoutError: it stayed false for ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                name = what or getattr(predicate, "__qualname__", repr(predicate))
-                raise TimeoutError(f"waited {timeout} s for {name}, in vain")
-            await asyncio.sleep(WAIT_POLL)
+        await wait_until(predicate, timeout, what or "")
 
 
 def _bound_port(runner: web.AppRunner) -> int:
