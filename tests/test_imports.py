@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from support.cli import make_child_env
+from support.cloud import HubEnv
+from support.daemon import Daemons
+from support.polling import wait_until
 
 
 def loaded_after(
@@ -134,3 +140,32 @@ def test_packages_resolve_every_name_they_export_and_load_it_only_when_asked() -
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert out.splitlines()[-2:] == ["unlisted by dir():", "loaded:"]
+
+
+#: What a running daemon spares ``status`` and ``send``: the whole settings
+#: model, the message models, the event loop and the logging library.
+SPARED_BY_A_RUNNING_DAEMON = (
+    *NOT_FOR_THE_QUICK_COMMANDS,
+    "pydantic",
+    "pydantic_settings",
+    "structlog",
+    "asyncio",
+    "tempfile",
+    "hublink.config",
+    "hublink.link.messages",
+)
+
+
+async def test_a_running_daemon_answers_status_and_send_before_any_settings_load(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    daemon = await daemons.start()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    env = make_child_env(hub.settings)
+    for argv in (["status", "--json"], ["send", "user_sync", "--data", '{"users": []}']):
+        loaded = await asyncio.to_thread(
+            loaded_after, run_cli(argv), SPARED_BY_A_RUNNING_DAEMON, env
+        )
+        assert loaded == [], argv
+    # The event went through the daemon, which queued it and sent it.
+    await wait_until(lambda: any(e["type"] == "user_sync" for e in hub.cloud.events(hub.hub_id)))

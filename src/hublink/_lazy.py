@@ -21,14 +21,13 @@ from collections.abc import Callable, Iterable, Mapping
 
 
 def lazy_exports(
-    package: str, modules: Mapping[str, Iterable[str]], *, eager: Iterable[str] = ()
+    package: str, modules: Mapping[str, Iterable[str]]
 ) -> tuple[list[str], Callable[[str], object], Callable[[], list[str]]]:
     """``__all__``, ``__getattr__`` and ``__dir__`` for ``package`` from one table.
 
     Args:
         package: the package's ``__name__``.
         modules: each submodule's name (``"outbox"``) -> the names it exports.
-        eager: names the package imports itself, listed in ``__all__`` too.
 
     Returns:
         ``__all__`` (sorted), a ``__getattr__`` that imports
@@ -50,4 +49,4 @@ def lazy_exports(
     def __dir__() -> list[str]:
         return sorted({*vars(sys.modules[package]), *home})
 
-    return sorted({*home, *eager}), __getattr__, __dir__
+    return sorted(home), __getattr__, __dir__

@@ -9,7 +9,6 @@ naming the file and what to do; never another exception.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +51,29 @@ def control_socket_of(explicit: str | None) -> Path | None:
     if not runtime_dir:
         path, named = config_path(explicit)
         try:
-            value = read_config_file(path, required=named).get("runtime_dir")
+            value = _top_level_key(path, "runtime_dir", required=named)
         except ConfigError:
             return None
         if value is not None and not (isinstance(value, str) and value.strip()):
             return None
         runtime_dir = value or str(DEFAULT_RUNTIME_DIR)
     return Path(runtime_dir) / CONTROL_SOCKET
+
+
+def _top_level_key(path: Path, key: str, *, required: bool) -> Any:
+    """The file's top-level ``key``, or None; parsed only when the file can hold it.
+
+    A key is written as its own letters (bare or quoted) or with backslash
+    escapes in a quoted key; a file with neither holds no such key, and most
+    configs (the example's included) never set ``runtime_dir``.
+
+    Raises:
+        ConfigError: as :func:`read_config_file`.
+    """
+    raw = _read_config_bytes(path, required=required)
+    if raw is None or (key.encode() not in raw and b"\\" not in raw):
+        return None
+    return _parse_toml(path, raw).get(key)
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
@@ -136,6 +151,10 @@ def _parse_toml(path: Path, raw: bytes) -> dict[str, Any]:
             f"at line {line}, column {column}",
             hint=save_hint("latin1"),
         ) from None
+    # tomllib (with datetime and string) is a fifth of a `hublink status` that
+    # asks the daemon, which needs no parse at all (see _top_level_key).
+    import tomllib
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 PRIVATE_FILE = 0o600
@@ -52,22 +51,14 @@ def atomic_write(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> None:
     The temporary file is created with ``mode`` already set, so the content is
     never readable by others, not even for an instant.
     """
-    folder = path.parent
-    ensure_private_dir(folder)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
+    tmp = _durable_temp(path, data, mode)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    fsync_dir(folder)
+    fsync_dir(path.parent)
 
 
 def create_once(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> bool:
@@ -77,6 +68,24 @@ def create_once(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> bool:
     name, then hard-linked into place), and of two processes racing, exactly
     one creates it: the other finds the winner's file.
     """
+    tmp = _durable_temp(path, data, mode)
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        fsync_dir(path.parent)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _durable_temp(path: Path, data: bytes, mode: int) -> Path:
+    """``data`` fsynced in a new file beside ``path``, made with ``mode`` from its first byte."""
+    # tempfile (with shutil and random) is a tenth of `hublink status`, which writes nothing.
+    import tempfile
+
     folder = path.parent
     ensure_private_dir(folder)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
@@ -87,15 +96,11 @@ def create_once(path: Path, data: bytes, *, mode: int = PRIVATE_FILE) -> bool:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        fsync_dir(folder)
-        return True
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+    return tmp
 
 
 def fsync_dir(folder: Path) -> None:

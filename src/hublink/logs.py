@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import structlog
 from pydantic import SecretStr
 
+from hublink.logbatch import BatchedLoggerFactory
 from hublink.untrusted import clip, printable
 
 MASK = "***"
@@ -261,10 +262,14 @@ def set_hub_id(hub_id: str | None) -> None:
     _hub_field.hub_id = hub_id
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> str:
+def configure(
+    level: str = "info", fmt: str = "auto", stream: TextIO | None = None, *, batched: bool = False
+) -> str:
     """Set up structlog and route the standard library's loggers through it.
 
-    Returns the format actually used.
+    ``batched``: the lines of one event-loop step leave in one write
+    (:mod:`hublink.logbatch`); for the daemon, whose receive loop logs a line a
+    message. Returns the format actually used.
     """
     stream = stream or sys.stderr
     chosen = pick_format(fmt, stream)
@@ -286,7 +291,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=(
+            BatchedLoggerFactory(stream) if batched else structlog.PrintLoggerFactory(file=stream)
+        ),
         cache_logger_on_first_use=False,
     )
     _route_stdlib(level)

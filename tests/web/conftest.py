@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
-from hublink.web import WebSettings, build_app, read_or_create_code
+from hublink.config import WebSettings
+from hublink.web import build_app, read_or_create_code
 from hublink.web.i18n import LOCALE_DIR, translations
 from support.page import FakeDaemon
 

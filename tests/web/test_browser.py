@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from hublink.web import PageServer, WebSettings, build_app, read_or_create_code
+from hublink.config import WebSettings
+from hublink.web import PageServer, build_app, read_or_create_code
 from support.page import FakeDaemon
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

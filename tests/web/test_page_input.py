@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
+from hublink.config import WebSettings
 from hublink.errors import CloudAuthError, CloudResponseError, CloudUnreachableError
-from hublink.web import WebSettings, build_app, read_or_create_code
+from hublink.web import build_app, read_or_create_code
 from support.page import CONNECTED, FakeDaemon, fetch_csrf_token, make_origin
 
 Client = TestClient[Any, Any]

@@ -42,7 +42,8 @@ def test_a_short_hand_edited_code_is_replaced(tmp_path: Path) -> None:
 async def test_the_log_names_the_code_file_but_never_the_code(
     daemon: FakeDaemon, state_dir: Path
 ) -> None:
-    from hublink.web import WebSettings, build_app
+    from hublink.config import WebSettings
+    from hublink.web import build_app
 
     with capture_logs() as logs:
         build_app(WebSettings(), daemon.actions(), state_dir)

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 
 from hublink.addresses import split_listen
-from hublink.config import Settings
-from hublink.errors import ConfigError, HublinkError
-from hublink.web import PageServer, WebListenError, WebSettings, build_app
+from hublink.config import Settings, WebSettings
+from hublink.errors import ConfigError, HublinkError, WebListenError
+from hublink.web import PageServer, build_app
 from support.page import FakeDaemon
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from hublink.config import WebSettings
 from hublink.errors import (
     AlreadyRegisteredError,
     CloudAuthError,
@@ -19,7 +20,7 @@ from hublink.errors import (
     HublinkError,
     UsageError,
 )
-from hublink.web import WebSettings, build_app, read_or_create_code
+from hublink.web import build_app, read_or_create_code
 from support.page import CONNECTED, FakeDaemon, post
 
 Client = TestClient[Any, Any]

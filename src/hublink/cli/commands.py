@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hublink import statedir
@@ -22,6 +23,7 @@ from hublink.errors import (
     OutboxError,
     UsageError,
 )
+from hublink.link.eventdata import loads_event_data
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -111,9 +113,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     Unregistered, it waits for a registration instead of exiting (contract section 5).
     """
+    from hublink import logs
     from hublink.configfile import config_path
     from hublink.daemon import run
 
+    # The daemon's lines leave once per loop step: a line a Cloud message is
+    # its common case, and a write each was the receive loop's largest cost.
+    logs.configure(settings.log.level, settings.log.format, batched=True)
     return run(settings, config_path=config_path(args.config)[0])
 
 
@@ -161,6 +167,29 @@ def _print_status(status: StatusReport, *, as_json: bool) -> None:
             out(line)
 
 
+def send_to_daemon(args: argparse.Namespace) -> int | None:
+    """``hublink send`` queued by a running daemon, before any settings load; else None.
+
+    The daemon validates and queues the event (contract section 8); without an
+    answer, :func:`cmd_send` queues it itself with the same data.
+
+    Raises:
+        UsageError, InvalidEvent: ``--data`` is not a JSON object (exit 2).
+        InvalidEvent, OutboxError, HublinkError: the daemon refused the event.
+    """
+    from hublink.configfile import control_socket_of
+    from hublink.control import post_event
+
+    socket = control_socket_of(args.config)
+    if socket is None:
+        return None
+    answer = post_event(socket, args.type, _event_data(args))
+    if answer is None:
+        return None
+    out(_event_id_from(answer, args.type))
+    return EXIT_OK
+
+
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     """``hublink send TYPE --data JSON|@FILE|-``: queue an event durably, wake a running daemon.
 
@@ -168,14 +197,11 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     the daemon sends whatever the outbox holds once it is connected.
     """
     from hublink.control import post_event
-    from hublink.link.events import loads_event_data, queue_event
+    from hublink.link.events import queue_event
     from hublink.link.notices import StateStore
     from hublink.link.outbox import Outbox
 
-    text, source = inputs.event_data(args.data)
-    data = loads_event_data(text, source=source)
-    if not isinstance(data, dict):
-        raise UsageError(f"{source} must be a JSON object, not {type(data).__name__}")
+    data = _event_data(args)
     # A running daemon queues it: one writer of the outbox, and the way for a
     # user in group hublink, who may not write the state dir, to send at all.
     answer = post_event(settings.control_socket, args.type, data)
@@ -194,6 +220,24 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     _poke_daemon(settings)
     out(event_id)
     return EXIT_OK
+
+
+def _event_data(args: argparse.Namespace) -> dict[str, Any]:
+    """``--data`` read and parsed once: stdin can be read only once, and the quick
+    path hands what it read to :func:`cmd_send` when no daemon answers.
+
+    Raises:
+        UsageError, InvalidEvent: not readable, not JSON, or not an object (exit 2).
+    """
+    parsed = getattr(args, "parsed_data", None)
+    if isinstance(parsed, dict):
+        return parsed
+    text, source = inputs.event_data(args.data)
+    data = loads_event_data(text, source=source)
+    if not isinstance(data, dict):
+        raise UsageError(f"{source} must be a JSON object, not {type(data).__name__}")
+    args.parsed_data = data
+    return data
 
 
 def _event_id_from(answer: tuple[int, Any], event_type: str) -> str:
@@ -417,3 +461,11 @@ def cmd_devcloud(args: argparse.Namespace, settings: Settings | None) -> int:
     asyncio.run(serve(cloud, args.host, args.port, ready))
     out("reference Cloud stopped")
     return EXIT_OK
+
+
+#: Commands a running daemon answers before any settings load; each returns
+#: None when no daemon answers, and the command then runs as usual.
+QUICK_PATHS: dict[str, Callable[[argparse.Namespace], int | None]] = {
+    "status": status_from_daemon,
+    "send": send_to_daemon,
+}

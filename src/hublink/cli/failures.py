@@ -41,8 +41,10 @@ def say(text: str) -> None:
     Under the shipped unit a fatal start-up error must read as an error in
     ``journalctl -p err``, not as the info level journald gives unmarked lines.
     """
-    from hublink.logs import stream_is_journal  # the error path only: --version stays light
+    from hublink.logbatch import flush  # the error path only: --version stays light
+    from hublink.logs import stream_is_journal
 
+    flush()  # a daemon's last log lines come before the error that ends it
     prefix = "<3>" if stream_is_journal(sys.stderr) else ""
     print(f"{prefix}{text}", file=sys.stderr, flush=True)
 

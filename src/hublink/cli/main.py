@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from hublink import __version__
 from hublink.cli import commands, failures
 from hublink.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, HublinkError, UsageError
+from hublink.link.eventdata import APP_EVENT_TYPES
 
 if TYPE_CHECKING:
     from hublink.config import Settings
@@ -31,26 +31,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise UsageError(f"{message}\n{self.format_usage().strip()}")
-
-
-class _EventTypes:
-    """argparse ``choices`` read from the message models when ``send`` parses its TYPE.
-
-    Not a literal list: the types are the models' (hublink.link.messages), and
-    the parser must not load pydantic for ``--version`` or ``--help``.
-    """
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._types()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._types())
-
-    @staticmethod
-    def _types() -> tuple[str, ...]:
-        from hublink.link.messages import APP_EVENT_TYPES  # cold start: see above
-
-        return APP_EVENT_TYPES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_status)
 
     p = sub.add_parser("send", help="queue an event for the Cloud")
-    p.add_argument("type", metavar="TYPE", choices=_EventTypes())
+    p.add_argument("type", metavar="TYPE", choices=APP_EVENT_TYPES)
     p.add_argument(
         "--data",
         required=True,
@@ -172,12 +152,15 @@ def _port(text: str) -> int:
     return port
 
 
-@dataclass
 class _Context:
     """What is known when an error escapes: for the words of its message."""
 
-    command: str | None = None
-    settings: Settings | None = None
+    # A plain class: dataclasses (with inspect) would be an eighth of `hublink status`.
+    __slots__ = ("command", "settings")
+
+    def __init__(self) -> None:
+        self.command: str | None = None
+        self.settings: Settings | None = None
 
 
 def main(argv: Sequence[str]) -> int:
@@ -206,8 +189,9 @@ def main(argv: Sequence[str]) -> int:
 def _run(argv: Sequence[str], context: _Context) -> int:
     args = build_parser().parse_args(argv)
     context.command = args.command
-    if args.command == "status":
-        answered = commands.status_from_daemon(args)
+    if args.command in commands.QUICK_PATHS:
+        # Asked of a running daemon before any settings load (most of a cold start).
+        answered = commands.QUICK_PATHS[args.command](args)
         if answered is not None:
             return answered
     if getattr(args, "no_settings", False):

@@ -1,24 +1,21 @@
 """The control API's client side: small, synchronous http.client over the unix socket.
 
-No event loop and no aiohttp: ``hublink status`` and ``hublink send`` stay
-light. Every call treats "no daemon" as an answer (None or False).
+No event loop, no aiohttp and no structlog: ``hublink status`` and ``hublink
+send`` stay light (asyncio and structlog are a third of a bare ``status``;
+tests/test_imports.py guards it). Every call treats "no daemon" as an answer
+(None or False).
 """
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import structlog
-
 if TYPE_CHECKING:
     from hublink.status import StatusReport
-
-log = structlog.get_logger(__name__)
 
 #: The client's patience: a daemon that does not answer this fast counts as absent.
 CLIENT_TIMEOUT = 2.0
@@ -104,6 +101,8 @@ def post_event(path: Path, event_type: str, data: dict[str, Any]) -> tuple[int, 
 
 async def fetch_status(path: Path) -> StatusReport | None:
     """:func:`status_now` for async callers."""
+    import asyncio  # loaded already wherever this runs; the CLI never calls it
+
     return await asyncio.to_thread(status_now, path)
 
 
@@ -114,6 +113,8 @@ def poke(path: Path) -> bool:
     except Exception:
         # Best effort by contract: the event is durable already, the daemon
         # finds it at its next drain anyway.
-        log.debug("poking the daemon failed", exc_info=True)
+        import structlog  # only on this rare path: the quick commands skip it
+
+        structlog.get_logger(__name__).debug("poking the daemon failed", exc_info=True)
         return False
     return answer is not None and answer[0] == 200

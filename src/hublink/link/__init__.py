@@ -5,6 +5,7 @@ handshake   the URL and options of every connection (the link's and doctor's)
 messages    the wire: every frame as a pydantic model, both directions
 outbox      the durable queue of events for the Cloud (SQLite, at-least-once)
 events      queuing an event from the Hub application: the one path
+eventdata   an event's JSON text, parsed strictly; what JSON cannot carry
 dispatch    what each Cloud message does (a handler registry)
 hooks       the commands run for Cloud messages
 notices     what the Cloud told us: plugin updates, revoked users, the last backup

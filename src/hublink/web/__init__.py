@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hublink._lazy import lazy_exports
-from hublink.config import WebSettings as WebSettings
-from hublink.errors import WebListenError as WebListenError
 
 if TYPE_CHECKING:
     from hublink.web.actions import PageActions as PageActions
@@ -36,5 +34,4 @@ __all__, __getattr__, __dir__ = lazy_exports(
         "code": ["code_path", "read_code", "read_or_create_code"],
         "server": ["PageServer", "serve_page"],
     },
-    eager=["WebListenError", "WebSettings"],
 )
