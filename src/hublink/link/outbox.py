@@ -90,6 +90,13 @@ BEGIN UPDATE pending SET n = n - 1; END;
 
 #: The count starts from the rows already there (an outbox made by an older
 #: hublink); the subquery runs only while the counter row is missing.
+#: Queue one event unless its id is queued already or max_pending are waiting.
+_PUT = """
+INSERT INTO events (id, type, frame, queued_at)
+SELECT ?, ?, ?, ?
+WHERE NOT EXISTS (SELECT 1 FROM events WHERE id = ?) AND (SELECT n FROM pending) < ?
+"""
+
 _SEED_PENDING = """
 INSERT INTO pending (one, n)
 SELECT 1, (SELECT count(*) FROM events) WHERE NOT EXISTS (SELECT 1 FROM pending)
@@ -209,6 +216,7 @@ class Outbox:
         """
         event_id = str(event.id)
         frame = event.to_frame()
+        row = (event_id, event.type, frame, time.time())
         size = len(frame.encode("utf-8", "surrogatepass"))
         if size > self.max_event_size:
             raise EventTooLargeError(
@@ -217,24 +225,30 @@ class Outbox:
                 problems=[f"(event): {size} bytes, at most {self.max_event_size} allowed"],
                 hint="split it into several smaller events (a user_sync of fewer users each)",
             )
-        with self._write() as conn:
-            if conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone():
-                return event_id
-            # The counter row, kept by triggers in the same transaction as
-            # every insert and delete: a count(*) would cost O(queue depth).
-            (count,) = conn.execute("SELECT n FROM pending").fetchone()
-            if count >= self.max_pending:
-                raise OutboxFullError(
-                    f"the outbox already holds {count} events (outbox.max_pending = "
-                    f"{self.max_pending}); the {event.type} event was NOT queued",
-                    hint="the daemon sends them once the Cloud is reachable: check "
-                    "`hublink status`, or raise outbox.max_pending; retry later",
-                )
-            conn.execute(
-                "INSERT INTO events (id, type, frame, queued_at) VALUES (?, ?, ?, ?)",
-                (event_id, event.type, frame, time.time()),
-            )
-        return event_id
+        # One statement, so one implicit transaction: SQLite takes the write
+        # lock for it, and the duplicate check, the max_pending check (a
+        # counter row kept by triggers: count(*) would cost O(queue depth))
+        # and the insert see the same rows. A put is one round trip, the cost
+        # of a plain insert.
+        with self._lock:
+            try:
+                added = self._conn.execute(_PUT, (*row, event_id, self.max_pending)).rowcount
+                if added:
+                    return event_id
+                (count,) = self._conn.execute("SELECT n FROM pending").fetchone()
+                duplicate = self._conn.execute(
+                    "SELECT 1 FROM events WHERE id = ?", (event_id,)
+                ).fetchone()
+            except sqlite3.Error as err:
+                raise _write_error(self.path, err) from None
+        if duplicate:
+            return event_id
+        raise OutboxFullError(
+            f"the outbox already holds {count} events (outbox.max_pending = "
+            f"{self.max_pending}); the {event.type} event was NOT queued",
+            hint="the daemon sends them once the Cloud is reachable: check "
+            "`hublink status`, or raise outbox.max_pending; retry later",
+        )
 
     def peek(self, limit: int, after_seq: int = 0) -> list[OutboxItem]:
         """Up to ``limit`` events with ``seq > after_seq``, oldest first."""
