@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from hublink import logs
-from hublink.devcloud import DevCloud
+from hublink.devcloud import CloudOptions, DevCloud
 from hublink.devcloud.frps import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,7 +62,9 @@ async def frp_cloud(data_dir: Path, hubs: int) -> AsyncIterator[DevCloud]:
     need_frp()
     # frps's lines are relayed through structlog: keep them out of the bench's output.
     logs.configure("error", "console")
-    cloud = DevCloud(data_dir, frps_path=FRP_BIN / "frps", port_range=free_port_range(hubs))
+    cloud = DevCloud(
+        data_dir, CloudOptions(port_range=free_port_range(hubs)), frps_path=FRP_BIN / "frps"
+    )
     await cloud.start()
     try:
         yield cloud

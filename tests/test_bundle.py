@@ -27,7 +27,7 @@ from pydantic import SecretStr
 from hublink import __version__
 from hublink.config import Settings, TunnelSettings
 from hublink.credentials import CredentialStore
-from hublink.devcloud import DevCloud
+from hublink.devcloud import CloudOptions, DevCloud
 from hublink.tunnel.config import write_config
 from support.cli import HUBLINK_COMMAND
 from support.leaks import Box, find_leaks
@@ -91,7 +91,10 @@ def box_env(box: Box, cloud: DevCloud, config: Path, frp_bin: Path, path: str) -
 async def test_the_bundle_holds_what_support_needs_and_no_secret(
     tmp_path: Path, frp_bin: Path, devcloud_signing_key: rsa.RSAPrivateKey
 ) -> None:
-    cloud = DevCloud(tmp_path / "cloud", users={EMAIL: PASSWORD}, signing_key=devcloud_signing_key)
+    cloud = DevCloud(
+        tmp_path / "cloud",
+        CloudOptions(users={EMAIL: PASSWORD}, signing_key=devcloud_signing_key),
+    )
     await cloud.start()
     config = tmp_path / "hublink.toml"
     config.write_text(tomli_w.dumps({"tunnel": {"server_token": SERVER_TOKEN}}))

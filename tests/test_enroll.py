@@ -357,3 +357,27 @@ async def test_registration_draws_this_hubs_backup_delay_once(
     again = ScheduleState.load(settings.state_dir)
     assert again is not None and again.last_slot == date(2026, 5, 4)
     assert again.fraction != first.fraction
+
+
+async def test_backup_preparation_that_fails_after_the_save_is_a_warning_not_an_undo(
+    devcloud: DevCloud, tmp_path: Path
+) -> None:
+    from hublink.statedir import BACKUP_IDENTITY, BACKUP_SCHEDULE
+
+    settings = settings_for(devcloud.url, tmp_path)
+    settings.state_dir.mkdir(mode=0o700)
+    # An identity file that holds no key (never replaced: old backups may need it),
+    # and a directory where the schedule's file goes (a write there is an OSError).
+    (settings.state_dir / BACKUP_IDENTITY).write_text("not an age identity\n")
+    (settings.state_dir / BACKUP_SCHEDULE).mkdir()
+    (settings.state_dir / BACKUP_SCHEDULE / "keep").write_text("")
+    steps: list[str] = []
+    creds = await run_enroll(settings, steps=steps)
+
+    warnings = [step for step in steps if step.startswith("warning:")]
+    assert [w.split(":")[1].strip() for w in warnings] == [
+        "cannot prepare the backup identity",
+        "cannot save the backup schedule's delay",
+    ]
+    assert CredentialStore(settings.state_dir).load().hub_id == creds.hub_id
+    assert [hub.hub_id for hub in devcloud.hubs()] == [str(creds.hub_id)]

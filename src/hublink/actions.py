@@ -19,7 +19,6 @@ import structlog
 
 from hublink.config import INSTALL_PLUGIN_UPDATE, Settings
 from hublink.control.register import RegisterRequest
-from hublink.control.server import ControlActions
 from hublink.errors import NotRegisteredError
 
 if TYPE_CHECKING:
@@ -172,17 +171,6 @@ class DaemonActions:
         return report.as_json()
 
     # --- the two doors ------------------------------------------------------------
-
-    def control(self) -> ControlActions:
-        """These services as the control API calls them."""
-        return ControlActions(
-            status=self.status,
-            register=self.register,
-            backup=self.backup,
-            install_update=self.install_update,
-            doctor=self.doctor,
-            install_hook_configured=self.install_hook_configured,
-        )
 
     def page(self) -> PageActions:
         """These services as the page calls them (its registrations never force)."""

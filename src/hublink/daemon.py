@@ -231,7 +231,7 @@ class Daemon:
         )
         self._control = ControlServer(
             settings.control_socket,
-            actions.control(),
+            actions,
             self._outbox,
             self._store,
             self.metrics,

@@ -17,6 +17,8 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import structlog
@@ -47,6 +49,7 @@ from hublink.statedir import access_denied
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 #: Each registration field's longest value, in characters. The page's form
 #: keeps within these (tests/web hold it to that).
@@ -186,9 +189,7 @@ async def _enroll_locked(
     await _save(store, creds)
     progress(f"saved the credentials to {store.path}")
     log.info("hub registered", hub_id=str(creds.hub_id), slug=creds.slug)
-    # The backup identity ({state_dir}/backup-identity.txt) is created here, after the save.
-    await _prepare_backup_identity(store, progress)
-    await _draw_schedule_delay(store, progress)
+    await _prepare_backups(store.state_dir, progress)
     return creds
 
 
@@ -209,25 +210,34 @@ async def _verify_token(client: CloudClient, access: SecretStr, progress: Progre
     verify_access_token(access, key, now=client.server_now())
 
 
-async def _prepare_backup_identity(store: CredentialStore, progress: Progress) -> None:
-    # Registration has succeeded by now; a problem with the identity file is
+async def _prepare_backups(state_dir: Path, progress: Progress) -> None:
+    # The backup identity ({state_dir}/backup-identity.txt) is created here, after the save.
+    identity = await _after_save(
+        ensure_identity, state_dir, progress, "cannot prepare the backup identity"
+    )
+    if identity is not None:
+        log.info("backup identity ready", public_key=str(identity.to_public()))
+    # Contract section 11: each hub's delay of its scheduled backups is drawn at registration.
+    delay = await _after_save(
+        draw_delay, state_dir, progress, "cannot save the backup schedule's delay"
+    )
+    if delay is not None:
+        log.info("backup schedule delay drawn", fraction=round(delay.fraction, 4))
+
+
+async def _after_save(
+    step: Callable[[Path], T], state_dir: Path, progress: Progress, failure: str
+) -> T | None:
+    """``step(state_dir)`` in a thread; if it fails, a warning through ``progress`` and None."""
+    # Registration has succeeded by now: a step after the save that fails is
     # reported but does not undo it (the first backup tries again).
     try:
-        identity = await asyncio.to_thread(ensure_identity, store.state_dir)
+        return await asyncio.to_thread(step, state_dir)
     except HublinkError as err:
-        progress(f"warning: cannot prepare the backup identity: {err.message}")
-        return
-    log.info("backup identity ready", public_key=str(identity.to_public()))
-
-
-async def _draw_schedule_delay(store: CredentialStore, progress: Progress) -> None:
-    # Contract section 11: each hub's delay of its scheduled backups is drawn at registration.
-    try:
-        state = await asyncio.to_thread(draw_delay, store.state_dir)
+        progress(f"warning: {failure}: {err.message}")
     except OSError as err:
-        progress(f"warning: cannot save the backup schedule's delay: {err.strerror or err}")
-        return
-    log.info("backup schedule delay drawn", fraction=round(state.fraction, 4))
+        progress(f"warning: {failure}: {err.strerror or err}")
+    return None
 
 
 def _warn_about_clock(client: CloudClient, progress: Progress) -> None:

@@ -39,7 +39,7 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.control import status_now
-from hublink.devcloud import DevCloud
+from hublink.devcloud import CloudOptions, DevCloud
 from hublink.link.outbox import Outbox
 from support.backup import make_database
 from support.cli import HUBLINK_COMMAND, HubBox, make_child_env, run_hublink
@@ -118,10 +118,12 @@ async def test_no_secret_anywhere_and_every_file_private(
 ) -> None:
     cloud = DevCloud(
         tmp_path / "cloud",
-        users={EMAIL: PASSWORD},
+        CloudOptions(
+            users={EMAIL: PASSWORD},
+            port_range=find_free_port_range(2),
+            signing_key=devcloud_signing_key,
+        ),
         frps_path=frp_bin / "frps",  # for the plugin routes; the fleet frps is ours
-        port_range=find_free_port_range(2),
-        signing_key=devcloud_signing_key,
     )
     await cloud.start()
     try:

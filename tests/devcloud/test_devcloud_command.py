@@ -12,7 +12,7 @@ import pytest
 
 from hublink.cli import build_parser
 from hublink.config import DEFAULT_FRPS_PORT
-from hublink.devcloud import DevCloud
+from hublink.devcloud import CloudOptions, DevCloud
 from hublink.live import LiveState
 from hublink.tunnel.supervisor import TunnelSupervisor
 from support.cli import HUBLINK_COMMAND
@@ -110,9 +110,9 @@ async def test_a_hubs_tunnel_comes_back_after_the_cloud_restarts(
     async def start_cloud() -> DevCloud:
         cloud = DevCloud(
             tmp_path / "cloud",
+            CloudOptions(port_range=tunnel_ports),
             frps_path=frp_bin / "frps",
             frps_port=frps_port,
-            port_range=tunnel_ports,
         )
         await cloud.start("127.0.0.1", cloud_port)
         return cloud

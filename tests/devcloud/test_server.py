@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hublink.credentials import CredentialStore
-from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud, ws
+from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, CloudOptions, DevCloud, ws
 from support.cli import HUBLINK_COMMAND
 from support.cloud import HubEnv
 from support.polling import wait_until
@@ -128,7 +128,7 @@ async def test_public_key_verifies_the_access_token(
 async def test_register_gives_each_hub_its_own_port_until_the_range_is_full(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    cloud = DevCloud(tmp_path, port_range=(7001, 7002))
+    cloud = DevCloud(tmp_path, CloudOptions(port_range=(7001, 7002)))
     await cloud.start()
     try:
         access = await _access(http, cloud)
@@ -163,7 +163,7 @@ async def test_register_refuses_a_missing_or_bad_bearer(
 async def test_register_refuses_an_expired_access_token(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
-    cloud = DevCloud(tmp_path, access_ttl=-10)
+    cloud = DevCloud(tmp_path, CloudOptions(access_ttl=-10))
     await cloud.start()
     try:
         status, body = await _register(http, cloud, {"name": "Shop"}, await _access(http, cloud))
@@ -201,7 +201,7 @@ async def test_handshake_with_bad_credentials_is_401(hub: HubEnv, wrong: str) ->
 async def test_heartbeat_makes_the_hub_online_until_it_stops(tmp_path: Path) -> None:
     from support.cloud import make_hub_env
 
-    cloud = DevCloud(tmp_path / "cloud", offline_after=0.3)
+    cloud = DevCloud(tmp_path / "cloud", CloudOptions(offline_after=0.3))
     await cloud.start()
     env = make_hub_env(cloud, tmp_path)
     try:

@@ -26,7 +26,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.config import TunnelSettings, WebSocketSettings
-from hublink.devcloud import DevCloud
+from hublink.devcloud import CloudOptions, DevCloud
 from support.cloud import make_hub_env
 from support.daemon import HublinkProcess
 from support.fleet import write_fleet_file
@@ -125,8 +125,9 @@ async def fleet(tmp_path: Path, devcloud_signing_key: rsa.RSAPrivateKey) -> Asyn
     """A Cloud with room for the whole fleet's tunnel ports, and the fleet linked to it."""
     cloud = DevCloud(
         tmp_path / "cloud",
-        signing_key=devcloud_signing_key,
-        port_range=(20000, 20000 + LINKS + DAEMONS + 10),
+        CloudOptions(
+            signing_key=devcloud_signing_key, port_range=(20000, 20000 + LINKS + DAEMONS + 10)
+        ),
     )
     await cloud.start()
     storm = Fleet(cloud, tmp_path)

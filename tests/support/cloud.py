@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.config import Settings, TunnelSettings, WebSettings, WebSocketSettings
 from hublink.credentials import Credentials
-from hublink.devcloud import DevCloud
+from hublink.devcloud import CloudOptions, DevCloud
 from hublink.devcloud.tokens import new_signing_key
 from hublink.fsutil import ensure_private_dir
 from support.timing import scaled
@@ -103,7 +103,7 @@ async def devcloud(
     tmp_path: Path, devcloud_signing_key: rsa.RSAPrivateKey
 ) -> AsyncIterator[DevCloud]:
     """The reference Cloud, started on 127.0.0.1 and a free port, stopped afterwards."""
-    cloud = DevCloud(tmp_path / "devcloud", signing_key=devcloud_signing_key)
+    cloud = DevCloud(tmp_path / "devcloud", CloudOptions(signing_key=devcloud_signing_key))
     await cloud.start()
     try:
         yield cloud

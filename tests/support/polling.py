@@ -5,16 +5,14 @@ Synchronous tests call ``asyncio.run(wait_until(...))``.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
 from collections.abc import Callable
 from typing import Any
 
+from hublink.devcloud import polling
 from support.timing import scaled
 
 #: Seconds between two looks at the predicate.
-POLL = 0.02
+POLL = polling.POLL
 
 
 async def wait_until(
@@ -25,19 +23,10 @@ async def wait_until(
     ``predicate`` may be a plain function or return an awaitable (an async
     function, ``asyncio.to_thread``); exceptions it raises end the wait.
     ``timeout`` is in seconds as the test chose it, stretched by
-    :data:`support.timing.TIME_FACTOR`.
+    :data:`support.timing.TIME_FACTOR`; the polling is
+    :func:`hublink.devcloud.polling.wait_until`.
 
     Raises:
         TimeoutError: the (scaled) timeout passed first; the message names ``what``.
     """
-    limit = scaled(timeout)
-    deadline = time.monotonic() + limit
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"waited {limit:g} s for {what or predicate}, in vain")
-        await asyncio.sleep(poll)
+    return await polling.wait_until(predicate, scaled(timeout), what, poll)

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from hublink.config import HubSettings, TunnelSettings
-from hublink.devcloud import DevCloud
+from hublink.devcloud import CloudOptions, DevCloud
 from hublink.tunnel.supervisor import TunnelSupervisor
 from support.cloud import HubEnv, make_hub_env
 from support.network import find_free_port, find_free_port_range
@@ -77,7 +77,9 @@ async def fetch_eventually(url: str, *, host: str | None = None, timeout: float 
 async def frp_cloud(tmp_path: Path, frp_bin: Path) -> AsyncIterator[DevCloud]:
     """The reference Cloud with its real frps; tunnel ports from a free range of 4."""
     cloud = DevCloud(
-        tmp_path / "devcloud", frps_path=frp_bin / "frps", port_range=find_free_port_range(4)
+        tmp_path / "devcloud",
+        CloudOptions(port_range=find_free_port_range(4)),
+        frps_path=frp_bin / "frps",
     )
     await cloud.start()
     try:

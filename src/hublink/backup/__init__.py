@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING
 from hublink._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from hublink.backup.restore import restore_backup
-    from hublink.backup.schedule import BackupScheduler
-    from hublink.backup.service import BackupService, back_up_now
+    from hublink.backup.restore import restore_backup as restore_backup
+    from hublink.backup.schedule import BackupScheduler as BackupScheduler
+    from hublink.backup.service import BackupService as BackupService
+    from hublink.backup.service import back_up_now as back_up_now
 
-_EXPORTS = {
-    "restore_backup": "restore",
-    "BackupService": "service",
-    "back_up_now": "service",
-    "BackupScheduler": "schedule",
-}
-__all__ = ["BackupScheduler", "BackupService", "back_up_now", "restore_backup"]
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "restore": ["restore_backup"],
+        "service": ["BackupService", "back_up_now"],
+        "schedule": ["BackupScheduler"],
+    },
+)

@@ -3,8 +3,8 @@
     client     :func:`request`, :func:`status_now`, :func:`fetch_status`, :func:`poke`,
                :func:`post_event`, :func:`metrics_now`:
                the CLI's side; "no daemon" is an answer, not an error
-    server     :class:`~hublink.control.server.ControlServer`, the daemon's side, and
-               the :class:`~hublink.control.server.ControlActions` it calls
+    server     :class:`~hublink.control.server.ControlServer`, the daemon's side: it
+               calls the daemon's :class:`~hublink.actions.DaemonActions`
     register   reading a ``POST /v1/register`` body, and how a refusal is answered
     unixsock   the socket file: made 0660 from its first instant, stale ones replaced
 

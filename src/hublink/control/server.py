@@ -10,9 +10,9 @@
     GET  /v1/doctor                            the ``doctor --json`` object
     GET  /v1/debug                             asyncio tasks and threads alive (leak hunting)
 
-What the routes do is the daemon's: it hands in a :class:`ControlActions`,
-the same services the page calls, so each use case has one path. The socket
-is removed on exit.
+What the routes do is the daemon's: it hands in its
+:class:`~hublink.actions.DaemonActions`, the same services the page calls, so
+each use case has one path. The socket is removed on exit.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +33,9 @@ from hublink.link.messages import excerpt
 from hublink.metrics import Metrics, metrics_response
 
 if TYPE_CHECKING:
-    from hublink.credentials import Credentials
+    from hublink.actions import DaemonActions
     from hublink.link.notices import StateStore
     from hublink.link.outbox import AsyncOutbox
-    from hublink.status import StatusReport
 
 log = structlog.get_logger(__name__)
 
@@ -51,37 +48,13 @@ NO_INSTALL_HOOK_HINT = (
 )
 
 
-@dataclass(frozen=True)
-class ControlActions:
-    """The daemon's services behind the routes (the page calls the same ones).
-
-    Attributes:
-        status: the status object (contract section 5).
-        register: enroll with :func:`hublink.enroll.enroll`; the saved credentials.
-            Raises what ``enroll`` raises.
-        backup: start a backup in the background; False when one is running.
-            Raises ``HublinkError`` when none can start (the hub is not registered).
-        install_update: start the ``install_plugin_update`` hook for a plugin id;
-            False when no update is recorded for it.
-        doctor: the ``doctor --json`` object.
-        install_hook_configured: whether ``hooks.install_plugin_update`` is set.
-    """
-
-    status: Callable[[], Awaitable[StatusReport]]
-    register: Callable[[RegisterRequest], Awaitable[Credentials]]
-    backup: Callable[[], Awaitable[bool]]
-    install_update: Callable[[str], Awaitable[bool]]
-    doctor: Callable[[], Awaitable[dict[str, Any]]]
-    install_hook_configured: bool = False
-
-
 class ControlServer:
     """The daemon's side of the control socket."""
 
     def __init__(
         self,
         path: Path,
-        actions: ControlActions,
+        actions: DaemonActions,
         outbox: AsyncOutbox,
         notices: StateStore,
         metrics: Metrics,

@@ -2,7 +2,7 @@
 
     from hublink.devcloud import DevCloud
 
-    cloud = DevCloud(tmp_path)
+    cloud = DevCloud(tmp_path)   # or DevCloud(tmp_path, CloudOptions(offline_after=1))
     await cloud.start()          # http://127.0.0.1:<random port>
     ...
     await cloud.stop()
@@ -26,12 +26,13 @@ from __future__ import annotations
 
 from hublink.devcloud.records import HubRecord
 from hublink.devcloud.server import DevCloud
-from hublink.devcloud.state import DEMO_EMAIL, DEMO_PASSWORD, CloudState
+from hublink.devcloud.state import DEMO_EMAIL, DEMO_PASSWORD, CloudOptions, CloudState
 from hublink.devcloud.store import PortsExhaustedError, StoredBackup
 
 __all__ = [
     "DEMO_EMAIL",
     "DEMO_PASSWORD",
+    "CloudOptions",
     "CloudState",
     "DevCloud",
     "HubRecord",

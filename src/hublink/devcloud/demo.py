@@ -31,7 +31,7 @@ import tomli_w
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from hublink import logs
-from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, CloudOptions, DevCloud, polling
 
 #: Every wait of the demo is bounded: a stuck step fails the demo, it never hangs.
 STEP_TIMEOUT = 15.0
@@ -96,16 +96,10 @@ def free_port() -> int:
 
 async def wait_until(what: str, check: Callable[[], Any], limit: float = STEP_TIMEOUT) -> Any:
     """Poll ``check`` until it returns something truthy; DemoError after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {limit:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
+    try:
+        return await polling.wait_until(check, limit, what, poll=0.05)
+    except TimeoutError:
+        raise DemoError(f"timed out after {limit:.0f} s waiting for {what}") from None
 
 
 class Demo:
@@ -118,7 +112,7 @@ class Demo:
         self.tunnel_port = free_port()
         self.cloud = DevCloud(
             base / "cloud",
-            port_range=(self.tunnel_port, self.tunnel_port),
+            CloudOptions(port_range=(self.tunnel_port, self.tunnel_port)),
             frps_path=self.frp[1] if self.frp else None,
         )
         self.config = base / "hublink.toml"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import ssl
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from hublink.credentials import Credentials, CredentialStore
 from hublink.devcloud import admin, backups, rest, ws
-from hublink.devcloud.state import DEFAULT_PORT_RANGE, STATE_KEY, CloudState
+from hublink.devcloud.polling import wait_until
+from hublink.devcloud.state import STATE_KEY, CloudOptions, CloudState
 
 if TYPE_CHECKING:
     from hublink.devcloud.frps import FrpsServer
@@ -29,42 +28,29 @@ log = structlog.get_logger(__name__)
 
 #: How long in-flight requests may finish when the Cloud stops.
 SHUTDOWN_TIMEOUT = 1.0
-WAIT_POLL = 0.02
 
 
 class DevCloud(CloudState):
     """The Cloud side of the contract, served by aiohttp on loopback.
 
-    The state (:class:`CloudState`) outlives a stop and start of this object;
-    with ``ssl_context`` it serves HTTPS and WSS, with ``frps_path`` it runs
-    frps beside itself with the per-hub auth plugin, listening for hubs on
-    ``frps_port`` (a free port when None, as tests want; ``hublink devcloud``
-    gives 7000, the hubs' default ``tunnel.server_port``).
+    The state (:class:`CloudState`, made with ``options``) outlives a stop
+    and start of this object; with ``ssl_context`` it serves HTTPS and WSS,
+    with ``frps_path`` it runs frps beside itself with the per-hub auth
+    plugin, listening for hubs on ``frps_port`` (a free port when None, as
+    tests want; ``hublink devcloud`` gives 7000, the hubs' default
+    ``tunnel.server_port``).
     """
 
     def __init__(
         self,
         data_dir: Path,
+        options: CloudOptions | None = None,
         *,
-        users: dict[str, str] | None = None,
-        offline_after: float = 300.0,
-        access_ttl: float = 300,
-        refresh_ttl: float = 86400,
-        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         frps_path: Path | None = None,
         frps_port: int | None = None,
-        signing_key: rsa.RSAPrivateKey | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(
-            data_dir,
-            users=users,
-            offline_after=offline_after,
-            access_ttl=access_ttl,
-            refresh_ttl=refresh_ttl,
-            port_range=port_range,
-            signing_key=signing_key,
-        )
+        super().__init__(data_dir, options)
         self.frps_path = frps_path
         self.frps_port = frps_port
         self.ssl_context = ssl_context
@@ -187,17 +173,12 @@ class DevCloud(CloudState):
         timeout: float = 10,  # noqa: ASYNC109 - a polling helper whose signature tests share
         what: str | None = None,
     ) -> None:
-        """Poll ``predicate`` until it is true.
+        """Poll ``predicate`` until it is true (:func:`hublink.devcloud.polling.wait_until`).
 
         Raises:
             TimeoutError: it stayed false for ``timeout`` seconds.
         """
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() >= deadline:
-                name = what or getattr(predicate, "__qualname__", repr(predicate))
-                raise TimeoutError(f"waited {timeout} s for {name}, in vain")
-            await asyncio.sleep(WAIT_POLL)
+        await wait_until(predicate, timeout, what or "")
 
 
 def _bound_port(runner: web.AppRunner) -> int:

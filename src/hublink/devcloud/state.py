@@ -11,6 +11,8 @@ import json
 import re
 import secrets
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,35 +39,49 @@ DEFAULT_PORT_RANGE = (7001, 7100)
 REVOKED_CODE = 4003
 
 
+@dataclass(frozen=True, kw_only=True)
+class CloudOptions:
+    """How a reference Cloud behaves, given once to :class:`CloudState` (or ``DevCloud``).
+
+    Attributes:
+        users: owner accounts, email -> password (None: the demo account).
+        offline_after: seconds without a frame from a hub before it shows offline.
+        access_ttl: lifetime of an owner's access JWT, in seconds (negative: born expired).
+        refresh_ttl: lifetime of an owner's refresh JWT, in seconds.
+        port_range: the tunnel ports handed to hubs, both ends included.
+        signing_key: the JWT signing key; made by the Cloud when None (tests share
+            one: making an RSA key costs tens of milliseconds).
+    """
+
+    users: Mapping[str, str] | None = None
+    offline_after: float = 300.0
+    access_ttl: float = 300
+    refresh_ttl: float = 86400
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    signing_key: rsa.RSAPrivateKey | None = None
+
+
 class CloudState:
     """Accounts, hubs, backups and links of the reference Cloud.
 
     Hubs and backups live in SQLite under ``data_dir`` (a restarted Cloud still
-    knows them); what came through the WebSockets is kept in memory. The JWT
-    signing key is made here unless ``signing_key`` is given (tests share one:
-    making an RSA key costs tens of milliseconds).
+    knows them); what came through the WebSockets is kept in memory. ``options``
+    (:class:`CloudOptions`) say how it behaves; the defaults when None.
     """
 
-    def __init__(
-        self,
-        data_dir: Path,
-        *,
-        users: dict[str, str] | None = None,
-        offline_after: float = 300.0,
-        access_ttl: float = 300,
-        refresh_ttl: float = 86400,
-        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
-        signing_key: rsa.RSAPrivateKey | None = None,
-    ) -> None:
+    def __init__(self, data_dir: Path, options: CloudOptions | None = None) -> None:
+        options = options or CloudOptions()
         self.data_dir = Path(data_dir)
-        accounts = {DEMO_EMAIL: DEMO_PASSWORD} if users is None else users
+        accounts = {DEMO_EMAIL: DEMO_PASSWORD} if options.users is None else options.users
         self.users = {
             email.lower(): User(id=number, email=email, password=password)
             for number, (email, password) in enumerate(accounts.items(), start=1)
         }
-        self.offline_after = offline_after
-        self.port_range = port_range
-        self.tokens = TokenIssuer(access_ttl=access_ttl, refresh_ttl=refresh_ttl, key=signing_key)
+        self.offline_after = options.offline_after
+        self.port_range = options.port_range
+        self.tokens = TokenIssuer(
+            access_ttl=options.access_ttl, refresh_ttl=options.refresh_ttl, key=options.signing_key
+        )
         self.faults = Faults()
         #: The largest frame a hub may send; a larger one ends its link (as a real
         #: Cloud's 1 MiB limit does). Far above that by default: tests send big frames.

@@ -20,36 +20,26 @@ from typing import TYPE_CHECKING
 from hublink._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from hublink.link.connection import Link
-    from hublink.link.dispatch import Dispatcher
-    from hublink.link.events import queue_event
-    from hublink.link.hooks import HookRunner
-    from hublink.link.messages import parse_inbound, validate_event
-    from hublink.link.notices import Notices, StateStore
-    from hublink.link.outbox import AsyncOutbox, Outbox
+    from hublink.link.connection import Link as Link
+    from hublink.link.dispatch import Dispatcher as Dispatcher
+    from hublink.link.events import queue_event as queue_event
+    from hublink.link.hooks import HookRunner as HookRunner
+    from hublink.link.messages import parse_inbound as parse_inbound
+    from hublink.link.messages import validate_event as validate_event
+    from hublink.link.notices import Notices as Notices
+    from hublink.link.notices import StateStore as StateStore
+    from hublink.link.outbox import AsyncOutbox as AsyncOutbox
+    from hublink.link.outbox import Outbox as Outbox
 
-_EXPORTS = {
-    "Link": "connection",
-    "Dispatcher": "dispatch",
-    "queue_event": "events",
-    "HookRunner": "hooks",
-    "parse_inbound": "messages",
-    "validate_event": "messages",
-    "Notices": "notices",
-    "StateStore": "notices",
-    "AsyncOutbox": "outbox",
-    "Outbox": "outbox",
-}
-__all__ = [
-    "AsyncOutbox",
-    "Dispatcher",
-    "HookRunner",
-    "Link",
-    "Notices",
-    "Outbox",
-    "StateStore",
-    "parse_inbound",
-    "queue_event",
-    "validate_event",
-]
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "connection": ["Link"],
+        "dispatch": ["Dispatcher"],
+        "events": ["queue_event"],
+        "hooks": ["HookRunner"],
+        "messages": ["parse_inbound", "validate_event"],
+        "notices": ["Notices", "StateStore"],
+        "outbox": ["AsyncOutbox", "Outbox"],
+    },
+)

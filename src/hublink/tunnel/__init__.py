@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING
 from hublink._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from hublink.tunnel.config import masked_config, write_config
-    from hublink.tunnel.supervisor import TunnelSupervisor, resolve_frpc
+    from hublink.tunnel.config import masked_config as masked_config
+    from hublink.tunnel.config import write_config as write_config
+    from hublink.tunnel.supervisor import TunnelSupervisor as TunnelSupervisor
+    from hublink.tunnel.supervisor import resolve_frpc as resolve_frpc
 
-_EXPORTS = {
-    "masked_config": "config",
-    "write_config": "config",
-    "TunnelSupervisor": "supervisor",
-    "resolve_frpc": "supervisor",
-}
-__all__ = ["TunnelSupervisor", "masked_config", "resolve_frpc", "write_config"]
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "config": ["masked_config", "write_config"],
+        "supervisor": ["TunnelSupervisor", "resolve_frpc"],
+    },
+)

@@ -16,31 +16,22 @@ from typing import TYPE_CHECKING
 from hublink._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from hublink.web.actions import PageActions, Registered, Registration
-    from hublink.web.app import build_app
-    from hublink.web.code import code_path, read_code, read_or_create_code
-    from hublink.web.server import PageServer, serve_page
+    from hublink.web.actions import PageActions as PageActions
+    from hublink.web.actions import Registered as Registered
+    from hublink.web.actions import Registration as Registration
+    from hublink.web.app import build_app as build_app
+    from hublink.web.code import code_path as code_path
+    from hublink.web.code import read_code as read_code
+    from hublink.web.code import read_or_create_code as read_or_create_code
+    from hublink.web.server import PageServer as PageServer
+    from hublink.web.server import serve_page as serve_page
 
-_EXPORTS = {
-    "PageActions": "actions",
-    "Registered": "actions",
-    "Registration": "actions",
-    "build_app": "app",
-    "code_path": "code",
-    "read_code": "code",
-    "read_or_create_code": "code",
-    "PageServer": "server",
-    "serve_page": "server",
-}
-__all__ = [
-    "PageActions",
-    "PageServer",
-    "Registered",
-    "Registration",
-    "build_app",
-    "code_path",
-    "read_code",
-    "read_or_create_code",
-    "serve_page",
-]
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "actions": ["PageActions", "Registered", "Registration"],
+        "app": ["build_app"],
+        "code": ["code_path", "read_code", "read_or_create_code"],
+        "server": ["PageServer", "serve_page"],
+    },
+)

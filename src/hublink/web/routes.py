@@ -1,4 +1,4 @@
-"""The page's handlers: code form, setup form, status view, actions and ``/api/status``."""
+"""The page's handlers, each with its route: code form, setup form, status view, actions, API."""
 
 from __future__ import annotations
 
@@ -36,6 +36,9 @@ from hublink.web.view import safe_status, status_view
 
 log = structlog.get_logger(__name__)
 
+#: Every route of the page but the static files, each declared on its handler.
+ROUTES = web.RouteTableDef()
+
 WRONG_CODE = N_("That code is not right. It is in the file web-code in hublink's state folder.")
 TOO_MANY = N_("Too many tries. Wait %(seconds)s seconds and try again.")
 WRONG_PASSWORD = N_("The Cloud did not accept this email and password.")
@@ -53,8 +56,9 @@ NO_INSTALL_HOOK = N_("Installing updates from this page is not set up.")
 DAEMON_FAILED = N_("hublink could not do that: %(error)s")
 
 
+@ROUTES.get("/")
 async def index(request: web.Request) -> web.StreamResponse:
-    """``/``: the code (``?code=``), the code form, the setup form or the status view."""
+    """The code (``?code=``), the code form, the setup form or the status view."""
     code = request.query.get("code")
     if code is not None:
         return _try_code(request, code)
@@ -67,8 +71,9 @@ async def index(request: web.Request) -> web.StreamResponse:
     return _status_page(request, status)
 
 
+@ROUTES.post("/unlock")
 async def unlock(request: web.Request) -> web.StreamResponse:
-    """``POST /unlock``: the code form."""
+    """The code form."""
     return _try_code(request, request[FORM_KEY].get("code", ""))
 
 
@@ -92,8 +97,9 @@ def _try_code(request: web.Request, code: str) -> web.StreamResponse:
     return see_other()
 
 
+@ROUTES.post("/setup")
 async def setup(request: web.Request) -> web.StreamResponse:
-    """``POST /setup``: register the hub, or the form again with what went wrong."""
+    """Register the hub, or the form again with what went wrong."""
     limiter = request.app[PASSWORD_LIMITER_KEY]
     client = request.remote or "unknown"
     form = setup_form(request[FORM_KEY])
@@ -149,8 +155,9 @@ def _refused(request: web.Request, form: SetupForm, err: HublinkError) -> web.Re
     return _setup_page(request, form, error=text, detail=detail or None, status=status)
 
 
+@ROUTES.post("/backup")
 async def backup(request: web.Request) -> web.StreamResponse:
-    """``POST /backup``: the **Back up now** button."""
+    """The **Back up now** button."""
     try:
         started = await request.app[ACTIONS_KEY].backup()
     except HublinkError as err:
@@ -160,8 +167,9 @@ async def backup(request: web.Request) -> web.StreamResponse:
     return _answer(request, BACKUP_RUNNING, ok=False, status=409)
 
 
+@ROUTES.post("/updates/{plugin_id}/install")
 async def install(request: web.Request) -> web.StreamResponse:
-    """``POST /updates/{plugin_id}/install``: an **Install** button."""
+    """An **Install** button."""
     actions = request.app[ACTIONS_KEY]
     plugin = request.match_info["plugin_id"]
     if not actions.install_hook_configured:
@@ -176,8 +184,9 @@ async def install(request: web.Request) -> web.StreamResponse:
     return _answer(request, message, ok=started, status=202 if started else 404, plugin=plugin)
 
 
+@ROUTES.post("/checks")
 async def checks(request: web.Request) -> web.StreamResponse:
-    """``POST /checks``: the **Run checks** button; the results show on the status view."""
+    """The **Run checks** button; the results show on the status view."""
     try:
         report = safe_status(await request.app[ACTIONS_KEY].doctor())
     except HublinkError as err:
@@ -188,8 +197,9 @@ async def checks(request: web.Request) -> web.StreamResponse:
     return see_other()
 
 
+@ROUTES.get("/api/status")
 async def api_status(request: web.Request) -> web.StreamResponse:
-    """``GET /api/status``: the ``status --json`` object (only once unlocked)."""
+    """The ``status --json`` object (only once unlocked)."""
     return web.json_response(safe_status(await request.app[ACTIONS_KEY].status()))
 
 
