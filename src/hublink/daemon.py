@@ -13,7 +13,7 @@ The lifecycle is a straight line::
 
 The link starts first: aiohttp (with the two SSL contexts it builds at import),
 the page's and the tunnel's modules are most of a cold start, so they are
-imported in a worker thread while the link connects (:data:`LOCAL_SERVERS`).
+imported in a worker thread while the link connects (:mod:`hublink.localservers`).
 
 READY=1 does not wait for the Cloud: a Hub must boot while its uplink is down.
 Nor does it wait for a registration (contract section 5): an unregistered
@@ -28,13 +28,11 @@ overruns its deadline, cancels everything at once.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -58,35 +56,23 @@ from hublink.link.messages import (
 from hublink.link.notices import StateStore
 from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
+from hublink.localservers import LocalServers
 from hublink.logs import set_hub_id
 from hublink.metrics import Metrics
 from hublink.status import StatusReport, build_status
 from hublink.supervise import supervise
 from hublink.systemd import Notifier
 from hublink.tls import ssl_context
-from hublink.web.host import PageHost
 
 if TYPE_CHECKING:
     import aiohttp
 
     from hublink.backup.service import BackupService
     from hublink.config import Settings
-    from hublink.control.server import ControlServer
     from hublink.link.messages import BackupCompleted, BackupFailed
     from hublink.link.notices import Notices
-    from hublink.metrics import MetricsServer
 
 log = structlog.get_logger(__name__)
-
-#: What the daemon imports in a worker thread while its link connects: the
-#: control socket's, the tunnel's and the REST client's aiohttp, the page's
-#: wiring (tests/test_imports.py keeps them off the link's path).
-LOCAL_SERVERS = (
-    "hublink.actions",
-    "hublink.control.server",
-    "hublink.tunnel.supervisor",
-    "hublink.cloud.client",
-)
 
 #: Graceful shutdown must end well within systemd's and the contract's 5 s.
 SHUTDOWN_DEADLINE = 4.0
@@ -148,16 +134,13 @@ class Daemon:
         self._outbox: AsyncOutbox | None = None
         self._store: StateStore | None = None
         self._dispatcher: Dispatcher | None = None
-        self._control: ControlServer | None = None
         self._notifier: Notifier | None = None
         self._last_status_line = ""
         self._session: aiohttp.ClientSession | None = None
         self._backups: BackupService | None = None
-        self._page = PageHost(settings.web, settings.state_dir)
+        self._servers = LocalServers(settings)
         self.metrics: Metrics | None = None
-        self._metrics_server: MetricsServer | None = None
         self._scheduler: BackupScheduler | None = None
-        self._imports: asyncio.Future[list[ModuleType]] | None = None
 
     # --- startup --------------------------------------------------------------
 
@@ -210,17 +193,14 @@ class Daemon:
             DaemonRunningError: another daemon answers on the control socket.
             HublinkError: the runtime directory cannot be made.
         """
-        await self._local_servers_imported()
+        await self._servers.imported()
         from hublink.actions import DaemonActions
-        from hublink.control.server import ControlServer
-        from hublink.metrics import MetricsServer
 
-        settings = self.settings
         assert self._outbox is not None and self._store is not None
         assert self._dispatcher is not None and self.metrics is not None
         assert self._notifier is not None
         actions = DaemonActions(
-            settings,
+            self.settings,
             status=self.status,
             credentials=lambda: self.creds,
             adopt=self.adopt,
@@ -229,27 +209,15 @@ class Daemon:
             backup_running=lambda: self._backups is not None and self._backups.running,
             config_path=self.config_path,
         )
-        self._control = ControlServer(
-            settings.control_socket,
-            actions,
-            self._outbox,
-            self._store,
-            self.metrics,
-        )
-        await self._control.start()
-        if settings.metrics.listen is not None:
-            # A port it cannot bind is reported (log, status) and the daemon goes on.
-            self._metrics_server = MetricsServer(self.metrics, settings.metrics.listen)
-            await self._metrics_server.start()
-        await self._page.start(actions.page)
+        await self._servers.start(actions, self._outbox, self._store, self.metrics)
         self._notifier.ready()
         self._publish_status()
         log.info(
             "hublink daemon started",
-            cloud_url=settings.cloud_url,
+            cloud_url=self.settings.cloud_url,
             slug=self.creds.slug if self.creds else None,
             pid=os.getpid(),
-            control_socket=str(settings.control_socket),
+            control_socket=str(self.settings.control_socket),
         )
         if self.creds is None:
             log.warning(
@@ -257,18 +225,10 @@ class Daemon:
                 hint=self._registration_hint(),
             )
 
-    async def _local_servers_imported(self) -> None:
-        """Wait until :data:`LOCAL_SERVERS` are imported (by the first caller's worker thread)."""
-        if self._imports is None:
-            self._imports = asyncio.ensure_future(
-                asyncio.to_thread(lambda: [importlib.import_module(m) for m in LOCAL_SERVERS])
-            )
-        await asyncio.shield(self._imports)
-
     def _registration_hint(self) -> str:
         ways = "POST /v1/register on the control socket, or `hublink register`"
-        if self._page.url is not None:
-            return f"open the local page {self._page.url} (see `hublink status`), {ways}"
+        if self._servers.page.url is not None:
+            return f"open the local page {self._servers.page.url} (see `hublink status`), {ways}"
         return ways
 
     def _make_metrics(self, notices: Notices) -> Metrics:
@@ -398,7 +358,7 @@ class Daemon:
                 tunnel.cancel()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
-        await self._local_servers_imported()
+        await self._servers.imported()
         from hublink.tunnel.supervisor import TunnelSupervisor
 
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
@@ -508,9 +468,9 @@ class Daemon:
             pid=os.getpid(),
             outbox=await self._outbox.counts(),
             snapshot=await self._store.asnapshot(),
-            web=self._page.report(),
+            web=self._servers.page.report(),
             next_backup_at=self._scheduler.next_at if self._scheduler is not None else None,
-            metrics_error=self._metrics_server.error if self._metrics_server else None,
+            metrics_error=self._servers.metrics_error,
         )
 
     # --- shutdown ---------------------------------------------------------------
@@ -520,13 +480,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        await self._page.stop()
-        if self._control is not None:
-            await self._control.stop()
-            self._control = None
-        if self._metrics_server is not None:
-            await self._metrics_server.stop()
-            self._metrics_server = None
+        await self._servers.stop()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -1,0 +1,90 @@
+"""The daemon's local doors: the control socket, the metrics listener and the local page.
+
+They start beside the link, not before it: aiohttp (with the two SSL contexts
+it builds at import), the page's and the tunnel's modules are most of a cold
+start, so :meth:`LocalServers.imported` loads them in a worker thread while the
+link connects on the event loop (tests/test_imports.py keeps them off the
+link's path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from hublink.web.host import PageHost
+
+if TYPE_CHECKING:
+    from hublink.actions import DaemonActions
+    from hublink.config import Settings
+    from hublink.control.server import ControlServer
+    from hublink.link.notices import StateStore
+    from hublink.link.outbox import AsyncOutbox
+    from hublink.metrics import Metrics, MetricsServer
+
+#: Imported in a worker thread while the link connects: the control socket's,
+#: the tunnel's and the REST client's aiohttp, and the page's wiring.
+HEAVY_MODULES = (
+    "hublink.actions",
+    "hublink.control.server",
+    "hublink.tunnel.supervisor",
+    "hublink.cloud.client",
+)
+
+
+class LocalServers:
+    """The control server (contract section 8), the metrics listener and the page (section 9)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.page = PageHost(settings.web, settings.state_dir)
+        self._control: ControlServer | None = None
+        self._metrics: MetricsServer | None = None
+        self._imports: asyncio.Future[list[ModuleType]] | None = None
+
+    async def imported(self) -> None:
+        """Wait until :data:`HEAVY_MODULES` are imported (by the first caller's worker thread)."""
+        if self._imports is None:
+            self._imports = asyncio.ensure_future(
+                asyncio.to_thread(lambda: [importlib.import_module(m) for m in HEAVY_MODULES])
+            )
+        await asyncio.shield(self._imports)
+
+    async def start(
+        self, actions: DaemonActions, outbox: AsyncOutbox, store: StateStore, metrics: Metrics
+    ) -> None:
+        """Listen on the control socket, the metrics address (if set) and the page's.
+
+        Raises:
+            DaemonRunningError: another daemon answers on the control socket.
+            HublinkError: the runtime directory cannot be made.
+        """
+        await self.imported()
+        from hublink.control.server import ControlServer
+        from hublink.metrics import MetricsServer
+
+        settings = self.settings
+        self._control = ControlServer(settings.control_socket, actions, outbox, store, metrics)
+        await self._control.start()
+        if settings.metrics.listen is not None:
+            # A port it cannot bind is reported (log, status) and the daemon goes on.
+            self._metrics = MetricsServer(metrics, settings.metrics.listen)
+            await self._metrics.start()
+        await self.page.start(actions.page)
+
+    @property
+    def metrics_error(self) -> str | None:
+        """Why the metrics listener is not listening, or None (status's ``metrics.error``)."""
+        return self._metrics.error if self._metrics is not None else None
+
+    async def stop(self) -> None:
+        """Close the page, the control socket and the metrics listener (idempotent)."""
+        await self.page.stop()
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
+        if self._metrics is not None:
+            await self._metrics.stop()
+            self._metrics = None
