@@ -293,7 +293,18 @@ def certificate_failure(exc: BaseException) -> BaseException | None:
 
 
 def _loaded(name: str) -> Any:
-    return sys.modules.get(name)
+    """``name`` if it is imported and done initializing, else None.
+
+    The daemon imports aiohttp in a worker thread while its link connects
+    (hublink.localservers): a module still being imported is already in
+    sys.modules, without the classes it has yet to define, and nothing it
+    raises can exist before they do. ``__spec__._initializing`` is the flag
+    CPython's import system itself reads to call a module "partially initialized".
+    """
+    module = sys.modules.get(name)
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return None
+    return module
 
 
 def _aiohttp_verdict(exc: BaseException) -> bool | None:

@@ -11,6 +11,9 @@ of the old one; its first write clears the old hub's records.
 Writes must be cheap for the event loop (the Cloud may push thousands of
 messages): a record is appended to a list of pending operations at once, and
 one worker thread writes every pending operation in a single transaction.
+On the event loop the write starts :data:`WRITE_DELAY` after the first record
+of a batch: waking the writer for every few records made it fight the receive
+loop for the GIL, and a burst now costs a handful of transactions.
 Reads see the file plus the operations not yet written, so a record shows up
 in :meth:`StateStore.snapshot` the moment it was made.
 
@@ -72,6 +75,12 @@ log = structlog.get_logger(__name__)
 
 #: The longest free text (a revocation's reason) kept for ``hublink status``.
 NOTICE_TEXT_CHARS = 1000
+
+
+#: Seconds a record made on the event loop waits for others to share its
+#: transaction (a crash may lose this much more; the Cloud's next message or
+#: status poll repeats what matters).
+WRITE_DELAY = 0.005
 
 
 class StateStore:
@@ -244,7 +253,16 @@ class StateStore:
             if self._flush_scheduled:
                 return
             self._flush_scheduled = True
-        future: Future[None] = self._executor.submit(self._flush)
+        try:
+            asyncio.get_running_loop().call_later(WRITE_DELAY, self._start_flush)
+        except RuntimeError:  # no loop in this thread (the CLI, a worker): write now
+            self._start_flush()
+
+    def _start_flush(self) -> None:
+        try:
+            future: Future[None] = self._executor.submit(self._flush)
+        except RuntimeError:
+            return  # close() shut the writer down after writing what was pending
         future.add_done_callback(_log_failure)
 
     def _flush(self) -> None:
