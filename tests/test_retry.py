@@ -211,3 +211,22 @@ def test_classifying_never_imports_aiohttp_or_tenacity() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_library_another_thread_is_still_importing_does_not_break_the_classifier(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The daemon imports aiohttp in a worker thread while its link connects: a
+    # refused handshake classified meanwhile sees a module without its classes.
+    import importlib.machinery
+    import sys
+    import types
+
+    half = types.ModuleType("aiohttp")
+    half.__spec__ = importlib.machinery.ModuleSpec("aiohttp", None)
+    half.__spec__._initializing = True  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "aiohttp", half)
+    refused = ws_status(503, "2")
+    assert retry_after_of(refused) == 2.0
+    assert is_transient(refused)
+    assert is_transient(ConnectionResetError())
