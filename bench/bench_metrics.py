@@ -48,6 +48,15 @@ def _get(url: str) -> bytes:
         return bytes(response.read())
 
 
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers (the daemon listens for scrapes once READY, after its link)."""
+    try:
+        _get(url)
+    except OSError:
+        return False
+    return True
+
+
 def _timed(call: object) -> float:
     started = time.perf_counter()
     call()  # type: ignore[operator]
@@ -72,7 +81,8 @@ async def measure(seconds: float, every: float, scrapes: int) -> dict[str, float
             await wait_for(
                 lambda: cloud.heartbeats(on_creds.hub_id) and cloud.heartbeats(off_creds.hub_id)
             )
-            await asyncio.to_thread(_get, url)  # the first scrape pays for its imports
+            # The first scrape pays for its imports.
+            await wait_for(lambda: _answers(url))
             await asyncio.sleep(min(5.0, seconds / 4))
             cpu = {p.pid: proc_cpu(p.pid) for p in procs}
             began = time.monotonic()

@@ -55,7 +55,7 @@ class LocalServers:
     async def start(
         self, actions: DaemonActions, outbox: AsyncOutbox, store: StateStore, metrics: Metrics
     ) -> None:
-        """Listen on the control socket, the metrics address (if set) and the page's.
+        """Listen on the metrics address (if set), the page's and, last, the control socket.
 
         Raises:
             DaemonRunningError: another daemon answers on the control socket.
@@ -66,13 +66,14 @@ class LocalServers:
         from hublink.metrics import MetricsServer
 
         settings = self.settings
-        self._control = ControlServer(settings.control_socket, actions, outbox, store, metrics)
-        await self._control.start()
         if settings.metrics.listen is not None:
             # A port it cannot bind is reported (log, status) and the daemon goes on.
             self._metrics = MetricsServer(metrics, settings.metrics.listen)
             await self._metrics.start()
         await self.page.start(actions.page)
+        # The control socket last: once `hublink status` answers, every door is open.
+        self._control = ControlServer(settings.control_socket, actions, outbox, store, metrics)
+        await self._control.start()
 
     @property
     def metrics_error(self) -> str | None:
