@@ -63,6 +63,7 @@ from hublink.status import StatusReport, build_status
 from hublink.supervise import supervise
 from hublink.systemd import Notifier
 from hublink.tls import ssl_context
+from hublink.tunnel.supervisor import TunnelSupervisor
 
 if TYPE_CHECKING:
     import aiohttp
@@ -358,9 +359,6 @@ class Daemon:
                 tunnel.cancel()
 
     async def _run_tunnel(self, creds: Credentials) -> None:
-        await self._servers.imported()
-        from hublink.tunnel.supervisor import TunnelSupervisor
-
         # frpc's SIGTERM grace shortened so that reaping it fits the shutdown deadline.
         supervisor = TunnelSupervisor(
             self.settings, creds, self.live, grace=TUNNEL_STOP_GRACE, metrics=self.metrics

@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from hublink.metrics import Metrics, MetricsServer
 
 #: Imported in a worker thread while the link connects: the control socket's,
-#: the tunnel's and the REST client's aiohttp, and the page's wiring.
+#: the tunnel's admin API client's and the REST client's aiohttp, and the page's wiring.
 HEAVY_MODULES = (
     "hublink.actions",
     "hublink.control.server",
-    "hublink.tunnel.supervisor",
+    "hublink.tunnel.admin",
     "hublink.cloud.client",
 )
 

@@ -11,10 +11,10 @@ kernel kills it too if hublink dies without running any ``finally``
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ctypes
 import ctypes.util
+import importlib
 import os
 import random
 import re
@@ -23,9 +23,8 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import structlog
 
 from hublink import logs
@@ -34,7 +33,10 @@ from hublink.credentials import Credentials
 from hublink.live import LiveState, TunnelStateName
 from hublink.metrics import Metrics
 from hublink.retry import Backoff, Jitter
-from hublink.tunnel.config import ADMIN_USER, PROXY_NAME, new_admin_password, write_config
+from hublink.tunnel.config import PROXY_NAME, new_admin_password, write_config
+
+if TYPE_CHECKING:
+    from hublink.tunnel.admin import AdminAPI
 
 log = structlog.get_logger(__name__)
 
@@ -223,17 +225,14 @@ class TunnelSupervisor:
         if not self.settings.tunnel.enabled:
             self._set("disabled", pid=None)
             return
-        # A session of its own: it only ever talks to 127.0.0.1, and must not
-        # follow HTTP(S)_PROXY from the environment like the Cloud session does.
-        async with aiohttp.ClientSession(trust_env=False) as session:
-            try:
-                while True:
-                    delay = await self._one_round(session)
-                    await asyncio.sleep(delay)
-            finally:
-                self._set("stopped", pid=None)
+        try:
+            while True:
+                delay = await self._one_round()
+                await asyncio.sleep(delay)
+        finally:
+            self._set("stopped", pid=None)
 
-    async def _one_round(self, session: aiohttp.ClientSession) -> float:
+    async def _one_round(self) -> float:
         """Start frpc once and watch it until it exits; the delay before the next round."""
         frpc = resolve_frpc(self.settings.tunnel.frpc_path)
         if frpc is None:
@@ -254,7 +253,7 @@ class TunnelSupervisor:
         except OSError as err:
             return self._failed(f"cannot start {frpc}: {err.strerror or err}")
         try:
-            code = await self._watch(proc, session, password)
+            code = await self._watch(proc, password)
         finally:
             await self._stop(proc)
             # A new password comes with every start: forgetting the old one keeps
@@ -296,14 +295,12 @@ class TunnelSupervisor:
         self._set("starting", **fields)
         return proc
 
-    async def _watch(
-        self, proc: asyncio.subprocess.Process, session: aiohttp.ClientSession, password: str
-    ) -> int:
+    async def _watch(self, proc: asyncio.subprocess.Process, password: str) -> int:
         """Relay frpc's output and health until it exits."""
         assert proc.stdout is not None
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._relay(proc.stdout, proc.pid))
-            poller = tasks.create_task(self._poll(session, password, proc.pid))
+            poller = tasks.create_task(self._poll(password, proc.pid))
             code = await proc.wait()
             poller.cancel()
         return code
@@ -385,23 +382,30 @@ class TunnelSupervisor:
         self._last_complaint = logs.mask_text(problem)
         self._set(self.live.tunnel.state, last_error=self._last_complaint)
 
-    async def _poll(self, session: aiohttp.ClientSession, password: str, pid: int) -> None:
+    async def _poll(self, password: str, pid: int) -> None:
         """Ask frpc's admin API whether the proxy is running.
 
         Every ``poll_interval`` while it runs, and soon after each line frpc logs;
         quicker while it is not running, so that ``running`` shows within a few
         tens of milliseconds of being true.
         """
-        url = f"http://127.0.0.1:{self.settings.tunnel.admin_port}/api/status"
-        credentials = base64.b64encode(f"{ADMIN_USER}:{password}".encode()).decode()
-        headers = {"Authorization": f"Basic {credentials}"}
-        timeout = aiohttp.ClientTimeout(total=ADMIN_TIMEOUT)
+        # aiohttp, a third of the daemon's cold start, is imported in a worker
+        # thread: frpc starts without waiting for it, and the event loop never
+        # blocks on it (the daemon may be importing it in another thread already).
+        admin = await asyncio.to_thread(importlib.import_module, "hublink.tunnel.admin")
+        api: AdminAPI = admin.AdminAPI(self.settings.tunnel.admin_port, password, ADMIN_TIMEOUT)
+        try:
+            await self._poll_with(api, pid)
+        finally:
+            await api.close()
+
+    async def _poll_with(self, api: AdminAPI, pid: int) -> None:
         delay = FIRST_POLL / 2
         # After a line from frpc, a few quick questions while the change settles.
         quick: float | None = None
         while True:
             was_running = self.live.tunnel.state == "running"
-            self._observe(await _proxy_status(session, url, headers, timeout), pid)
+            self._observe(await api.status(), pid)
             if self.live.tunnel.state == "running":
                 delay = self.poll_interval
             elif was_running:
@@ -441,23 +445,6 @@ class TunnelSupervisor:
 
     def _set(self, state: TunnelStateName, **fields: Any) -> None:
         self.live.set_tunnel(state, **fields)
-
-
-async def _proxy_status(
-    session: aiohttp.ClientSession,
-    url: str,
-    headers: dict[str, str],
-    limit: aiohttp.ClientTimeout,
-) -> dict[str, Any] | None:
-    """frpc's ``/api/status`` as a dict, or None when it does not answer usefully."""
-    try:
-        async with session.get(url, headers=headers, timeout=limit) as response:
-            if response.status != 200:
-                return None
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _our_proxy(status: dict[str, Any]) -> dict[str, Any] | None:
