@@ -66,7 +66,7 @@ def test_lines_logged_as_the_loop_ends_are_written_at_exit() -> None:
     code = (
         "import asyncio, structlog\n"
         "from hublink import logs\n"
-        "logs.configure('info', 'journal', batched=True)\n"
+        "logs.configure('info', 'journal', daemon=True)\n"
         "async def main():\n"
         "    for n in range(3): structlog.get_logger().info('last words', n=n)\n"
         "asyncio.run(main())\n"

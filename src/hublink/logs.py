@@ -21,6 +21,7 @@ import structlog
 from pydantic import SecretStr
 
 from hublink.logbatch import BatchedLoggerFactory
+from hublink.logbudget import LineBudget
 from hublink.untrusted import clip, printable
 
 MASK = "***"
@@ -263,20 +264,23 @@ def set_hub_id(hub_id: str | None) -> None:
 
 
 def configure(
-    level: str = "info", fmt: str = "auto", stream: TextIO | None = None, *, batched: bool = False
+    level: str = "info", fmt: str = "auto", stream: TextIO | None = None, *, daemon: bool = False
 ) -> str:
     """Set up structlog and route the standard library's loggers through it.
 
-    ``batched``: the lines of one event-loop step leave in one write
-    (:mod:`hublink.logbatch`) and loggers are cached; for the daemon, whose
-    receive loop logs a line a message, and which configures only once.
+    ``daemon``: the daemon's logging, whose receive loop logs a line a Cloud
+    message: at most a budget of lines per event a second
+    (:mod:`hublink.logbudget`), the lines of one event-loop step in one write
+    (:mod:`hublink.logbatch`), loggers cached (it configures only once).
     Returns the format actually used.
     """
     stream = stream or sys.stderr
     chosen = pick_format(fmt, stream)
     # The level and the time are added after the masking: they are the
     # pipeline's own values (overwriting any a caller passed), not worth a scan.
-    processors: list[Any] = [
+    # The budget first: a line past it costs no other step.
+    processors: list[Any] = [LineBudget()] if daemon else []
+    processors += [
         structlog.contextvars.merge_contextvars,
         _hub_field,
         structlog.processors.format_exc_info,
@@ -293,11 +297,11 @@ def configure(
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=(
-            BatchedLoggerFactory(stream) if batched else structlog.PrintLoggerFactory(file=stream)
+            BatchedLoggerFactory(stream) if daemon else structlog.PrintLoggerFactory(file=stream)
         ),
         # The daemon configures once: each module's logger is built at its first
         # line instead of at every line. The CLI and the tests configure again.
-        cache_logger_on_first_use=batched,
+        cache_logger_on_first_use=daemon,
     )
     _route_stdlib(level)
     return chosen

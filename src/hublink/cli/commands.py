@@ -117,9 +117,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from hublink.configfile import config_path
     from hublink.daemon import run
 
-    # The daemon's lines leave once per loop step: a line a Cloud message is
-    # its common case, and a write each was the receive loop's largest cost.
-    logs.configure(settings.log.level, settings.log.format, batched=True)
+    # A line a Cloud message is the daemon's common case: logging must stay a
+    # small part of the receive loop's cost, even in a flood.
+    logs.configure(settings.log.level, settings.log.format, daemon=True)
     return run(settings, config_path=config_path(args.config)[0])
 
 
