@@ -10,6 +10,7 @@ link's path).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -19,7 +20,6 @@ from hublink.web.host import PageHost
 if TYPE_CHECKING:
     from hublink.actions import DaemonActions
     from hublink.config import Settings
-    from hublink.control.server import ControlServer
     from hublink.link.notices import StateStore
     from hublink.link.outbox import AsyncOutbox
     from hublink.metrics import Metrics, MetricsServer
@@ -40,8 +40,9 @@ class LocalServers:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.page = PageHost(settings.web, settings.state_dir)
-        self._control: ControlServer | None = None
         self._metrics: MetricsServer | None = None
+        # What start() opened, closed in reverse order by stop().
+        self._opened = contextlib.AsyncExitStack()
         self._imports: asyncio.Future[list[ModuleType]] | None = None
 
     async def imported(self) -> None:
@@ -69,11 +70,14 @@ class LocalServers:
         if settings.metrics.listen is not None:
             # A port it cannot bind is reported (log, status) and the daemon goes on.
             self._metrics = MetricsServer(metrics, settings.metrics.listen)
+            self._opened.push_async_callback(self._metrics.stop)
             await self._metrics.start()
+        self._opened.push_async_callback(self.page.stop)
         await self.page.start(actions.page)
         # The control socket last: once `hublink status` answers, every door is open.
-        self._control = ControlServer(settings.control_socket, actions, outbox, store, metrics)
-        await self._control.start()
+        control = ControlServer(settings.control_socket, actions, outbox, store, metrics)
+        self._opened.push_async_callback(control.stop)
+        await control.start()
 
     @property
     def metrics_error(self) -> str | None:
@@ -81,11 +85,5 @@ class LocalServers:
         return self._metrics.error if self._metrics is not None else None
 
     async def stop(self) -> None:
-        """Close the page, the control socket and the metrics listener (idempotent)."""
-        await self.page.stop()
-        if self._control is not None:
-            await self._control.stop()
-            self._control = None
-        if self._metrics is not None:
-            await self._metrics.stop()
-            self._metrics = None
+        """Close what :meth:`start` opened, the control socket first (idempotent)."""
+        await self._opened.aclose()
