@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hublink.control import request
 from support.cli import make_child_env
 from support.cloud import HubEnv
 from support.daemon import Daemons
@@ -177,3 +178,29 @@ async def test_a_running_daemon_answers_status_and_send_before_any_settings_load
         assert loaded == [], argv
     # The event went through the daemon, which queued it and sent it.
     await wait_until(lambda: any(e["type"] == "user_sync" for e in hub.cloud.events(hub.hub_id)))
+
+
+#: What an idle, connected daemon (page and metrics on, as shipped) must not carry:
+#: enrollment's and backups' libraries load at their first use.
+NOT_IN_AN_IDLE_DAEMON = (
+    "jwt",
+    "cryptography",
+    "pyrage",
+    "zstandard",
+    "hublink.enroll",
+    "hublink.backup.service",
+    "hublink.backup.pipeline",
+    "hublink.doctor.runner",
+)
+
+
+async def test_an_idle_connected_daemon_loads_no_enrollment_backup_or_doctor_library(
+    hub: HubEnv, daemons: Daemons
+) -> None:
+    daemon = await daemons.start()
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    answer = await asyncio.to_thread(request, hub.settings.control_socket, "GET", "/v1/debug")
+    assert answer is not None and answer[0] == 200
+    loaded = set(answer[1]["modules"])
+    assert "hublink.link.connection" in loaded  # the answer lists what is loaded
+    assert sorted(loaded.intersection(NOT_IN_AN_IDLE_DAEMON)) == []

@@ -8,7 +8,7 @@
     POST /v1/backup                            back up now, in the background → 202
     POST /v1/plugin-updates/{plugin_id}/install  run the ``install_plugin_update`` hook → 202
     GET  /v1/doctor                            the ``doctor --json`` object
-    GET  /v1/debug                             asyncio tasks and threads alive (leak hunting)
+    GET  /v1/debug                             tasks, threads, modules loaded (leak hunting)
 
 What the routes do is the daemon's: it hands in its
 :class:`~hublink.actions.DaemonActions`, the same services the page calls, so
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,9 +116,14 @@ class ControlServer:
         return web.json_response(await self._actions.status())
 
     async def _get_debug(self, request: web.Request) -> web.Response:
-        """``{"tasks", "threads"}``: counts that grow without bound betray a leak (the soak)."""
+        """``{"tasks", "threads", "modules"}``: counts that grow without bound betray a leak
+        (the soak); the modules loaded, what an idle daemon carries (tests/test_imports.py)."""
         return web.json_response(
-            {"tasks": len(asyncio.all_tasks()), "threads": threading.active_count()}
+            {
+                "tasks": len(asyncio.all_tasks()),
+                "threads": threading.active_count(),
+                "modules": sorted(sys.modules),
+            }
         )
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
