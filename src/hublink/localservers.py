@@ -24,12 +24,12 @@ if TYPE_CHECKING:
     from hublink.link.outbox import AsyncOutbox
     from hublink.metrics import Metrics, MetricsServer
 
-#: Imported in a worker thread while the link connects: the control socket's,
-#: the tunnel's admin API client's and the REST client's aiohttp, and the page's wiring.
+#: Imported in a worker thread while the link connects: the control socket's
+#: and the REST client's aiohttp (the tunnel's admin API client's too), and the
+#: page's wiring.
 HEAVY_MODULES = (
     "hublink.actions",
     "hublink.control.server",
-    "hublink.tunnel.admin",
     "hublink.cloud.client",
 )
 

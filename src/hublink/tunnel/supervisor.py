@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import importlib
 import os
 import random
 import re
@@ -389,11 +388,12 @@ class TunnelSupervisor:
         quicker while it is not running, so that ``running`` shows within a few
         tens of milliseconds of being true.
         """
-        # aiohttp, a third of the daemon's cold start, is imported in a worker
-        # thread: frpc starts without waiting for it, and the event loop never
-        # blocks on it (the daemon may be importing it in another thread already).
-        admin = await asyncio.to_thread(importlib.import_module, "hublink.tunnel.admin")
-        api: AdminAPI = admin.AdminAPI(self.settings.tunnel.admin_port, password, ADMIN_TIMEOUT)
+        # Imported at the first poll, not with this module: frpc starts without
+        # waiting for aiohttp (a third of the daemon's cold start), which the
+        # daemon is loading in a worker thread meanwhile (hublink.localservers).
+        from hublink.tunnel.admin import AdminAPI
+
+        api = AdminAPI(self.settings.tunnel.admin_port, password, ADMIN_TIMEOUT)
         try:
             await self._poll_with(api, pid)
         finally:
