@@ -278,8 +278,10 @@ class Link:
                         await outbox.wakeup.wait()
                     else:
                         # Retried while the link stays up; a put or a poke wakes it sooner.
+                        # asyncio.timeout: wait_for can lose a cancel on 3.11 (gh-86296).
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(outbox.wakeup.wait(), retry.next())
+                            async with asyncio.timeout(retry.next()):
+                                await outbox.wakeup.wait()
                     continue
                 if items[0].attempts >= MAX_DELIVERY_ATTEMPTS and await self._set_aside(items[0]):
                     continue

@@ -416,8 +416,12 @@ class TunnelSupervisor:
                 delay = min(delay, quick)
                 quick = quick * 2 if quick < SETTLE_POLLS_UNTIL else None
             self._news.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that
+            # lands as the event is set (CPython gh-86296), and this loop then
+            # outlived the frpc it watched, holding the supervisor forever.
             try:
-                await asyncio.wait_for(self._news.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._news.wait()
             except TimeoutError:
                 continue
             quick = FIRST_POLL
