@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hublink.control import request
 from support.cli import make_child_env
 from support.cloud import HubEnv
-from support.daemon import Daemons
+from support.daemon import Daemons, HublinkProcess
 from support.polling import wait_until
 
 
@@ -166,11 +168,18 @@ SPARED_BY_A_RUNNING_DAEMON = (
 )
 
 
-async def test_a_running_daemon_answers_status_and_send_before_any_settings_load(
-    hub: HubEnv, daemons: Daemons
-) -> None:
+@pytest.fixture
+async def connected(daemons: Daemons) -> HublinkProcess:
+    """A daemon of the test's hub, connected to its Cloud."""
     daemon = await daemons.start()
     await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    return daemon
+
+
+@pytest.mark.usefixtures("connected")
+async def test_a_running_daemon_answers_status_and_send_before_any_settings_load(
+    hub: HubEnv,
+) -> None:
     env = make_child_env(hub.settings)
     for argv in (["status", "--json"], ["send", "user_sync", "--data", '{"users": []}']):
         loaded = await asyncio.to_thread(
@@ -195,11 +204,10 @@ NOT_IN_AN_IDLE_DAEMON = (
 )
 
 
+@pytest.mark.usefixtures("connected")
 async def test_an_idle_connected_daemon_loads_no_enrollment_backup_or_doctor_library(
-    hub: HubEnv, daemons: Daemons
+    hub: HubEnv,
 ) -> None:
-    daemon = await daemons.start()
-    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
     answer = await asyncio.to_thread(request, hub.settings.control_socket, "GET", "/v1/debug")
     assert answer is not None and answer[0] == 200
     loaded = set(answer[1]["modules"])
