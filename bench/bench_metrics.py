@@ -30,17 +30,10 @@ from report import ROOT, Row, rounds
 
 from hublink.control import request
 from hublink.devcloud import DevCloud
+from hublink.devcloud.ports import free_port
 
 RULES = ROOT / "contrib" / "prometheus"
 _sample: list[str] = []
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> bytes:
@@ -73,7 +66,7 @@ async def measure(seconds: float, every: float, scrapes: int) -> dict[str, float
         try:
             on_creds, on_dir = make_hub(cloud, base, "on")
             off_creds, off_dir = make_hub(cloud, base, "off")
-            listen = f"127.0.0.1:{_free_port()}"
+            listen = f"127.0.0.1:{free_port()}"
             url = f"http://{listen}/metrics"
             on = await start_daemon(cloud.url, on_dir, HUBLINK_METRICS__LISTEN=listen)
             off = await start_daemon(cloud.url, off_dir)

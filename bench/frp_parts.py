@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from aiohttp import web
 
 from hublink import logs
 from hublink.devcloud import CloudOptions, DevCloud
-from hublink.devcloud.frps import free_port
+from hublink.devcloud.ports import free_port, free_port_range
 
 ROOT = Path(__file__).resolve().parent.parent
 FRP_BIN = Path(os.environ.get("HUBLINK_FRP_BIN", ROOT / ".cache" / "frp" / "bin"))
@@ -37,23 +36,6 @@ def need_frp() -> None:
     """Stop with a clear message when frp is not where the benches look for it."""
     if not (FRP_BIN / "frpc").exists() or not (FRP_BIN / "frps").exists():
         raise SystemExit(f"frpc/frps missing in {FRP_BIN}: run `make frp`")
-
-
-def free_port_range(size: int) -> tuple[int, int]:
-    """``size`` consecutive free loopback ports, as ``(low, high)``: the Cloud's tunnel ports."""
-    for _ in range(200):
-        low = free_port()
-        if low + size > 65535:
-            continue
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(low, low + size):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return low, low + size - 1
-    raise RuntimeError("no range of free ports found")
 
 
 @contextlib.asynccontextmanager

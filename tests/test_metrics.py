@@ -13,12 +13,12 @@ import pytest
 from hublink.config import BackupSettings
 from hublink.control import request
 from hublink.devcloud import DevCloud
+from hublink.devcloud.ports import free_port
 from support.backup import make_database
 from support.cli import make_child_env, run_hublink
 from support.cloud import make_hub_env
 from support.daemon import Daemons, HublinkProcess
 from support.metrics import CONTRACT_SERIES, Scrape, parse, scrape_socket, scrape_tcp
-from support.network import find_free_port
 from support.polling import wait_until
 from support.timing import scaled
 
@@ -51,7 +51,7 @@ async def test_every_contract_series_moves_with_what_the_daemon_does(
         },
         hooks_timeout=scaled(0.3),
     )
-    listen = f"127.0.0.1:{find_free_port()}"
+    listen = f"127.0.0.1:{free_port()}"
     daemon = await daemons.start(hub, env={"HUBLINK_METRICS__LISTEN": listen})
     await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
     for frame in (

@@ -29,6 +29,7 @@ from hublink.cloud import (
     verify_access_token,
 )
 from hublink.config import Settings
+from hublink.devcloud.ports import free_port
 from hublink.errors import (
     EXIT_NOPERM,
     EXIT_UNAVAILABLE,
@@ -41,7 +42,6 @@ from hublink.errors import (
 )
 from hublink.retry import RetryPolicy
 from hublink.tls import ssl_context
-from support.network import find_free_port
 from support.scripted_cloud import (
     Canned,
     ScriptedCloud,
@@ -326,7 +326,7 @@ async def test_refused_refresh_says_to_log_in_again(
 
 
 async def test_connection_refused_is_unreachable_within_the_deadline() -> None:
-    settings = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}")
+    settings = Settings(cloud_url=f"http://127.0.0.1:{free_port()}")
     policy = RetryPolicy(attempts=50, deadline=1.0, backoff_base=0.05, backoff_max=0.2)
     async with make_session(settings) as session:
         client = CloudClient(session, settings, policy=policy)

@@ -24,8 +24,8 @@ import pytest
 import trustme
 
 from hublink.devcloud import DEMO_PASSWORD, DevCloud
+from hublink.devcloud.ports import free_port
 from support.cli import HubBox, make_hub_box
-from support.network import find_free_port
 
 
 async def test_no_jwt_or_password_on_disk_or_in_output(devcloud: DevCloud, box: HubBox) -> None:
@@ -58,7 +58,7 @@ async def test_wrong_password_exits_77_and_writes_nothing(devcloud: DevCloud, bo
 
 
 async def test_cloud_down_exits_69_within_30_seconds(tmp_path: Path) -> None:
-    box = make_hub_box(tmp_path, f"http://127.0.0.1:{find_free_port()}")
+    box = make_hub_box(tmp_path, f"http://127.0.0.1:{free_port()}")
     run = await box.register()
     assert run.code == 69
     assert run.elapsed < 30

@@ -40,13 +40,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hublink.control import status_now
 from hublink.devcloud import CloudOptions, DevCloud
+from hublink.devcloud.ports import free_port, free_port_range
 from hublink.link.outbox import Outbox
 from support.backup import make_database
 from support.cli import HUBLINK_COMMAND, HubBox, make_child_env, run_hublink
 from support.cloud import HubEnv, make_hub_env
 from support.daemon import Daemons
 from support.leaks import JWT, Box
-from support.network import find_free_port, find_free_port_range
 from support.outbox import PLUGIN, make_plugin_event
 from support.polling import wait_until
 from support.smallfs import fill, small_filesystem
@@ -72,7 +72,7 @@ sys.stdin.read()
 @contextlib.asynccontextmanager
 async def fleet_frps(frp_bin: Path, cloud: DevCloud) -> AsyncIterator[int]:
     """A real frps that wants the fleet-wide token and asks ``cloud``'s plugin; its port."""
-    port = find_free_port()
+    port = free_port()
     low, high = cloud.port_range
     config = cloud.data_dir / "fleet-frps.toml"
     config.write_text(
@@ -120,7 +120,7 @@ async def test_no_secret_anywhere_and_every_file_private(
         tmp_path / "cloud",
         CloudOptions(
             users={EMAIL: PASSWORD},
-            port_range=find_free_port_range(2),
+            port_range=free_port_range(2),
             signing_key=devcloud_signing_key,
         ),
         frps_path=frp_bin / "frps",  # for the plugin routes; the fleet frps is ours
@@ -155,7 +155,7 @@ async def _life(
         "HUBLINK_TUNNEL__FRPC_PATH": str(frp_bin / "frpc"),
         "HUBLINK_TUNNEL__SERVER_ADDR": "127.0.0.1",
         "HUBLINK_TUNNEL__SERVER_PORT": str(frps_port),
-        "HUBLINK_TUNNEL__ADMIN_PORT": str(find_free_port()),
+        "HUBLINK_TUNNEL__ADMIN_PORT": str(free_port()),
         "HUBLINK_TUNNEL__RESTART_MIN": str(scaled(0.2)),
         "HUBLINK_TUNNEL__RESTART_MAX": str(scaled(1)),
         "HUBLINK_WEBSOCKET__HEARTBEAT_INTERVAL": str(scaled(0.2)),

@@ -38,6 +38,7 @@ from hublink import __version__
 from hublink.config import BackupSettings, Settings, TunnelSettings
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from hublink.devcloud.ports import free_port
 from hublink.link.messages import BackupCompleted, parse_inbound, validate_event
 from hublink.link.notices import StateStore
 from hublink.link.outbox import Outbox
@@ -50,7 +51,7 @@ from support.cli import (
 )
 from support.cloud import HubEnv, make_hub_env, make_revocation
 from support.daemon import Daemons
-from support.network import Listeners, TcpProxy, find_free_port
+from support.network import Listeners, TcpProxy
 from support.polling import wait_until
 from support.terminal import CTRL_D, Terminal, spawn_on
 
@@ -1122,7 +1123,7 @@ async def test_cli_reports_a_broken_config_and_exits_78(tmp_path: Path) -> None:
 
 
 async def test_cli_exits_1_when_a_check_fails(tmp_path: Path) -> None:
-    settings = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
+    settings = Settings(cloud_url=f"http://127.0.0.1:{free_port()}", state_dir=tmp_path)
     config = write_config(tmp_path / "hublink.toml", settings)
     code, out = await run_doctor(config)
     assert code == 1

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from hublink.control import request
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
+from hublink.devcloud.ports import free_port
 from support.cloud import HubEnv
 from support.daemon import Daemons, HublinkProcess
 from support.hubs import connected, running, unregistered_hub
-from support.network import find_free_port
 
 OWNER = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD}
 WRONG = "not-the-password-" + "x" * 8
@@ -196,7 +196,7 @@ async def test_a_cloud_that_cannot_be_reached_is_502(
     devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
     hub = unregistered_hub(devcloud, tmp_path)
-    away = hub.settings.model_copy(update={"cloud_url": f"http://127.0.0.1:{find_free_port()}"})
+    away = hub.settings.model_copy(update={"cloud_url": f"http://127.0.0.1:{free_port()}"})
     daemon = await daemons.start(hub, settings=away)
     await daemon.wait_status(running)
 

@@ -13,10 +13,10 @@ import pytest
 from hublink.cli import build_parser
 from hublink.config import DEFAULT_FRPS_PORT
 from hublink.devcloud import CloudOptions, DevCloud
+from hublink.devcloud.ports import free_port, free_port_range
 from hublink.live import LiveState
 from hublink.tunnel.supervisor import TunnelSupervisor
 from support.cli import HUBLINK_COMMAND
-from support.network import find_free_port, find_free_port_range
 from support.polling import wait_until
 from support.tunnel import FRP_PATIENCE, HELLO, fetch_eventually, make_tunnel_hub, running
 
@@ -61,7 +61,7 @@ def accepts(port: int) -> bool:
 
 @pytest.mark.frp
 async def test_devcloud_keeps_the_frps_port_across_restarts(tmp_path: Path, frp_bin: Path) -> None:
-    frps_port = find_free_port()
+    frps_port = free_port()
     args = (
         *("--port", "0", "--data-dir", str(tmp_path / "cloud")),
         *("--frps", str(frp_bin / "frps"), "--frps-port", str(frps_port)),
@@ -102,9 +102,9 @@ async def test_a_hubs_tunnel_comes_back_after_the_cloud_restarts(
     tmp_path: Path, frp_bin: Path, hub_app: int
 ) -> None:
     cloud_port, frps_port, tunnel_ports = (
-        find_free_port(),
-        find_free_port(),
-        find_free_port_range(2),
+        free_port(),
+        free_port(),
+        free_port_range(2),
     )
 
     async def start_cloud() -> DevCloud:

@@ -20,9 +20,10 @@ from pydantic import SecretStr
 
 from hublink.config import BackupSettings, HubSettings, Settings, TlsSettings, TunnelSettings
 from hublink.credentials import CredentialStore
+from hublink.devcloud.ports import free_port
 from hublink.doctor import Check, Report, run_checks
 from support.cloud import HubEnv
-from support.network import Listeners, find_free_port
+from support.network import Listeners
 
 PATIENCE = 5.0
 
@@ -93,7 +94,7 @@ async def test_healthy_hub_passes_every_check_but_the_absent_daemon(
 
 
 async def test_unreachable_cloud(hub: HubEnv) -> None:
-    url = f"http://127.0.0.1:{find_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     checks = await doctor(with_(hub.settings, cloud_url=url))
     assert_failed(checks["cloud"], "cannot be reached", "connection refused")
     assert checks["clock"].status == "skip"
@@ -228,7 +229,7 @@ def tunnel(frpc_path: str, frps_port: int) -> TunnelSettings:
 
 
 async def test_frpc_missing_not_executable_and_too_old(tmp_path: Path) -> None:
-    base = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
+    base = Settings(cloud_url=f"http://127.0.0.1:{free_port()}", state_dir=tmp_path)
     missing = await doctor(with_(base, tunnel=tunnel(str(tmp_path / "nope" / "frpc"), 7000)))
     assert_failed(missing["frpc"], "not found")
     assert "tunnel.frpc_path" in (missing["frpc"].hint or "")
@@ -249,7 +250,7 @@ async def test_frpc_found_on_path_by_name(
     tmp_path: Path, frp_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", f"{frp_bin}{os.pathsep}{os.environ['PATH']}")
-    base = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
+    base = Settings(cloud_url=f"http://127.0.0.1:{free_port()}", state_dir=tmp_path)
     checks = await doctor(with_(base, tunnel=tunnel("frpc", 7000)))
     assert checks["frpc"].status == "pass"
     assert str(frp_bin / "frpc") in checks["frpc"].detail
@@ -257,10 +258,10 @@ async def test_frpc_found_on_path_by_name(
 
 async def test_frps_and_local_port_not_listening(tmp_path: Path, frp_bin: Path) -> None:
     settings = Settings(
-        cloud_url=f"http://127.0.0.1:{find_free_port()}",
+        cloud_url=f"http://127.0.0.1:{free_port()}",
         state_dir=tmp_path,
-        tunnel=tunnel(str(frp_bin / "frpc"), find_free_port()),
-        hub=HubSettings(local_port=find_free_port()),
+        tunnel=tunnel(str(frp_bin / "frpc"), free_port()),
+        hub=HubSettings(local_port=free_port()),
     )
     checks = await doctor(settings)
     assert_failed(checks["frps"], "does not accept connections", "connection refused")
@@ -275,9 +276,7 @@ async def test_frps_and_local_port_not_listening(tmp_path: Path, frp_bin: Path) 
 
 
 async def test_not_registered(tmp_path: Path) -> None:
-    checks = await doctor(
-        Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
-    )
+    checks = await doctor(Settings(cloud_url=f"http://127.0.0.1:{free_port()}", state_dir=tmp_path))
     assert_failed(checks["credentials"], "not registered")
     assert "hublink register" in (checks["credentials"].hint or "")
     assert checks["websocket"].status == "skip"
@@ -306,7 +305,7 @@ async def test_unparseable_credentials(hub: HubEnv) -> None:
 
 async def test_missing_state_dir(tmp_path: Path) -> None:
     settings = Settings(
-        cloud_url=f"http://127.0.0.1:{find_free_port()}",
+        cloud_url=f"http://127.0.0.1:{free_port()}",
         state_dir=tmp_path / "absent",
         runtime_dir=tmp_path / "absent-run",
     )
@@ -329,7 +328,7 @@ def make_database(path: Path, journal_mode: str) -> Path:
 async def test_backup_database_reads(tmp_path: Path, journal_mode: str, shown: str) -> None:
     database = make_database(tmp_path / "hub.sqlite3", journal_mode)
     settings = Settings(
-        cloud_url=f"http://127.0.0.1:{find_free_port()}",
+        cloud_url=f"http://127.0.0.1:{free_port()}",
         state_dir=tmp_path / "state",
         backup=BackupSettings(database=database),
     )
@@ -339,7 +338,7 @@ async def test_backup_database_reads(tmp_path: Path, journal_mode: str, shown: s
 
 
 async def test_backup_database_missing_or_not_sqlite(tmp_path: Path) -> None:
-    base = Settings(cloud_url=f"http://127.0.0.1:{find_free_port()}", state_dir=tmp_path)
+    base = Settings(cloud_url=f"http://127.0.0.1:{free_port()}", state_dir=tmp_path)
     missing = await doctor(with_(base, backup=BackupSettings(database=tmp_path / "nope.db")))
     assert_failed(missing["backup_database"], "does not exist")
     junk = tmp_path / "junk.db"
@@ -354,7 +353,7 @@ async def test_backup_database_that_cannot_be_opened(tmp_path: Path) -> None:
     folder = tmp_path / "hub.sqlite3"
     folder.mkdir()
     settings = Settings(
-        cloud_url=f"http://127.0.0.1:{find_free_port()}",
+        cloud_url=f"http://127.0.0.1:{free_port()}",
         state_dir=tmp_path / "state",
         backup=BackupSettings(database=folder),
     )

@@ -1,45 +1,18 @@
-"""Loopback networking for tests: free ports, listeners that hang up, a relay that can stall.
+"""Loopback networking for tests: listeners that hang up, a relay that can stall.
 
-Every address is on 127.0.0.1. :class:`TcpProxy` sits between the daemon and
-the Cloud to count connections and to blackhole a link without closing it (a
-half-open connection, as a dead NAT leaves behind), or acts as an HTTP
-``CONNECT`` proxy.
+Every address is on 127.0.0.1 (free ports: :mod:`hublink.devcloud.ports`).
+:class:`TcpProxy` sits between the daemon and the Cloud to count connections
+and to blackhole a link without closing it (a half-open connection, as a dead
+NAT leaves behind), or acts as an HTTP ``CONNECT`` proxy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import ssl
 from collections.abc import AsyncIterator
 
 import pytest
-
-
-def find_free_port() -> int:
-    """A loopback TCP port nobody listens on right now (connecting to it is refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def find_free_port_range(size: int) -> tuple[int, int]:
-    """``size`` consecutive free loopback ports, as ``(low, high)``."""
-    for _ in range(200):
-        low = find_free_port()
-        if low + size > 65535:
-            continue
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(low, low + size):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return low, low + size - 1
-    raise RuntimeError("no range of free ports found")
 
 
 class Listeners:

@@ -23,9 +23,9 @@ from aiohttp import web
 
 from hublink.config import HubSettings, TunnelSettings
 from hublink.devcloud import CloudOptions, DevCloud
+from hublink.devcloud.ports import free_port, free_port_range
 from hublink.tunnel.supervisor import TunnelSupervisor
 from support.cloud import HubEnv, make_hub_env
-from support.network import find_free_port, find_free_port_range
 from support.polling import wait_until
 from support.processes import write_executable
 from support.timing import scaled
@@ -78,7 +78,7 @@ async def frp_cloud(tmp_path: Path, frp_bin: Path) -> AsyncIterator[DevCloud]:
     """The reference Cloud with its real frps; tunnel ports from a free range of 4."""
     cloud = DevCloud(
         tmp_path / "devcloud",
-        CloudOptions(port_range=find_free_port_range(4)),
+        CloudOptions(port_range=free_port_range(4)),
         frps_path=frp_bin / "frps",
     )
     await cloud.start()
@@ -116,7 +116,7 @@ def make_tunnel_settings(cloud: DevCloud, frpc: Path | str, **overrides: Any) ->
         "frpc_path": str(frpc),
         "server_addr": "127.0.0.1",
         "server_port": cloud.frps.bind_port,
-        "admin_port": find_free_port(),
+        "admin_port": free_port(),
         **FAST_RESTART,
     }
     return TunnelSettings(**(fields | overrides))

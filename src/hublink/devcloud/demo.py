@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 from hublink import logs
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, CloudOptions, DevCloud, polling
+from hublink.devcloud.ports import free_port
 
 #: Every wait of the demo is bounded: a stuck step fails the demo, it never hangs.
 STEP_TIMEOUT = 15.0
@@ -85,13 +85,6 @@ def _is_real_binary(path: Path) -> bool:
             return os.access(path, os.X_OK) and handle.read(4) == b"\x7fELF"
     except OSError:
         return False
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_until(what: str, check: Callable[[], Any], limit: float = STEP_TIMEOUT) -> Any:

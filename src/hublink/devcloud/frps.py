@@ -23,6 +23,7 @@ import tomli_w
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hublink.devcloud.ports import free_port
 from hublink.errors import TunnelError
 from hublink.fsutil import atomic_write
 from hublink.tunnel.supervisor import die_with_parent, parse_line
@@ -145,14 +146,6 @@ def _check_proxy(cloud: DevCloud, proxy: NewProxyContent) -> str | None:
 
 
 # --- the frps child -------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _ensure_free(host: str, port: int) -> None:
