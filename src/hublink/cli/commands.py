@@ -41,11 +41,16 @@ DEVCLOUD_FRPS_PORT = 7000
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def configure_logging(level: str, fmt: str) -> None:
-    """Set up structlog for this process (``log.level``, ``log.format``)."""
+def configure_logging(level: str, fmt: str, *, daemon: bool = False) -> None:
+    """Set up structlog for this process (``log.level``, ``log.format``).
+
+    ``daemon`` for ``hublink run``: a line a Cloud message is its common case,
+    and logging must stay a small part of the receive loop's cost, even in a
+    flood (:func:`hublink.logs.configure`).
+    """
     from hublink import logs
 
-    logs.configure(level, fmt)
+    logs.configure(level, fmt, daemon=daemon)
 
 
 def out(text: str = "") -> None:
@@ -113,13 +118,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     Unregistered, it waits for a registration instead of exiting (contract section 5).
     """
-    from hublink import logs
     from hublink.configfile import config_path
     from hublink.daemon import run
 
-    # A line a Cloud message is the daemon's common case: logging must stay a
-    # small part of the receive loop's cost, even in a flood.
-    logs.configure(settings.log.level, settings.log.format, daemon=True)
     return run(settings, config_path=config_path(args.config)[0])
 
 

@@ -204,5 +204,7 @@ def _run(argv: Sequence[str], context: _Context) -> int:
     from hublink.configload import load_settings
 
     context.settings = load_settings(args.config)
-    commands.configure_logging(context.settings.log.level, context.settings.log.format)
+    commands.configure_logging(
+        context.settings.log.level, context.settings.log.format, daemon=args.command == "run"
+    )
     return int(args.func(args, context.settings))
