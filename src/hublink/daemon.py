@@ -11,9 +11,11 @@ The lifecycle is a straight line::
     shutdown()   STOPPING=1, tasks cancelled (the link says 1001, frpc is reaped),
                  page and control socket closed, outbox closed
 
-The link starts first: aiohttp (with the two SSL contexts it builds at import),
-the page's and the tunnel's modules are most of a cold start, so they are
-imported in a worker thread while the link connects (:mod:`hublink.localservers`).
+The link and frpc start first: aiohttp (with the two SSL contexts it builds at
+import) and the control server's, the page's and the REST client's modules are
+most of a cold start, so they are imported in a worker thread while the link
+connects (:mod:`hublink.localservers`); the tunnel's admin-API client waits for
+frpc's first poll.
 
 READY=1 does not wait for the Cloud: a Hub must boot while its uplink is down.
 Nor does it wait for a registration (contract section 5): an unregistered
