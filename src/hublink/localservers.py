@@ -2,9 +2,9 @@
 
 They start beside the link, not before it: aiohttp (with the two SSL contexts
 it builds at import) and the control server's, the page's and the REST
-client's modules are most of a cold start, so :meth:`LocalServers.imported` loads them in a worker thread while the
-link connects on the event loop (tests/test_imports.py keeps them off the
-link's path).
+client's modules are most of a cold start, so :meth:`LocalServers.imported`
+loads them in a worker thread while the link connects on the event loop
+(tests/test_imports.py keeps them off the link's path).
 """
 
 from __future__ import annotations
