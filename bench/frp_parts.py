@@ -19,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from hublink import logs
 from hublink.devcloud import CloudOptions, DevCloud
+from hublink.devcloud.hubapp import hub_app
 from hublink.devcloud.ports import free_port, free_port_range
 
 ROOT = Path(__file__).resolve().parent.parent
 FRP_BIN = Path(os.environ.get("HUBLINK_FRP_BIN", ROOT / ".cache" / "frp" / "bin"))
-HELLO = "hello from the hub"
 
-__all__ = ["FRP_BIN", "free_port"]
+__all__ = ["FRP_BIN", "free_port", "hub_app"]
 
 
 def need_frp() -> None:
@@ -52,24 +51,6 @@ async def frp_cloud(data_dir: Path, hubs: int) -> AsyncIterator[DevCloud]:
         yield cloud
     finally:
         await cloud.stop()
-
-
-@contextlib.asynccontextmanager
-async def hub_app() -> AsyncIterator[int]:
-    """The Hub's web application: a tiny page on a free loopback port; that port."""
-
-    async def hello(_request: web.Request) -> web.Response:
-        return web.Response(text=HELLO)
-
-    app = web.Application()
-    app.router.add_get("/", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield int(runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
 
 
 def tunnel_env(cloud: DevCloud, local_port: int) -> dict[str, str]:

@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from hublink.credentials import CredentialStore
+from hublink.devcloud.hubapp import HELLO
 from support.cloud import HubEnv, make_hub_env
 from support.daemon import Daemons, HublinkProcess
 from support.metrics import scrape_socket
 from support.polling import wait_until
 from support.processes import is_alive
-from support.tunnel import HELLO, fetch_eventually
+from support.tunnel import fetch_eventually
 
 pytestmark = pytest.mark.frp
 

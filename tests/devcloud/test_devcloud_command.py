@@ -13,12 +13,13 @@ import pytest
 from hublink.cli import build_parser
 from hublink.config import DEFAULT_FRPS_PORT
 from hublink.devcloud import CloudOptions, DevCloud
+from hublink.devcloud.hubapp import HELLO
 from hublink.devcloud.ports import free_port, free_port_range
 from hublink.live import LiveState
 from hublink.tunnel.supervisor import TunnelSupervisor
 from support.cli import HUBLINK_COMMAND
 from support.polling import wait_until
-from support.tunnel import FRP_PATIENCE, HELLO, fetch_eventually, make_tunnel_hub, running
+from support.tunnel import FRP_PATIENCE, fetch_eventually, make_tunnel_hub, running
 
 
 def test_frps_listens_on_the_hubs_default_server_port_unless_told() -> None:

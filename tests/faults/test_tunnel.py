@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
+from hublink.devcloud.hubapp import HELLO
 from support.cloud import HubEnv
 from support.daemon import Daemons, HublinkProcess
 from support.polling import wait_until
 from support.processes import is_alive as alive
 from support.reliability import Row
 from support.scenario import SLACK, sized
-from support.tunnel import FAST_RESTART, HELLO, fetch_eventually
+from support.tunnel import FAST_RESTART, fetch_eventually
 
 pytestmark = [pytest.mark.faults, pytest.mark.frp, pytest.mark.timeout(sized(120, 600))]
 

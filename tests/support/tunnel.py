@@ -19,10 +19,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from hublink.config import HubSettings, TunnelSettings
 from hublink.devcloud import CloudOptions, DevCloud
+from hublink.devcloud.hubapp import hub_app as serve_hub_app
 from hublink.devcloud.ports import free_port, free_port_range
 from hublink.tunnel.supervisor import TunnelSupervisor
 from support.cloud import HubEnv, make_hub_env
@@ -30,7 +30,6 @@ from support.polling import wait_until
 from support.processes import write_executable
 from support.timing import scaled
 
-HELLO = "hello from the hub"
 #: Restart timings shrunk so that a crash loop shows several restarts in a second or two.
 FAST_RESTART = {"restart_min": scaled(0.2), "restart_max": scaled(0.8)}
 #: frp reconnects on its own schedule: waits for frpc and frps get a generous deadline (s).
@@ -90,22 +89,9 @@ async def frp_cloud(tmp_path: Path, frp_bin: Path) -> AsyncIterator[DevCloud]:
 
 @pytest.fixture
 async def hub_app() -> AsyncIterator[int]:
-    """The Hub application: a tiny aiohttp app on a free loopback port; that port."""
-
-    async def hello(_request: web.Request) -> web.Response:
-        return web.Response(text=HELLO)
-
-    app = web.Application()
-    app.router.add_get("/", hello)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port: int = runner.addresses[0][1]
-    try:
+    """The Hub application (:mod:`hublink.devcloud.hubapp`) on a free loopback port; that port."""
+    async with serve_hub_app() as port:
         yield port
-    finally:
-        await runner.cleanup()
 
 
 def make_tunnel_settings(cloud: DevCloud, frpc: Path | str, **overrides: Any) -> TunnelSettings:

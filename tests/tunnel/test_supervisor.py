@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from hublink.devcloud import DevCloud
+from hublink.devcloud.hubapp import HELLO
 from hublink.live import LiveState
 from hublink.logs import mask_text
 from hublink.tunnel.config import config_path
@@ -25,7 +26,6 @@ from support.polling import wait_until
 from support.processes import is_alive, read_proc_file
 from support.tunnel import (
     FRP_PATIENCE,
-    HELLO,
     fetch,
     fetch_eventually,
     make_tunnel_hub,
