@@ -21,6 +21,7 @@ Targets (issue 3): rate >= 0.5x the bare loop's, p99 < 5 ms.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import sqlite3
@@ -31,7 +32,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench_idle import make_hub, start_daemon, wait_for
+from bench_idle import make_hub, start_daemon, started, wait_for
 from report import Row
 
 from hublink.devcloud import DevCloud
@@ -122,7 +123,8 @@ async def run_hublink(cloud: DevCloud, base: Path, count: int) -> dict[str, tupl
     hub_id = str(creds.hub_id)
     daemon = await start_daemon(cloud.url, state_dir)
     try:
-        await wait_for(lambda: cloud.heartbeats(hub_id))
+        # Steady state: start-up (bench_startup's figure) is over before the first frame.
+        await wait_for(lambda: cloud.heartbeats(hub_id) and started(state_dir))
         results = {}
         for run, paced in (("flood", False), ("paced", True)):
             n = count if not paced else min(count, 2000)
@@ -178,6 +180,10 @@ async def collect(count: int, rounds: int) -> dict[str, list[dict[str, tuple[flo
         base = Path(tmp)
         cloud = DevCloud(base / "cloud")
         await cloud.start()
+        # The sender stamps each frame before pushing it: a full collection of
+        # this process's own heap in between would count as the client's latency.
+        gc.collect()
+        gc.freeze()
         try:
             for r in range(rounds):
                 collected["deflate"].append(await run_bare(cloud, base / f"r{r}", count, "deflate"))

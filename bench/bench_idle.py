@@ -163,6 +163,14 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def started(state_dir: Path) -> bool:
+    """Whether the daemon of ``state_dir`` (see :func:`daemon_env`) answers on its control
+    socket, which it opens last: its start-up's imports and pauses are behind it."""
+    from hublink.control.client import status_now
+
+    return status_now(state_dir.parent / "run" / "control.sock") is not None
+
+
 async def wait_for(predicate: Any, limit: float = 30.0) -> None:
     """Poll until ``predicate()`` is true, for at most ``limit`` seconds."""
     deadline = time.monotonic() + limit

@@ -213,3 +213,15 @@ async def test_an_idle_connected_daemon_loads_no_enrollment_backup_or_doctor_lib
     loaded = set(answer[1]["modules"])
     assert "hublink.link.connection" in loaded  # the answer lists what is loaded
     assert sorted(loaded.intersection(NOT_IN_AN_IDLE_DAEMON)) == []
+
+
+@pytest.mark.usefixtures("connected")
+async def test_a_started_daemon_keeps_its_start_up_heap_out_of_full_collections(
+    hub: HubEnv,
+) -> None:
+    # A full collection that walks every module and model stops the loop for tens of
+    # milliseconds in the middle of the Cloud's commands (BENCHMARKS.md, paced p99).
+    answer = await asyncio.to_thread(request, hub.settings.control_socket, "GET", "/v1/debug")
+    assert answer is not None and answer[0] == 200
+    heap = answer[1]["gc"]
+    assert heap["frozen"] > 4 * heap["tracked"], heap

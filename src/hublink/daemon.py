@@ -30,6 +30,7 @@ overruns its deadline, cancels everything at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from datetime import datetime
@@ -198,6 +199,8 @@ class Daemon:
         """
         await self._servers.imported()
         from hublink.actions import DaemonActions
+
+        _freeze_startup_heap()
 
         assert self._outbox is not None and self._store is not None
         assert self._dispatcher is not None and self.metrics is not None
@@ -496,3 +499,17 @@ class Daemon:
             self._lock_fd = None
         log.info("hublink daemon stopped", forced=self.forced)
         set_hub_id(None)
+
+
+def _freeze_startup_heap() -> None:
+    """Move everything start-up made out of the cyclic collector's reach (``gc.freeze``).
+
+    Modules, models and settings live as long as the daemon, yet every full
+    collection walked them again: 30-45 ms with the loop stopped on this
+    project's 2-core reference box, in the middle of whatever the Cloud sent.
+    Called once the worker thread's imports are in, before the control socket
+    opens: a daemon that answers ``status`` has paid this pause already. One
+    collection first, so start-up's own garbage is not kept forever.
+    """
+    gc.collect()
+    gc.freeze()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
 import threading
 from pathlib import Path
@@ -116,13 +117,16 @@ class ControlServer:
         return web.json_response(await self._actions.status())
 
     async def _get_debug(self, request: web.Request) -> web.Response:
-        """``{"tasks", "threads", "modules"}``: counts that grow without bound betray a leak
-        (the soak); the modules loaded, what an idle daemon carries (tests/test_imports.py)."""
+        """``{"tasks", "threads", "modules", "gc"}``: counts that grow without bound betray a
+        leak (the soak); the modules loaded, what an idle daemon carries
+        (tests/test_imports.py); ``gc``'s ``frozen`` and ``tracked`` object counts, how much
+        of the heap a full collection leaves alone and how much it walks."""
         return web.json_response(
             {
                 "tasks": len(asyncio.all_tasks()),
                 "threads": threading.active_count(),
                 "modules": sorted(sys.modules),
+                "gc": {"frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())},
             }
         )
 
