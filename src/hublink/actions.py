@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hublink.credentials import Credentials
     from hublink.link.dispatch import Dispatcher
     from hublink.link.notices import PluginUpdate, StateStore
-    from hublink.status import StatusReport
+    from hublink.statusreport import StatusReport
     from hublink.web import PageActions, Registered, Registration
 
 log = structlog.get_logger(__name__)

@@ -62,7 +62,8 @@ from hublink.live import LiveState
 from hublink.localservers import LocalServers
 from hublink.logs import set_hub_id
 from hublink.metrics import Metrics
-from hublink.status import StatusReport, build_status
+from hublink.status import build_status
+from hublink.statusreport import StatusReport
 from hublink.supervise import supervise
 from hublink.systemd import Notifier
 from hublink.tls import ssl_context

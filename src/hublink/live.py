@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from hublink.clock import iso_z, utc_now
 
 if TYPE_CHECKING:
-    from hublink.status import LinkReport, TunnelReport
+    from hublink.statusreport import LinkReport, TunnelReport
 
 LinkStateName = Literal["connecting", "connected", "backoff", "unauthorized", "stopped"]
 TunnelStateName = Literal["disabled", "starting", "running", "backoff", "failed", "stopped"]

@@ -65,7 +65,8 @@ async def test_status_shows_the_page_url_with_its_code_to_whoever_can_read_it(
 
 
 def test_the_page_lines_of_the_summary(tmp_path: Path) -> None:
-    from hublink.status import StatusReport, offline_status, summary_lines
+    from hublink.status import offline_status, summary_lines
+    from hublink.statusreport import StatusReport
 
     def lines(web: dict[str, Any]) -> list[str]:
         status: StatusReport = offline_status(Settings(state_dir=tmp_path / "state"))

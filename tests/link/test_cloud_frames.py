@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from hublink.link.messages import BadFrame, PluginUpdateAvailable, UserRevoked, parse_inbound
 from hublink.link.notices import StateStore
 from hublink.logs import LOG_EXCEPTION_CHARS, LOG_VALUE_CHARS, bound_text, mask_secrets
-from hublink.status import StatusReport, summary_lines
+from hublink.status import summary_lines
+from hublink.statusreport import StatusReport
 
 BIG_INT = "9" * 5000
 #: Every string JSON can carry: surrogates (lone ones included) are category Cs.

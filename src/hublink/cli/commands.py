@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from hublink.backup.service import BackupOutcome
     from hublink.config import Settings
-    from hublink.status import StatusReport
+    from hublink.statusreport import StatusReport
 
 #: ``hublink devcloud --frps-port`` by default: the port every hub's
 #: ``tunnel.server_port`` defaults to, fixed so that a restarted reference

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +84,8 @@ def report_unexpected(err: Exception, command: str | None, settings: Settings | 
         "with this message; HUBLINK_LOG__LEVEL=debug prints the traceback"
     )
     if settings is not None and settings.log.level == "debug":
+        import traceback  # only a bug's report needs it: kept off every command's start-up
+
         traceback.print_exception(err, file=sys.stderr)
     return EXIT_FAILURE
 
@@ -116,6 +117,8 @@ def _path_of(err: OSError) -> Path | None:
 
 def _where(err: BaseException) -> str:
     """``module.py:LINE`` of the innermost frame in hublink's own code (what a report needs)."""
+    import traceback  # only a bug's report needs it: kept off every command's start-up
+
     where = "unknown"
     for frame in traceback.extract_tb(err.__traceback__):
         parts = Path(frame.filename).parts

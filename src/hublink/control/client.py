@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from hublink.status import StatusReport
+    from hublink.statusreport import StatusReport
 
 #: The client's patience: a daemon that does not answer this fast counts as absent.
 CLIENT_TIMEOUT = 2.0

@@ -19,7 +19,7 @@ from hublink.errors import ConfigError
 from hublink.link.handshake import open_handshake
 from hublink.logs import mask_text
 from hublink.retry import AUTH_REFUSED_STATUSES, describe_tls_failure, describe_transient
-from hublink.status import StatusReport
+from hublink.statusreport import StatusReport
 from hublink.tls import ssl_context
 
 

@@ -12,7 +12,7 @@ from hublink.config import Settings
 from hublink.control import fetch_status
 from hublink.doctor.check import Check, os_reason, user_name
 from hublink.logs import mask_text
-from hublink.status import StatusReport
+from hublink.statusreport import StatusReport
 
 
 async def fetch_daemon(settings: Settings) -> StatusReport | None:

@@ -9,7 +9,6 @@ leaves a file the ``hublink`` user cannot read.
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 from hublink.fsutil import atomic_write, create_once
@@ -46,6 +45,8 @@ def read_or_create_code(state_dir: Path) -> str:
     existing = _read(path)
     if existing is not None:
         return existing
+    import secrets  # hashlib and hmac with it: `hublink status` only reads the code
+
     code = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
     _publish(path, code)
     # Whoever won the race, the file now holds the code everyone uses.

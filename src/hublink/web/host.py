@@ -17,7 +17,7 @@ from hublink.config import WebSettings
 from hublink.errors import WebListenError
 
 if TYPE_CHECKING:
-    from hublink.status import WebReport
+    from hublink.statusreport import WebReport
     from hublink.web.actions import PageActions
     from hublink.web.server import PageServer
 
