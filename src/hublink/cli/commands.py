@@ -137,6 +137,7 @@ def status_from_daemon(args: argparse.Namespace) -> int | None:
     socket = control_socket_of(args.config)
     status = status_now(socket) if socket is not None else None
     if status is None:
+        args.unanswered = socket
         return None
     _print_status(status, as_json=args.json)
     return EXIT_OK
@@ -147,7 +148,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from hublink.control import status_now
     from hublink.status import offline_status
 
-    status = status_now(settings.control_socket) or offline_status(settings)
+    socket = settings.control_socket
+    status = (status_now(socket) if _not_asked_yet(args, socket) else None) or offline_status(
+        settings
+    )
     _print_status(status, as_json=args.json)
     return EXIT_OK
 
@@ -186,9 +190,20 @@ def send_to_daemon(args: argparse.Namespace) -> int | None:
         return None
     answer = post_event(socket, args.type, _event_data(args))
     if answer is None:
+        args.unanswered = socket
         return None
     out(_event_id_from(answer, args.type))
     return EXIT_OK
+
+
+def _not_asked_yet(args: argparse.Namespace, socket: Path) -> bool:
+    """Whether the quick path has not already waited on ``socket`` in vain.
+
+    A daemon that did not answer it (stopped, hung, or busy past the client's
+    timeout) is not asked again: the wait would double, and a daemon that is
+    only slow would queue ``send``'s event once for each time it was asked.
+    """
+    return getattr(args, "unanswered", None) != socket
 
 
 def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
@@ -205,7 +220,8 @@ def cmd_send(args: argparse.Namespace, settings: Settings) -> int:
     data = _event_data(args)
     # A running daemon queues it: one writer of the outbox, and the way for a
     # user in group hublink, who may not write the state dir, to send at all.
-    answer = post_event(settings.control_socket, args.type, data)
+    socket = settings.control_socket
+    answer = post_event(socket, args.type, data) if _not_asked_yet(args, socket) else None
     if answer is not None:
         out(_event_id_from(answer, args.type))
         return EXIT_OK
