@@ -3,6 +3,7 @@ how many it left out; nothing else is lost."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from hublink.logbudget import SUPPRESSED, LineBudget
+from hublink.logbudget import SUPPRESSED, LineBudget, budgeted
 from support.cloud import HubEnv
 from support.daemon import Daemons
 from support.polling import wait_until
@@ -31,7 +32,11 @@ def capture() -> Iterator[LogCapture]:
 
 
 def configure(capture: LogCapture, budget: LineBudget) -> None:
-    structlog.configure(processors=[budget, capture], cache_logger_on_first_use=False)
+    structlog.configure(
+        processors=[capture],
+        wrapper_class=budgeted(structlog.make_filtering_bound_logger(logging.DEBUG), budget),
+        cache_logger_on_first_use=False,
+    )
 
 
 def events(capture: LogCapture, name: str) -> list[dict[str, Any]]:

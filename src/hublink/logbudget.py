@@ -15,11 +15,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
 
 #: Lines of one event (the same message text) written per window.
 BURST = 20
@@ -39,11 +42,12 @@ class _Window:
 
 
 class LineBudget:
-    """structlog processor: passes :data:`BURST` lines of an event per window, drops the rest.
+    """Passes :data:`BURST` lines of an event per window, leaves the rest out.
 
-    The count of dropped lines is logged (event :data:`SUPPRESSED`, fields
+    The count of lines left out is logged (event :data:`SUPPRESSED`, fields
     ``line`` and ``count``) when the window ends: by a timer on the running
     event loop, or with the event's next line when there is no loop.
+    :func:`budgeted` applies it to a structlog logger class.
     """
 
     def __init__(
@@ -58,31 +62,29 @@ class LineBudget:
         self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
 
-    def __call__(
-        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-    ) -> MutableMapping[str, Any]:
-        event = str(event_dict.get("event", ""))
+    def admit(self, event: str) -> int | None:
+        """None when the line of ``event`` is to be left out; else how many lines of it
+        were left out before it that no timer reported (usually 0)."""
         if event == SUPPRESSED:
-            return event_dict
+            return 0
         now = self._clock()
         with self._lock:
             current = self._windows.get(event)
             if current is None or now - current.start >= self.window:
-                if current is not None and current.left_out:
-                    # No timer said it (no loop): this line says it.
-                    event_dict["left_out_before"] = current.left_out
+                # A count no timer said (no loop) is said by this line.
+                earlier = current.left_out if current is not None else 0
                 self._windows[event] = _Window(start=now, written=1)
                 self._forget_old()
-                return event_dict
+                return earlier
             if current.written < self.burst:
                 current.written += 1
-                return event_dict
+                return 0
             current.left_out += 1
-            first = current.left_out == 1
+            if current.left_out > 1:
+                return None  # the flood's common case: the report is due already
             remaining = max(0.0, current.start + self.window - now)
-        if first:
-            self._report_later(event, remaining)
-        raise structlog.DropEvent
+        self._report_later(event, remaining)
+        return None
 
     def _report_later(self, event: str, delay: float) -> None:
         try:
@@ -110,3 +112,27 @@ class LineBudget:
             for event, window in list(self._windows.items()):
                 if not window.left_out:
                     del self._windows[event]
+
+
+def budgeted(base: type[FilteringBoundLogger], budget: LineBudget) -> type[FilteringBoundLogger]:
+    """``base`` (a structlog wrapper class) whose lines pass ``budget`` first.
+
+    The check sits in ``_proxy_to_logger``, the hook structlog leaves to custom
+    wrapper classes (structlog's docs, "Custom wrappers"), before the processor
+    chain: a line left out costs no copy of the context and no processor. The
+    standard library's lines come through the same loggers (:mod:`hublink.logs`).
+    """
+
+    class Budgeted(base):  # type: ignore[valid-type,misc]  # a class made at run time
+        def _proxy_to_logger(
+            self, method_name: str, event: str | None = None, **event_kw: Any
+        ) -> Any:
+            earlier = budget.admit(str(event))
+            if earlier is None:
+                return None
+            if earlier:
+                event_kw["left_out_before"] = earlier
+            return super()._proxy_to_logger(method_name, event, **event_kw)
+
+    Budgeted.__name__ = Budgeted.__qualname__ = f"Budgeted{base.__name__}"
+    return Budgeted

@@ -21,7 +21,7 @@ import structlog
 from pydantic import SecretStr
 
 from hublink.logbatch import BatchedLoggerFactory
-from hublink.logbudget import LineBudget
+from hublink.logbudget import LineBudget, budgeted
 from hublink.untrusted import clip, printable
 
 MASK = "***"
@@ -278,9 +278,7 @@ def configure(
     chosen = pick_format(fmt, stream)
     # The level and the time are added after the masking: they are the
     # pipeline's own values (overwriting any a caller passed), not worth a scan.
-    # The budget first: a line past it costs no other step.
-    processors: list[Any] = [LineBudget()] if daemon else []
-    processors += [
+    processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _hub_field,
         structlog.processors.format_exc_info,
@@ -291,11 +289,11 @@ def configure(
     if chosen != "journal":
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
     processors.append(_renderer(chosen))
+    wrapper = structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()])
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        # The budget before the processors: a line past it costs none of them.
+        wrapper_class=budgeted(wrapper, LineBudget()) if daemon else wrapper,
         logger_factory=(
             BatchedLoggerFactory(stream) if daemon else structlog.PrintLoggerFactory(file=stream)
         ),
