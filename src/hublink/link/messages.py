@@ -277,9 +277,11 @@ class _Inbound(_Wire):
     # Unknown fields are kept, not used: a hook gets the message as the Cloud
     # sent it, including fields newer than this hublink.
     model_config = ConfigDict(frozen=True, extra="allow")
-    # The frame's object exactly as received: validation turns an integer id
-    # into a string, but the hook must see what the Cloud sent (contract §6).
-    _received: dict[str, Any] | None = PrivateAttr(default=None)
+    # The frame's object exactly as received (set by parse_inbound): validation
+    # turns an integer id into a string, but the hook must see what the Cloud
+    # sent (contract §6). A slot, which pydantic leaves alone, not a private
+    # attribute: those cost every message a post-init call (two in a subclass).
+    __slots__ = ("_received",)
 
     def __eq__(self, other: object) -> bool:
         # Two messages with the same fields are equal however they arrived;
@@ -296,8 +298,9 @@ class _Inbound(_Wire):
 
     def hook_payload(self) -> bytes:
         """The message as JSON for a hook's stdin: as the Cloud sent it, unknown fields too."""
-        if self._received is not None:
-            text = json.dumps(self._received, ensure_ascii=False, separators=(",", ":"))
+        received = getattr(self, "_received", None)
+        if received is not None:
+            text = json.dumps(received, ensure_ascii=False, separators=(",", ":"))
             # Lone surrogates are replaced at parse time; should one remain, its JSON
             # escape (what backslashreplace writes) keeps stdin valid UTF-8 and JSON.
             return text.encode("utf-8", "backslashreplace")
@@ -382,7 +385,7 @@ def parse_inbound(frame: str | bytes) -> PluginUpdateAvailable | UserRevoked | B
     except ValidationError as err:
         problems = "; ".join(describe_problems(err, tag=kind))
         raise BadFrame(f"invalid {kind}: {excerpt(problems, 400)}", message_type=kind) from None
-    message._received = data
+    object.__setattr__(message, "_received", data)  # frozen: set once, here
     return message
 
 
