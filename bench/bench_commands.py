@@ -12,7 +12,9 @@ frames, each carrying its send time (``time.time_ns()``) in ``download_url``.
 
 Two runs each: a flood (N frames as fast as the Cloud sends them: messages/s)
 and a paced run (one frame every 2 ms: latency without queueing).
-N defaults to 10000 (``BENCH_COMMANDS_N`` or the first argument); the clients
+N defaults to 20000 (``BENCH_COMMANDS_N`` or the first argument): a bare loop
+reads 5,000 in about 0.15 s, where the connection's first moments (TCP's
+window opening, the first commits) weigh as much as the steady state; the clients
 take turns for ``BENCH_ROUNDS`` rounds (default 3) and the median round is shown,
 since the machine is shared and single runs are noisy.
 Targets (issue 3): rate >= 0.5x the bare loop's, p99 < 5 ms.
@@ -38,6 +40,8 @@ from report import Row
 from hublink.devcloud import DevCloud
 
 PACED_INTERVAL = 0.002
+#: Frames of the flood (``BENCH_COMMANDS_N``).
+FLOOD = 20000
 
 BARE_CLIENT = r"""
 import asyncio, json, sys, time
@@ -198,7 +202,7 @@ def rows() -> list[Row]:
     """The flood rate and the paced p99 of hublink at ``info``, beside the bare loops."""
     from report import rounds
 
-    count = int(os.environ.get("BENCH_COMMANDS_N", "5000"))
+    count = int(os.environ.get("BENCH_COMMANDS_N", str(FLOOD)))
     got = asyncio.run(collect(count, rounds()))
 
     def runs(client: str, kind: str, field: int) -> list[float]:
@@ -260,6 +264,6 @@ async def main(count: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    n = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_COMMANDS_N", "10000"))
+    n = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_COMMANDS_N", str(FLOOD)))
     rounds = int(os.environ.get("BENCH_ROUNDS", "3"))
     asyncio.run(main(n, rounds))
