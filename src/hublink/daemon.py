@@ -30,10 +30,8 @@ overruns its deadline, cancels everything at once.
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import signal
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +59,7 @@ from hublink.link.outbox import AsyncOutbox
 from hublink.live import LiveState
 from hublink.localservers import LocalServers
 from hublink.logs import set_hub_id
-from hublink.metrics import Metrics
+from hublink.metrics import Metrics, last_backup_time
 from hublink.status import build_status
 from hublink.statusreport import StatusReport
 from hublink.supervise import supervise
@@ -201,8 +199,6 @@ class Daemon:
         await self._servers.imported()
         from hublink.actions import DaemonActions
 
-        _freeze_startup_heap()
-
         assert self._outbox is not None and self._store is not None
         assert self._dispatcher is not None and self.metrics is not None
         assert self._notifier is not None
@@ -213,7 +209,7 @@ class Daemon:
             adopt=self.adopt,
             dispatcher=self._dispatcher,
             notices=self._store,
-            backup_running=lambda: self._backups is not None and self._backups.running,
+            backup_running=self._backup_running,
             config_path=self.config_path,
         )
         await self._servers.start(actions, self._outbox, self._store, self.metrics)
@@ -232,6 +228,12 @@ class Daemon:
                 hint=self._registration_hint(),
             )
 
+    def _backup_running(self) -> bool:
+        """Whether a backup runs: this daemon's, or ``hublink backup`` in another shell."""
+        if self._backups is not None and self._backups.running:
+            return True
+        return statedir.held_by_anyone(self.settings.state_dir / statedir.BACKUP_LOCK)
+
     def _registration_hint(self) -> str:
         ways = "POST /v1/register on the control socket, or `hublink register`"
         if self._servers.page.url is not None:
@@ -240,13 +242,6 @@ class Daemon:
 
     def _make_metrics(self, notices: Notices) -> Metrics:
         """The daemon's metrics; the last successful backup comes back from the state dir."""
-        last = notices["last_completed_backup"]
-        last_at = None
-        if last is not None:
-            try:
-                last_at = datetime.fromisoformat(last["at"])
-            except (TypeError, ValueError):
-                log.warning("the last backup's time in the state store is unreadable", at=last)
         return Metrics(
             live=self.live,
             outbox=self._outbox.sync if self._outbox is not None else None,
@@ -257,7 +252,7 @@ class Daemon:
                 message_type(BackupFailed),
             ),
             hook_types=self.settings.hooks,
-            last_backup_at=last_at,
+            last_backup_at=last_backup_time(notices),
         )
 
     # --- main loop --------------------------------------------------------------
@@ -500,17 +495,3 @@ class Daemon:
             self._lock_fd = None
         log.info("hublink daemon stopped", forced=self.forced)
         set_hub_id(None)
-
-
-def _freeze_startup_heap() -> None:
-    """Move everything start-up made out of the cyclic collector's reach (``gc.freeze``).
-
-    Modules, models and settings live as long as the daemon, yet every full
-    collection walked them again: 30-45 ms with the loop stopped on this
-    project's 2-core reference box, in the middle of whatever the Cloud sent.
-    Called once the worker thread's imports are in, before the control socket
-    opens: a daemon that answers ``status`` has paid this pause already. One
-    collection first, so start-up's own garbage is not kept forever.
-    """
-    gc.collect()
-    gc.freeze()

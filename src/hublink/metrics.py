@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from hublink.link.outbox import Outbox
+    from hublink.link.records import Notices
     from hublink.live import LiveState
 
 log = structlog.get_logger(__name__)
@@ -75,6 +76,20 @@ _TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 BACKUP_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 #: Content type of ``GET /metrics`` when the scraper does not ask for OpenMetrics.
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def last_backup_time(notices: Notices) -> datetime | None:
+    """When the last successful backup recorded in the state dir ended (for
+    ``hublink_last_backup_timestamp_seconds`` after a restart); None when there is
+    none or its time is unreadable (logged)."""
+    last = notices["last_completed_backup"]
+    if last is None:
+        return None
+    try:
+        return datetime.fromisoformat(last["at"])
+    except (TypeError, ValueError):
+        log.warning("the last backup's time in the state store is unreadable", at=last)
+        return None
 
 
 class Metrics:

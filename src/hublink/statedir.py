@@ -152,6 +152,24 @@ def hold_daemon_lock(state_dir: Path) -> int:
     return fd
 
 
+def held_by_anyone(path: Path) -> bool:
+    """Whether some open file holds the ``flock`` of ``path`` (False when there is no file).
+
+    A probe: a shared lock tried without waiting, and given back at once.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also gives back the shared lock, when it was taken
+    return False
+
+
 def daemon_lock_holder(state_dir: Path) -> int | None:
     """The pid of a daemon holding ``state_dir`` (0 if unreadable), or None when none does."""
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hublink.devcloud import DevCloud
+from hublink.statedir import BACKUP_LOCK, exclusive_lock
 from support.backup import make_database
 from support.cloud import HubEnv, make_hub_env
 from support.daemon import Daemons, HublinkProcess
@@ -101,6 +102,26 @@ async def test_backup_now_while_one_runs_is_409(
     status = await daemon.wait_status(lambda s: s["last_backup"] is not None, timeout=30)
     assert status["last_backup"]["result"] == "completed"
     assert len(devcloud.backup_records(hub.hub_id)) == 1
+
+
+async def test_backup_now_while_hublink_backup_runs_in_another_shell_is_409(
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
+) -> None:
+    database = tmp_path / "shop.sqlite3"
+    make_database(database, rows=50)
+    hub = hub_with(devcloud, tmp_path)
+    backup = hub.settings.backup.model_copy(update={"database": database})
+    daemon = await daemons.start(hub, settings=hub.settings.model_copy(update={"backup": backup}))
+    await daemon.wait_status(connected)
+
+    # What `hublink backup` holds while it runs (one backup at a time, across processes).
+    with exclusive_lock(hub.settings.state_dir / BACKUP_LOCK, wait=False):
+        code, body = await daemon.call("POST", "/v1/backup", {})
+    assert code == 409, body
+    assert body["error"] == "a backup is already running"
+
+    # Once it is done, the next one starts.
+    assert (await daemon.call("POST", "/v1/backup", {}))[0] == 202
 
 
 async def test_backup_now_before_registration_is_409_saying_so(
