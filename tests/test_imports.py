@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -212,13 +213,18 @@ NOT_IN_AN_IDLE_DAEMON = (
 )
 
 
+async def debug_of(hub: HubEnv) -> dict[str, Any]:
+    """The running daemon's ``GET /v1/debug`` answer."""
+    answer = await asyncio.to_thread(request, hub.settings.control_socket, "GET", "/v1/debug")
+    assert answer is not None and answer[0] == 200
+    return cast("dict[str, Any]", answer[1])
+
+
 @pytest.mark.usefixtures("connected")
 async def test_an_idle_connected_daemon_loads_no_enrollment_backup_or_doctor_library(
     hub: HubEnv,
 ) -> None:
-    answer = await asyncio.to_thread(request, hub.settings.control_socket, "GET", "/v1/debug")
-    assert answer is not None and answer[0] == 200
-    loaded = set(answer[1]["modules"])
+    loaded = set((await debug_of(hub))["modules"])
     assert "hublink.link.connection" in loaded  # the answer lists what is loaded
     assert sorted(loaded.intersection(NOT_IN_AN_IDLE_DAEMON)) == []
 
@@ -229,7 +235,5 @@ async def test_a_started_daemon_keeps_its_start_up_heap_out_of_full_collections(
 ) -> None:
     # A full collection that walks every module and model stops the loop for tens of
     # milliseconds in the middle of the Cloud's commands (BENCHMARKS.md, paced p99).
-    answer = await asyncio.to_thread(request, hub.settings.control_socket, "GET", "/v1/debug")
-    assert answer is not None and answer[0] == 200
-    heap = answer[1]["gc"]
+    heap = (await debug_of(hub))["gc"]
     assert heap["frozen"] > 4 * heap["tracked"], heap

@@ -82,15 +82,23 @@ async def test_backup_now_is_202_uploads_and_tells_the_cloud(
     assert answer[0]["backup_id"] == status["last_backup"]["backup_id"]
 
 
-async def test_backup_now_while_one_runs_is_409(
+async def backing_up_daemon(
     devcloud: DevCloud, tmp_path: Path, daemons: Daemons
-) -> None:
+) -> tuple[HubEnv, HublinkProcess]:
+    """A connected daemon whose ``backup.database`` is a small SQLite file."""
     database = tmp_path / "shop.sqlite3"
     make_database(database, rows=50)
     hub = hub_with(devcloud, tmp_path)
     backup = hub.settings.backup.model_copy(update={"database": database})
     daemon = await daemons.start(hub, settings=hub.settings.model_copy(update={"backup": backup}))
     await daemon.wait_status(connected)
+    return hub, daemon
+
+
+async def test_backup_now_while_one_runs_is_409(
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
+) -> None:
+    hub, daemon = await backing_up_daemon(devcloud, tmp_path, daemons)
     # The Cloud takes its time over the upload: the first backup is still running.
     devcloud.fail_next(f"/api/hubs/{hub.hub_id}/backups/", None, delay=5.0)
 
@@ -107,12 +115,7 @@ async def test_backup_now_while_one_runs_is_409(
 async def test_backup_now_while_hublink_backup_runs_in_another_shell_is_409(
     devcloud: DevCloud, tmp_path: Path, daemons: Daemons
 ) -> None:
-    database = tmp_path / "shop.sqlite3"
-    make_database(database, rows=50)
-    hub = hub_with(devcloud, tmp_path)
-    backup = hub.settings.backup.model_copy(update={"database": database})
-    daemon = await daemons.start(hub, settings=hub.settings.model_copy(update={"backup": backup}))
-    await daemon.wait_status(connected)
+    hub, daemon = await backing_up_daemon(devcloud, tmp_path, daemons)
 
     # What `hublink backup` holds while it runs (one backup at a time, across processes).
     with exclusive_lock(hub.settings.state_dir / BACKUP_LOCK, wait=False):
