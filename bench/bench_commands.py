@@ -28,6 +28,7 @@ import json
 import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -235,6 +236,22 @@ def rows() -> list[Row]:
             "< 5 ms",
         ),
     ]
+
+
+def markdown() -> str:
+    """BENCHMARKS.md's section after the table: the receive path's steps, timed one by one
+    (bench/receive_steps.py, in a process of its own: it sets up the daemon's logging)."""
+    import receive_steps
+
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("receive_steps.py")), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    measured = [(name, value) for name, value in json.loads(done.stdout.splitlines()[-1])]
+    return receive_steps.markdown(measured)
 
 
 async def main(count: int, rounds: int) -> None:
