@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from hublink import __version__
 from hublink.config import Settings, TunnelSettings
+from hublink.control import status_now
 from hublink.credentials import CredentialStore
 from hublink.devcloud import CloudOptions, DevCloud
 from hublink.tunnel.config import write_config
@@ -125,6 +126,11 @@ async def test_the_bundle_holds_what_support_needs_and_no_secret(
             *HUBLINK_COMMAND, "run", env=box.env, stderr=asyncio.subprocess.DEVNULL
         )
         await wait_until(lambda: cloud.heartbeats(CredentialStore(box.state_dir).load().hub_id))
+        # Its control socket opens last, after the link: the bundle asks it for status.
+        await wait_until(
+            lambda: asyncio.to_thread(status_now, box.runtime_dir / "control.sock"),
+            what="the daemon to answer on its control socket",
+        )
 
         out = await box.hublink("support-bundle", "--output", "bundle.tar.gz")
     finally:

@@ -36,6 +36,7 @@ import pytest
 
 from hublink import __version__
 from hublink.config import BackupSettings, Settings, TunnelSettings
+from hublink.control import status_now
 from hublink.credentials import CredentialStore
 from hublink.devcloud import DEMO_EMAIL, DEMO_PASSWORD, DevCloud
 from hublink.devcloud.ports import free_port
@@ -1154,6 +1155,11 @@ async def test_with_the_daemon_running_everything_passes(
     try:
         await wait_until(lambda: devcloud.connections(hub.hub_id) >= 1, timeout=20)
         await wait_until(lambda: len(devcloud.heartbeats(hub.hub_id)) >= 1)
+        # The control socket opens last, after the link: doctor asks the daemon through it.
+        await wait_until(
+            lambda: asyncio.to_thread(status_now, settings.control_socket),
+            what="the daemon to answer on its control socket",
+        )
         code, out = await run_doctor(config, "--json")
         report = json.loads(out)
         statuses = {c["name"]: c["status"] for c in report["checks"]}
