@@ -16,8 +16,12 @@ from hublink.config import TunnelSettings
 from hublink.control import fetch_status
 from hublink.daemon import Daemon
 from hublink.devcloud import DevCloud
+from hublink.link.events import queue_event
+from hublink.link.notices import StateStore
+from hublink.link.outbox import Outbox
 from hublink.supervise import supervise
 from support.cloud import make_hub_env
+from support.daemon import Daemons
 from support.polling import wait_until
 
 
@@ -81,3 +85,29 @@ async def test_an_enabled_tunnel_is_never_reported_disabled_while_starting(
         await daemon.shutdown()
     assert "disabled" not in seen
     assert seen[0] in ("starting", "backoff", "failed")
+
+
+async def test_an_event_another_process_queued_without_a_poke_leaves_within_a_heartbeat(
+    devcloud: DevCloud, tmp_path: Path, daemons: Daemons
+) -> None:
+    # `hublink send` writes the outbox itself when the daemon does not answer (a
+    # moment at start-up, before the control socket opens), and its poke then
+    # finds no socket: the connected link must find the event on its own.
+    hub = make_hub_env(devcloud, tmp_path / "hub")
+    daemon = await daemons.start(hub)
+    await daemon.wait_status(lambda s: s["websocket"]["state"] == "connected")
+    # Two heartbeats: the drain has long found the outbox empty and waits.
+    await wait_until(lambda: len(devcloud.heartbeats(hub.hub_id)) >= 2, what="two heartbeats")
+
+    outbox = Outbox.for_settings(hub.settings)
+    notices = StateStore.load(hub.settings.state_dir)
+    try:
+        event_id = queue_event(outbox, notices, "user_sync", {"users": []})
+    finally:
+        notices.close()
+        outbox.close()
+
+    await wait_until(
+        lambda: any(e.get("id") == event_id for e in devcloud.events(hub.hub_id)),
+        what="the event queued without a poke",
+    )

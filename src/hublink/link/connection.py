@@ -252,6 +252,10 @@ class Link:
                 await ws.send(heartbeat_frame())
                 self._live.link.last_heartbeat_at = utc_now()
                 self._metrics.heartbeat_sent()
+                # Each beat also has the drain look at the outbox: an event another
+                # process wrote without a poke (`hublink send` while the daemon's
+                # socket is not open yet) leaves within one interval, not never.
+                self._outbox.poke()
                 # Scheduled from the first beat, so a slow send never makes them drift.
                 due += interval
                 now = loop.time()
