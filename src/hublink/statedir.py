@@ -153,36 +153,42 @@ def hold_daemon_lock(state_dir: Path) -> int:
 
 
 def held_by_anyone(path: Path) -> bool:
-    """Whether some open file holds the ``flock`` of ``path`` (False when there is no file).
+    """Whether some open file holds the ``flock`` of ``path`` (False when there is no file)."""
+    fd = _open_if_held(path)
+    if fd is None:
+        return False
+    os.close(fd)
+    return True
+
+
+def daemon_lock_holder(state_dir: Path) -> int | None:
+    """The pid of a daemon holding ``state_dir`` (0 if unreadable), or None when none does."""
+    fd = _open_if_held(state_dir / DAEMON_LOCK)
+    if fd is None:
+        return None
+    try:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() else 0
+
+
+def _open_if_held(path: Path) -> int | None:
+    """``path`` opened for reading when some open file holds its ``flock`` (the caller
+    closes it); None when none does or there is no such file.
 
     A probe: a shared lock tried without waiting, and given back at once.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also gives back the shared lock, when it was taken
-    return False
-
-
-def daemon_lock_holder(state_dir: Path) -> int | None:
-    """The pid of a daemon holding ``state_dir`` (0 if unreadable), or None when none does."""
-    try:
-        fd = os.open(state_dir / DAEMON_LOCK, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.read(fd, 32).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else 0
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
+        return fd
+    except BaseException:
         os.close(fd)
+        raise
+    os.close(fd)  # also gives back the shared lock
+    return None
