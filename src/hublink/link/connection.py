@@ -252,10 +252,6 @@ class Link:
                 await ws.send(heartbeat_frame())
                 self._live.link.last_heartbeat_at = utc_now()
                 self._metrics.heartbeat_sent()
-                # Each beat also has the drain look at the outbox: an event another
-                # process wrote without a poke (`hublink send` while the daemon's
-                # socket is not open yet) leaves within one interval, not never.
-                self._outbox.poke()
                 # Scheduled from the first beat, so a slow send never makes them drift.
                 due += interval
                 now = loop.time()
@@ -278,14 +274,16 @@ class Link:
                     retry.reset()
                 items = await outbox.peek(DRAIN_BATCH, after_seq=last_sent)
                 if not items:
-                    if unremoved is None:
-                        await outbox.wakeup.wait()
-                    else:
-                        # Retried while the link stays up; a put or a poke wakes it sooner.
-                        # asyncio.timeout: wait_for can lose a cancel on 3.11 (gh-86296).
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(retry.next()):
-                                await outbox.wakeup.wait()
+                    # A put or a poke wakes it; so does the clock. The removal is
+                    # retried with backoff while the link stays up, and an empty
+                    # outbox is looked at again every heartbeat interval: an event
+                    # another process wrote without a poke (`hublink send` while the
+                    # control socket is not open yet) leaves then, not never.
+                    idle = self._ws_settings.heartbeat_interval
+                    # asyncio.timeout: wait_for can lose a cancel on 3.11 (gh-86296).
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(idle if unremoved is None else retry.next()):
+                            await outbox.wakeup.wait()
                     continue
                 if items[0].attempts >= MAX_DELIVERY_ATTEMPTS and await self._set_aside(items[0]):
                     continue
