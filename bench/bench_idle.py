@@ -166,9 +166,10 @@ def proc_cpu(pid: int) -> float:
 def started(state_dir: Path) -> bool:
     """Whether the daemon of ``state_dir`` (see :func:`daemon_env`) answers on its control
     socket, which it opens last: its start-up's imports and pauses are behind it."""
+    from hublink.configfile import CONTROL_SOCKET
     from hublink.control.client import status_now
 
-    return status_now(state_dir.parent / "run" / "control.sock") is not None
+    return status_now(state_dir.parent / "run" / CONTROL_SOCKET) is not None
 
 
 async def wait_for(predicate: Any, limit: float = 30.0) -> None:

@@ -149,10 +149,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from hublink.status import offline_status
 
     socket = settings.control_socket
-    status = (status_now(socket) if _not_asked_yet(args, socket) else None) or offline_status(
-        settings
-    )
-    _print_status(status, as_json=args.json)
+    status = status_now(socket) if _not_asked_yet(args, socket) else None
+    _print_status(status or offline_status(settings), as_json=args.json)
     return EXIT_OK
 
 
